@@ -1,0 +1,108 @@
+"""The agent's entry point: ``python -m harness.agent``.
+
+Reads the run spec (``/results/config.json`` by default), runs the measurement protocol and
+writes result.json, or error.json and a non-zero exit code. It never imports docker or typer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+from harness.config.load import load_experiment
+from harness.errors import HarnessError, RunFailure
+from harness.results.io import atomic_write_json, read_model
+from harness.results.schema import RunError, RunInfo, RunSpec
+
+EXIT_FAILED = 1
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m harness.agent", description=__doc__)
+    parser.add_argument("--config", type=Path, help="run spec JSON (default /results/config.json)")
+    parser.add_argument(
+        "--experiment", type=Path, help="a single experiment YAML/JSON instead of a run spec"
+    )
+    parser.add_argument("--out", type=Path, help="output folder (default: the config's folder)")
+    return parser.parse_args(argv)
+
+
+def _spec_from_experiment(path: Path, out: Path) -> RunSpec:
+    """A run spec for a single experiment file (compose and ad-hoc use)."""
+    exp = load_experiment(path)
+    return RunSpec(
+        run=RunInfo(study="single", experiment_id=exp.id, cycle=1, run_id=f"{exp.id}-c1"),
+        experiment=exp,
+        model_path=exp.model,
+        runner="single",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one experiment; return the process exit code."""
+    args = _parse(argv)
+    if args.experiment is not None:
+        out = args.out or Path("/results")
+    else:
+        config = args.config or Path("/results/config.json")
+        out = args.out or config.parent
+    run_id = "unknown"
+    try:
+        if (out / "result.json").exists():
+            raise RunFailure(
+                f"{out / 'result.json'} already exists; refusing to overwrite an earlier result",
+                reason="result_exists",
+            )
+        if args.experiment is not None:
+            spec = _spec_from_experiment(args.experiment, out)
+            atomic_write_json(out / "config.json", spec)
+        else:
+            try:
+                spec = read_model(config, RunSpec)
+            except FileNotFoundError as e:
+                raise RunFailure(f"{config}: no run spec found", reason="config_missing") from e
+            except ValueError as e:
+                raise RunFailure(str(e), reason="config_invalid") from e
+        run_id = spec.run.run_id
+        from harness.agent import protocol  # imported late: it pulls numpy and the sensors
+
+        print(f"[agent] run {run_id}: {spec.experiment.backend} {spec.experiment.precision} "
+              f"batch {spec.experiment.batch_size} on {spec.experiment.device}", flush=True)
+        result = protocol.run(spec, out)
+        print(
+            f"[agent] done: {result.tokens.output_tokens} output tokens in "
+            f"{result.timings.window_s:.2f} s, {result.throughput.output_tokens_per_s:.1f} tok/s, "
+            f"energy {result.energy.energy_method}",
+            flush=True,
+        )
+        return 0
+    except BaseException as e:  # noqa: BLE001 - the boundary: everything becomes error.json
+        if isinstance(e, KeyboardInterrupt):
+            reason, code = "interrupted", 130
+        elif isinstance(e, HarnessError):
+            reason, code = getattr(e, "reason", type(e).__name__), EXIT_FAILED
+        elif isinstance(e, MemoryError):
+            reason, code = "out_of_memory", EXIT_FAILED
+        else:
+            reason, code = "agent_exception", EXIT_FAILED
+        if isinstance(e, SystemExit):
+            raise
+        message = f"{type(e).__name__}: {e}"
+        print(f"[agent] failed ({reason}): {message}", file=sys.stderr, flush=True)
+        try:
+            atomic_write_json(
+                out / "error.json",
+                RunError(
+                    run_id=run_id, reason=reason, message=message,
+                    traceback=traceback.format_exc(),
+                ),
+            )
+        except HarnessError as write_error:
+            print(f"[agent] cannot write error.json: {write_error}", file=sys.stderr)
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

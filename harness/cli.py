@@ -1,0 +1,308 @@
+"""The ``harness`` command line; the only place that turns errors into text and exit codes."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+import harness
+from harness.errors import HarnessError, UserInputError
+
+app = typer.Typer(
+    name="harness",
+    help="Measure the energy, throughput and latency of LLM inference, one container per run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+study_app = typer.Typer(help="Plan, run and inspect studies.", no_args_is_help=True)
+images_app = typer.Typer(help="Build the backend images.", no_args_is_help=True)
+model_app = typer.Typer(help="Make models for tests and demos.", no_args_is_help=True)
+app.add_typer(study_app, name="study")
+app.add_typer(images_app, name="images")
+app.add_typer(model_app, name="model")
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+RunnerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--runner", help="auto | docker | local (default: the study's execution.runner)"
+    ),
+]
+
+
+def _fmt(value: Any, spec: str = ".3g") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+) -> None:
+    if version:
+        console.print(f"harness {harness.__version__}")
+        raise typer.Exit()
+
+
+@study_app.command("plan")
+def study_plan(file: Annotated[Path, typer.Argument(help="The study YAML file.")]) -> None:
+    """Validate a study and show its runs without starting anything."""
+    from harness.config.load import plan_study
+
+    study, plan = plan_study(file)
+    table = Table(title=f"Plan of study {study.name!r}")
+    for col in ("#", "run", "experiment", "cycle", "backend", "device", "precision", "batch"):
+        table.add_column(col)
+    extra = [a for a in plan.axes if a not in ("backend", "device", "precision", "batch_size")]
+    for axis in extra:
+        table.add_column(axis)
+    params = {p.id: p for p in plan.experiments}
+    for run in plan.runs:
+        p = params[run.experiment_id]
+        e = p.experiment
+        table.add_row(
+            str(run.position + 1), run.run_id, run.experiment_id, str(run.cycle), e.backend,
+            e.device, e.precision, str(e.batch_size), *(_fmt(p.params.get(a)) for a in extra),
+        )
+    console.print(table)
+    for warning in plan.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+    console.print(
+        f"{len(plan.experiments)} experiments x {plan.execution.cycles} cycles = "
+        f"[bold]{len(plan.runs)} runs[/] (order: {plan.execution.order})"
+    )
+
+
+class _StudyDisplay:
+    """A progress bar for the study and one line per run."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self.task: Any = None
+
+    def __call__(self, event: str, data: dict[str, Any]) -> None:
+        p = self.progress
+        if event == "start":
+            p.start()
+            self.task = p.add_task("study", total=data["total"], completed=data["total"] - data["todo"])
+        elif event == "run_start":
+            run, exp = data["run"], data["experiment"]
+            p.update(
+                self.task,
+                description=f"{run.run_id} {exp.backend}/{exp.precision}/bs{exp.batch_size}",
+            )
+        elif event == "run_end":
+            rec = data["record"]
+            if rec.status == "done":
+                h = rec.headline
+                line = (
+                    f"[green]done[/]   {rec.run_id}  {_fmt(h.get('output_tokens_per_s'), '.1f')} tok/s"
+                    f"  {_fmt(h.get('j_per_output_token'))} J/tok"
+                    f"  e2e p50 {_fmt(h.get('e2e_p50_s'))} s  ({rec.duration_s:.1f} s)"
+                )
+            else:
+                line = f"[red]failed[/] {rec.run_id}  {rec.reason}: {escape(rec.message or '')}"
+            p.console.print(line)
+            p.advance(self.task)
+        elif event == "gap":
+            p.update(self.task, description=f"pause {data['seconds']:.0f} s")
+        elif event == "aborted":
+            p.console.print(f"[red]{data['message']}[/]")
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def _results_table(study_dir: Path) -> None:
+    from harness.analysis.table import write_tables
+
+    table = write_tables(study_dir)
+    out = Table(title=f"Results: {study_dir}")
+    cols = [c for c in table.columns if c.startswith("param.")]
+    for col in ("run_id", *cols, "status", "output_tokens_per_s", "j_per_output_token",
+                "e2e_p50_s", "ttft_p50_s"):
+        out.add_column(col.removeprefix("param."))
+    for _, row in table.iterrows():
+        out.add_row(*(_fmt(None if _isna(row.get(c)) else row.get(c)) for c in (
+            "run_id", *cols, "status", "output_tokens_per_s", "j_per_output_token",
+            "e2e_p50_s", "ttft_p50_s")))
+    console.print(out)
+
+
+def _isna(value: Any) -> bool:
+    try:
+        return bool(value != value)  # NaN
+    except (TypeError, ValueError):
+        return False
+
+
+@study_app.command("run")
+def study_run(
+    file: Annotated[Path, typer.Argument(help="The study YAML file.")],
+    runner: RunnerOpt = None,
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", help="Where study folders are created.")
+    ] = None,
+) -> None:
+    """Run every planned run of a study, one container per run."""
+    from harness.config.load import plan_study
+    from harness.controller import manifest as manifest_io
+    from harness.controller.runtimes import select_runtime
+    from harness.controller.study import StudyRun, new_study_dir
+    from harness.results.io import atomic_write_json
+
+    study, plan = plan_study(file)
+    if runner is not None and runner not in ("auto", "docker", "local"):
+        raise UserInputError(f"--runner: expected auto, docker or local, got {runner!r}")
+    runtime, why = select_runtime(runner or study.execution.runner)
+    root = output_dir or Path(study.output_dir)
+    study_dir = new_study_dir(root, study.name)
+    shutil.copyfile(file, study_dir / "study.yaml")
+    atomic_write_json(study_dir / "plan.json", plan)
+    manifest = manifest_io.new_manifest(plan, file)
+    manifest.runner = runtime.name
+    manifest.runner_reason = why
+    manifest_io.save(manifest, study_dir)
+    console.print(f"Study [bold]{study.name}[/]: {len(plan.runs)} runs -> {study_dir}")
+    console.print(f"Runner: [bold]{runtime.name}[/] ({why})")
+    display = _StudyDisplay()
+    try:
+        final = StudyRun(study, plan, study_dir, runtime, manifest, report=display).execute()
+    finally:
+        display.close()
+    _results_table(study_dir)
+    done = sum(r.status == "done" for r in final.runs)
+    console.print(f"{done}/{len(final.runs)} runs done; state {final.state}; results in {study_dir}")
+    if final.state != "complete":
+        raise typer.Exit(1)
+
+
+@study_app.command("status")
+def study_status(directory: Annotated[Path, typer.Argument(help="A study results folder.")]) -> None:
+    """Show the state of a study from its manifest."""
+    from harness.controller.manifest import load
+
+    try:
+        manifest = load(directory)
+    except FileNotFoundError as e:
+        raise UserInputError(f"{directory}: no manifest.json; is this a study folder?") from e
+    except ValueError as e:
+        raise UserInputError(str(e)) from e
+    table = Table(title=f"Study {manifest.study}: {manifest.state} (runner {manifest.runner})")
+    for col in ("#", "run", "status", "attempts", "reason", "tok/s", "J/tok", "duration s"):
+        table.add_column(col)
+    for rec in manifest.runs:
+        table.add_row(
+            str(rec.position + 1), rec.run_id, rec.status, str(rec.attempts), rec.reason or "",
+            _fmt(rec.headline.get("output_tokens_per_s"), ".1f"),
+            _fmt(rec.headline.get("j_per_output_token")), _fmt(rec.duration_s, ".1f"),
+        )
+    console.print(table)
+    counts: dict[str, int] = {}
+    for rec in manifest.runs:
+        counts[rec.status] = counts.get(rec.status, 0) + 1
+    console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    if manifest.message:
+        console.print(manifest.message)
+
+
+@images_app.command("build")
+def images_build(
+    backend: Annotated[str, typer.Option(help="pytorch | vllm | tensorrt_llm")] = "pytorch",
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Registry-less: Debian base + host wheelhouse.")
+    ] = False,
+) -> None:
+    """Build a backend image through the Docker engine."""
+    from harness.config.backends import BACKENDS
+    from harness.controller.images import build_image
+
+    if backend not in BACKENDS:
+        from harness.config.problems import suggest
+
+        raise UserInputError(
+            f"--backend: unknown backend {backend!r}{suggest(backend, BACKENDS)}; "
+            f"expected one of {', '.join(BACKENDS)}"
+        )
+    if device not in BACKENDS[backend].devices:
+        raise UserInputError(
+            f"--device: backend {backend!r} has no {device!r} image "
+            f"(devices: {', '.join(BACKENDS[backend].devices)})"
+        )
+    repo_root = Path(__file__).resolve().parent.parent
+    info = build_image(backend, device, offline=offline, repo_root=repo_root,
+                       progress=lambda line: console.print(line, markup=False, highlight=False))
+    console.print(f"[green]built[/] {info.tag} ({info.id})")
+
+
+@model_app.command("tiny")
+def model_tiny(
+    directory: Annotated[Path, typer.Argument(help="Folder to write the model into.")],
+    layers: Annotated[int, typer.Option(min=1)] = 2,
+    hidden_size: Annotated[int, typer.Option(min=64)] = 256,
+    seed: int = 0,
+) -> None:
+    """Write a small random-weight Llama-style model and tokenizer, fully offline."""
+    from harness.models.tiny import write_tiny_model
+
+    path = write_tiny_model(directory, layers=layers, hidden_size=hidden_size, seed=seed)
+    console.print(f"wrote a tiny model to {path}")
+
+
+@app.command("doctor")
+def doctor() -> None:
+    """Check the Docker engine, NVIDIA runtime, GPUs and images, with a fix for each."""
+    from harness.controller.doctor import run_checks
+
+    ok = True
+    for check in run_checks():
+        mark = {"ok": "[green]ok[/]", "warn": "[yellow]warn[/]", "fail": "[red]fail[/]"}[check.level]
+        console.print(f"{mark:>20}  {check.name}: {check.detail}")
+        if check.fix and check.level != "ok":
+            console.print(f"{'':>8}fix: {check.fix}")
+        ok = ok and check.level != "fail"
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point of the ``harness`` console script."""
+    try:
+        app(standalone_mode=False)
+    except HarnessError as e:
+        err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""The study: a base experiment, a sweep over it, and how to execute the runs."""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from harness.config.backends import BACKENDS
+from harness.config.experiment import Order, Runner
+
+MAX_RUNS_DEFAULT = 1000
+
+
+class Execution(BaseModel):
+    """How the planned runs are executed; excluded from experiment ids."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cycles: int = Field(1, ge=1, le=1000)
+    order: Order = "interleaved"
+    seed: int = 1234
+    gap_s: float = Field(0.0, ge=0, le=86_400)
+    cycle_gap_s: float = Field(0.0, ge=0, le=86_400)
+    cooldown_to_c: float | None = Field(
+        None, gt=0, le=120, description="wait until the assigned GPUs are below this"
+    )
+    cooldown_timeout_s: float = Field(300.0, ge=0, le=86_400)
+    timeout_s: float = Field(1800.0, gt=0, le=7 * 86_400)
+    runner: Runner = "auto"
+    gpus: list[int] = Field(default_factory=lambda: [0])
+    max_consecutive_failures: int = Field(5, ge=1)
+    mem_limit: str | None = Field(
+        None, pattern=r"^[0-9]+[bkmg]?$", description="memory limit per run, e.g. 16g"
+    )
+    pids_limit: int = Field(4096, ge=16)
+    max_runs: int = Field(
+        MAX_RUNS_DEFAULT, ge=1, description="refuse plans with more runs unless raised"
+    )
+
+    @field_validator("gpus")
+    @classmethod
+    def _distinct_gpus(cls, value: list[int]) -> list[int]:
+        if any(g < 0 for g in value):
+            raise ValueError("GPU indices are >= 0")
+        if len(set(value)) != len(value):
+            raise ValueError("GPU indices must be distinct")
+        return value
+
+
+class Study(BaseModel):
+    """A study file, validated; the sweep is expanded by ``harness.config.sweep``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    description: str = ""
+    experiment: dict[str, Any]
+    sweep: dict[str, list[Any]] = Field(default_factory=dict)
+    exclude: list[dict[str, Any]] = Field(default_factory=list)
+    include: list[dict[str, Any]] = Field(default_factory=list)
+    execution: Execution = Execution()
+    images: dict[str, str] = Field(default_factory=dict)
+    output_dir: str = "results"
+    hf_cache: str | None = Field(
+        None, description="host Hugging Face cache mounted read-only (default: $HF_HOME)"
+    )
+
+    @field_validator("sweep")
+    @classmethod
+    def _non_empty_axes(cls, value: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in value.items():
+            if not values:
+                raise ValueError(f"sweep axis {key!r} is empty; give at least one value")
+            if len({_hashable(v) for v in values}) != len(values):
+                raise ValueError(f"sweep axis {key!r} repeats a value")
+        return value
+
+    @field_validator("images")
+    @classmethod
+    def _known_backends(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if key not in BACKENDS:
+                raise ValueError(
+                    f"unknown backend {key!r} (expected one of: {', '.join(BACKENDS)})"
+                )
+        return value
+
+    @field_validator("output_dir")
+    @classmethod
+    def _relative_output(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if ".." in path.parts:
+            raise ValueError("output_dir must not contain '..'")
+        return value
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if isinstance(value, list):
+        return tuple(_hashable(v) for v in value)
+    return value

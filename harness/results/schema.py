@@ -1,0 +1,243 @@
+"""Versioned result and manifest models: the contract between agent, controller and analysis."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.config.experiment import Experiment
+
+RESULT_SCHEMA_VERSION = "1.0"
+MANIFEST_SCHEMA_VERSION = "1.0"
+
+EnergyMethod = Literal["nvml_counter", "nvml_power_integration", "rapl", "unavailable"]
+RunStatus = Literal["pending", "running", "done", "failed", "interrupted"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunInfo(_Model):
+    """Which run this is."""
+
+    study: str
+    experiment_id: str
+    cycle: int = Field(ge=1)
+    run_id: str
+
+
+class ImageInfo(_Model):
+    """The container image a run used."""
+
+    tag: str
+    id: str | None = None
+    digest: str | None = None
+
+
+class RunSpec(_Model):
+    """What the agent is given (config.json in the run folder)."""
+
+    schema_version: str = RESULT_SCHEMA_VERSION
+    run: RunInfo
+    experiment: Experiment
+    model_path: str = Field(description="where the agent finds the model (path or hub id)")
+    image: ImageInfo | None = None
+    gpu_uuids: list[str] = Field(default_factory=list)
+    runner: str = "local"
+
+
+class LatencyStats(_Model):
+    """Summary of one latency quantity over requests, in seconds."""
+
+    mean_s: float | None = None
+    p50_s: float | None = None
+    p90_s: float | None = None
+    p99_s: float | None = None
+    n: int = 0
+
+
+class Latency(_Model):
+    """Per-request latency summaries; None where the backend cannot time tokens."""
+
+    ttft: LatencyStats = LatencyStats()
+    itl: LatencyStats = LatencyStats()
+    tpot: LatencyStats = LatencyStats()
+    e2e: LatencyStats = LatencyStats()
+    per_token_timestamps: bool = False
+
+
+class DeviceEnergy(_Model):
+    """Energy and power of one measured device over a window."""
+
+    device: str
+    energy_j: float | None = None
+    idle_power_w: float | None = None
+    mean_power_w: float | None = None
+    peak_power_w: float | None = None
+
+
+class Energy(_Model):
+    """Energy over the measured window and the metrics derived from it; null when unknown."""
+
+    energy_method: EnergyMethod = "unavailable"
+    unavailable_reason: str | None = None
+    energy_j: float | None = None
+    idle_power_w: float | None = None
+    dynamic_energy_j: float | None = None
+    mean_power_w: float | None = None
+    peak_power_w: float | None = None
+    j_per_output_token: float | None = None
+    j_per_token: float | None = None
+    j_per_request: float | None = None
+    wh_per_1k_requests: float | None = None
+    output_tokens_per_j: float | None = None
+    devices: list[DeviceEnergy] = Field(default_factory=list)
+    samples: int = 0
+
+
+class PrefillSplit(_Model):
+    """Energy and time of a prefill-only pass over the same batches; decode = total - prefill."""
+
+    measured: bool = False
+    reason: str | None = None
+    prefill_window_s: float | None = None
+    prefill_energy_j: float | None = None
+    decode_energy_j: float | None = None
+    prefill_j_per_input_token: float | None = None
+    decode_j_per_output_token: float | None = None
+
+
+class Warmup(_Model):
+    """What the warmup did; excluded from every figure."""
+
+    batches: int = 0
+    duration_s: float = 0.0
+    final_cv: float | None = None
+    target_cv: float | None = None
+    converged: bool | None = None
+
+
+class Timings(_Model):
+    """Wall-clock phases of the run, in seconds."""
+
+    baseline_s: float | None = None
+    load_s: float | None = None
+    warmup_s: float | None = None
+    window_s: float = 0.0
+    total_s: float | None = None
+    window_start_unix: float | None = None
+    window_end_unix: float | None = None
+
+
+class Tokens(_Model):
+    """Token counts in the measured window."""
+
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    iterations: int = Field(1, description="how many times the workload ran in the window")
+    prompts_sha256: str | None = None
+
+
+class Throughput(_Model):
+    """Throughput over the measured window."""
+
+    output_tokens_per_s: float
+    total_tokens_per_s: float
+    requests_per_s: float
+
+
+class Compute(_Model):
+    """Analytic FLOPs estimate and memory peaks (metadata, not measurements of FLOPs)."""
+
+    non_embedding_params: int | None = None
+    flops: float | None = None
+    flops_per_s: float | None = None
+    peak_memory_allocated_bytes: int | None = None
+    peak_memory_used_bytes: int | None = None
+
+
+class Warning_(_Model):
+    """A named validity warning."""
+
+    code: str
+    message: str
+
+
+class ExperimentResult(_Model):
+    """Everything one run measured (result.json, written last and atomically)."""
+
+    schema_version: str = RESULT_SCHEMA_VERSION
+    status: Literal["ok"] = "ok"
+    run: RunInfo
+    experiment: Experiment
+    backend_info: dict[str, Any] = Field(default_factory=dict)
+    environment: dict[str, Any] = Field(default_factory=dict)
+    timings: Timings
+    tokens: Tokens
+    throughput: Throughput
+    latency: Latency = Latency()
+    energy: Energy = Energy()
+    prefill: PrefillSplit = PrefillSplit()
+    warmup: Warmup = Warmup()
+    compute: Compute = Compute()
+    warnings: list[Warning_] = Field(default_factory=list)
+
+
+class RunError(_Model):
+    """What the agent or controller knows about a failed run (error.json)."""
+
+    schema_version: str = RESULT_SCHEMA_VERSION
+    run_id: str
+    reason: str
+    message: str
+    where: Literal["agent", "controller"] = "agent"
+    traceback: str | None = None
+
+
+class RunRecord(_Model):
+    """One run's line in the manifest."""
+
+    run_id: str
+    experiment_id: str
+    cycle: int
+    position: int
+    status: RunStatus = "pending"
+    attempts: int = 0
+    reason: str | None = None
+    message: str | None = None
+    runner: str | None = None
+    container_id: str | None = None
+    image: ImageInfo | None = None
+    exit_code: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    duration_s: float | None = None
+    agent_s: float | None = None
+    headline: dict[str, float | None] = Field(default_factory=dict)
+    thermal: dict[str, Any] = Field(default_factory=dict)
+
+
+class Manifest(_Model):
+    """The study's state, rewritten atomically on every change (manifest.json)."""
+
+    schema_version: str = MANIFEST_SCHEMA_VERSION
+    study: str
+    study_file_sha256: str
+    created_at: str
+    updated_at: str
+    state: Literal["planned", "running", "complete", "incomplete", "interrupted", "aborted"]
+    runner: str | None = None
+    runner_reason: str | None = None
+    harness_version: str
+    message: str | None = None
+    runs: list[RunRecord]
+
+    def record(self, run_id: str) -> RunRecord:
+        """The record of one run."""
+        for rec in self.runs:
+            if rec.run_id == run_id:
+                return rec
+        raise KeyError(run_id)
