@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -139,14 +140,20 @@ def _results_table(study_dir: Path) -> None:
 
     table = write_tables(study_dir)
     out = Table(title=f"Results: {study_dir}")
-    cols = [c for c in table.columns if c.startswith("param.")]
-    for col in ("run_id", *cols, "status", "output_tokens_per_s", "j_per_output_token",
-                "e2e_p50_s", "ttft_p50_s"):
-        out.add_column(col.removeprefix("param."))
+    params = [c for c in table.columns if c.startswith("param.")]
+    shown = {"run_id": ("run", ""), **{c: (c.removeprefix("param."), "") for c in params}}
+    shown.update({
+        "status": ("status", ""), "output_tokens_per_s": ("tok/s", ".1f"),
+        "j_per_output_token": ("J/out-tok", ".4g"), "e2e_p50_s": ("e2e p50 s", ".3f"),
+        "ttft_p50_s": ("TTFT p50 s", ".4f"),
+    })
+    for col, (header, _) in shown.items():
+        out.add_column(header, no_wrap=True, justify="left" if col == "run_id" else "right")
     for _, row in table.iterrows():
-        out.add_row(*(_fmt(None if _isna(row.get(c)) else row.get(c)) for c in (
-            "run_id", *cols, "status", "output_tokens_per_s", "j_per_output_token",
-            "e2e_p50_s", "ttft_p50_s")))
+        out.add_row(*(
+            _fmt(None if _isna(row.get(c)) else row.get(c), spec or ".3g")
+            for c, (_, spec) in shown.items()
+        ))
     console.print(out)
 
 
@@ -289,6 +296,8 @@ def doctor() -> None:
 
 def main() -> None:
     """Entry point of the ``harness`` console script."""
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 140
     try:
         app(standalone_mode=False)
     except HarnessError as e:

@@ -21,12 +21,6 @@ class _StrictLoader(yaml.SafeLoader):
     """A safe loader that refuses duplicate keys and anchors/aliases."""
 
 
-def _no_aliases(loader: _StrictLoader, node: yaml.Node) -> Any:
-    raise yaml.constructor.ConstructorError(
-        None, None, "YAML anchors and aliases are not allowed in study files", node.start_mark
-    )
-
-
 def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
     seen: set[Any] = set()
     for key_node, _ in node.value:
@@ -48,12 +42,12 @@ class _AliasRefusingComposer(_StrictLoader):
         if self.check_event(yaml.events.AliasEvent):
             event = self.peek_event()
             raise yaml.composer.ComposerError(
-                None, None, "YAML aliases are not allowed in study files", event.start_mark
+                None, None, "YAML anchors and aliases are not allowed in study files", event.start_mark
             )
         node = super().compose_node(parent, index)
         if getattr(node, "anchor", None):
             raise yaml.composer.ComposerError(
-                None, None, "YAML anchors are not allowed in study files", node.start_mark
+                None, None, "YAML anchors and aliases are not allowed in study files", node.start_mark
             )
         return node
 
