@@ -1,0 +1,114 @@
+"""Building the PyTorch CPU image offline, and what ends up inside it."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import harness
+from harness.controller.images import (
+    OFFLINE_BASE,
+    build_image,
+    image_tag,
+    source_revision,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def run_python(client, tag: str, code: str, **kwargs) -> str:
+    """Run ``python -c code`` in a fresh container without network and return its output."""
+    out = client.containers.run(
+        tag,
+        entrypoint=["python", "-c", code],
+        network_mode="none",
+        user=f"{os.getuid()}:{os.getgid()}",
+        remove=True,
+        stdout=True,
+        stderr=True,
+        **kwargs,
+    )
+    return out.decode()
+
+
+@pytest.fixture(scope="module")
+def built(docker_client):
+    lines: list[str] = []
+    info = build_image(
+        "pytorch", "cpu", offline=True, repo_root=REPO, client=docker_client, progress=lines.append
+    )
+    return info, lines
+
+
+def test_offline_build_makes_the_tagged_image(docker_client, built) -> None:
+    info, _ = built
+    assert info.tag == image_tag("pytorch", "cpu") == "harness/pytorch:cpu"
+    assert info.id.startswith("sha256:")
+    assert info.digest is None  # built here, never pushed
+    assert info.build_args["BASE_IMAGE"] == OFFLINE_BASE
+    image = docker_client.images.get(info.tag)
+    assert image.id == info.id
+    labels = image.labels
+    assert labels["harness.backend"] == "pytorch"
+    assert labels["harness.device"] == "cpu"
+    assert labels["harness.version"] == harness.__version__
+    assert labels["org.opencontainers.image.revision"] == source_revision(REPO)
+    config = image.attrs["Config"]
+    assert config["Entrypoint"] == ["python", "-m", "harness.agent"]
+    assert not config["Cmd"]
+    assert "HF_HUB_OFFLINE=1" in config["Env"]
+
+
+def test_context_holds_only_what_the_build_needs(built) -> None:
+    context = REPO / ".cache" / "build" / "pytorch-cpu"
+    assert sorted(p.name for p in context.iterdir()) == ["Dockerfile", "wheels"]
+    assert sorted(p.name for p in (context / "wheels").iterdir()) == ["deps", "harness"]
+    (own,) = (context / "wheels" / "harness").iterdir()
+    assert own.name == f"harness-{harness.__version__}-py3-none-any.whl"
+    assert any(p.name.startswith("torch-2.13.0") for p in (context / "wheels" / "deps").iterdir())
+
+
+def test_image_has_torch_and_this_harness(docker_client, built) -> None:
+    info, _ = built
+    code = (
+        "import json, torch, transformers, harness; "
+        "print(json.dumps({'torch': torch.__version__, 'harness': harness.__version__, "
+        "'file': harness.__file__}))"
+    )
+    found = json.loads(run_python(docker_client, info.tag, code).strip().splitlines()[-1])
+    assert found["torch"].startswith("2.13.0")
+    assert found["harness"] == harness.__version__
+    assert found["file"].startswith("/opt/venv/")  # installed from the wheel, not mounted
+
+
+def test_tiny_model_generates_in_the_image(docker_client, built, tiny_model) -> None:
+    info, _ = built
+    code = (
+        "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
+        "tok = AutoTokenizer.from_pretrained('/model')\n"
+        "model = AutoModelForCausalLM.from_pretrained('/model')\n"
+        "batch = tok(['Hello there', 'The quick brown fox'], return_tensors='pt', padding=True)\n"
+        "out = model.generate(**batch, max_new_tokens=16, min_new_tokens=16, do_sample=False)\n"
+        "print('shape', tuple(out.shape[:1]), out.shape[1] - batch['input_ids'].shape[1])\n"
+    )
+    out = run_python(
+        docker_client, info.tag, code, volumes={str(tiny_model): {"bind": "/model", "mode": "ro"}}
+    )
+    assert "shape (2,) 16" in out
+
+
+def test_rebuild_reuses_wheelhouse_and_layers(docker_client, built) -> None:
+    info, _ = built
+    lines: list[str] = []
+    again = build_image(
+        "pytorch", "cpu", offline=True, repo_root=REPO, client=docker_client, progress=lines.append
+    )
+    assert "wheelhouse is up to date" in lines
+    assert not any("Collecting" in line or "Processing /wheels" in line for line in lines)
+    assert again.build_args == info.build_args
+    assert (REPO / ".cache" / "wheelhouse" / "pytorch-cpu" / ".requirements.sha256").is_file()
+    if again.id != info.id:  # the replaced image is removed, not left dangling
+        assert not any(img.id == info.id for img in docker_client.images.list(all=True))

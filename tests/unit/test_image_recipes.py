@@ -1,0 +1,147 @@
+"""The image recipes, tags, requirement sets and build contexts (no Docker engine needed)."""
+
+from pathlib import Path
+from unittest import mock
+
+import docker
+import pytest
+
+from harness.config.backends import BACKENDS
+from harness.controller import images
+from harness.controller.images import (
+    RECIPES,
+    assemble_context,
+    build_image,
+    dockerfile_path,
+    ensure_offline_base,
+    image_tag,
+    requirements,
+)
+from harness.errors import EnvironmentProblem, UserInputError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("backend", "device", "tag"),
+    [
+        ("pytorch", "cpu", "harness/pytorch:cpu"),
+        ("pytorch", "cuda", "harness/pytorch:cuda"),
+        ("vllm", "cpu", "harness/vllm:cpu"),
+        ("vllm", "cuda", "harness/vllm:cuda"),
+        ("tensorrt_llm", "cuda", "harness/tensorrt-llm:cuda"),
+    ],
+)
+def test_image_tags(backend: str, device: str, tag: str) -> None:
+    assert image_tag(backend, device) == tag
+
+
+def test_unknown_backend_suggests_a_name() -> None:
+    with pytest.raises(UserInputError, match="did you mean 'pytorch'"):
+        image_tag("pytroch", "cpu")
+
+
+def test_backend_without_that_device() -> None:
+    with pytest.raises(UserInputError, match="unknown device"):
+        image_tag("tensorrt_llm", "cpu")
+
+
+def test_recipes_agree_with_the_backend_table() -> None:
+    assert set(RECIPES) == set(BACKENDS)
+    for name, recipe in RECIPES.items():
+        assert recipe.image == BACKENDS[name].image, name
+        assert set(recipe.variants) == set(BACKENDS[name].devices), name
+
+
+def test_recipe_extras_exist_in_pyproject() -> None:
+    for recipe in RECIPES.values():
+        for variant in recipe.variants.values():
+            reqs = requirements(REPO, variant.extras, variant.pins)
+            assert set(variant.pins) <= set(reqs)
+
+
+def test_pytorch_cpu_pins_the_cpu_torch() -> None:
+    v = RECIPES["pytorch"].variants["cpu"]
+    assert "torch==2.13.0" in requirements(REPO, v.extras, v.pins)
+
+
+def test_requirements_expand_extras_and_self_references(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        """
+[project]
+name = "harness"
+version = "0"
+dependencies = ["pydantic>=2", "numpy"]
+[project.optional-dependencies]
+agent = ["numpy", "nvidia-ml-py"]
+all = ["harness[agent]", "torch>=2"]
+"""
+    )
+    reqs = requirements(tmp_path, ["all"], ["torch==2.13.0"])
+    assert reqs == ["pydantic>=2", "numpy", "nvidia-ml-py", "torch>=2", "torch==2.13.0"]
+    with pytest.raises(UserInputError, match="did you mean 'agent'"):
+        requirements(tmp_path, ["agnet"])
+
+
+def test_vendor_images_cannot_build_offline() -> None:
+    with pytest.raises(UserInputError, match="cannot be built offline"):
+        build_image("tensorrt_llm", "cuda", offline=True, repo_root=REPO)
+
+
+def test_pytorch_dockerfile_contract() -> None:
+    text = dockerfile_path("pytorch", REPO).read_text()
+    for needle in (
+        "ARG BASE_IMAGE=pytorch/pytorch:",
+        "ARG PIP_ARGS",
+        "--system-site-packages",
+        "HF_HUB_OFFLINE=1",
+        "TRANSFORMERS_OFFLINE=1",
+        'ENTRYPOINT ["python", "-m", "harness.agent"]',
+    ):
+        assert needle in text, needle
+    assert "\nCMD" not in text
+
+
+def test_context_has_only_dockerfile_and_wheels(tmp_path: Path) -> None:
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM scratch\n")
+    wheelhouse = tmp_path / "wheelhouse"
+    wheelhouse.mkdir()
+    (wheelhouse / "numpy-2.0-py3-none-any.whl").write_bytes(b"n")
+    (wheelhouse / ".requirements.sha256").write_text("x")
+    own = tmp_path / "harness-0.1.0-py3-none-any.whl"
+    own.write_bytes(b"h")
+    context = tmp_path / "ctx"
+    (context / "stale").mkdir(parents=True)
+
+    assemble_context(
+        context,
+        dockerfile=dockerfile,
+        deps_requirements=["numpy"],
+        harness_wheel=own,
+        wheelhouse=wheelhouse,
+    )
+    files = sorted(str(p.relative_to(context)) for p in context.rglob("*") if p.is_file())
+    assert files == [
+        "Dockerfile",
+        "wheels/deps/numpy-2.0-py3-none-any.whl",
+        "wheels/deps/requirements.txt",
+        "wheels/harness/harness-0.1.0-py3-none-any.whl",
+    ]
+    assert (context / "wheels/deps/requirements.txt").read_text() == "numpy\n"
+
+
+def test_offline_base_needs_debootstrap(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = mock.create_autospec(docker.DockerClient, instance=True)
+    client.images = mock.create_autospec(docker.models.images.ImageCollection, instance=True)
+    client.images.get.side_effect = docker.errors.ImageNotFound("no such image")
+    monkeypatch.setattr(images.shutil, "which", lambda _name: None)
+    with pytest.raises(EnvironmentProblem, match="debootstrap is not installed"):
+        ensure_offline_base(client)
+
+
+def test_offline_base_present_is_reused() -> None:
+    client = mock.create_autospec(docker.DockerClient, instance=True)
+    client.images = mock.create_autospec(docker.models.images.ImageCollection, instance=True)
+    assert ensure_offline_base(client) == "harness/base:bookworm"
+    client.images.get.assert_called_once_with("harness/base:bookworm")
