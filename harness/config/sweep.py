@@ -96,7 +96,7 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
 def check_path(path: str) -> str | None:
     """Why a dotted path does not name an experiment field, or None if it does."""
     model: Any = Experiment
-    walked = []
+    walked: list[str] = []
     for part in path.split("."):
         fields = getattr(model, "model_fields", None)
         if not fields:

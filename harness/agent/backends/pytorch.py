@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from harness.agent.backends.base import Backend, RequestTiming
+from harness.config.backends import PytorchOptions
 from harness.errors import EnvironmentProblem, RunFailure
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -39,6 +40,8 @@ class PytorchBackend(Backend):
 
     per_token_timestamps: ClassVar[bool] = True
     prefill_only_pass: ClassVar[bool] = True
+    model: Any = None
+    tokenizer: Any = None
 
     def load(self, model_path: str) -> None:
         """Load tokenizer and model at the configured dtype and attention implementation."""
@@ -50,7 +53,7 @@ class PytorchBackend(Backend):
             raise EnvironmentProblem(f"torch/transformers are not installed: {e}") from e
         self._torch = torch
         exp = self.experiment
-        opts = exp.options
+        opts = cast(PytorchOptions, exp.options)
         if exp.device == "cuda" and not torch.cuda.is_available():
             raise EnvironmentProblem("device cuda requested but torch sees no CUDA device")
         dtype = getattr(torch, _DTYPES[exp.precision])
@@ -61,9 +64,9 @@ class PytorchBackend(Backend):
             )
         except OSError as e:
             raise RunFailure(f"model {model_path!r} cannot be loaded: {e}", reason="model_not_found") from e
-        self.model.to(exp.device)
+        self.model.to(exp.device)  # type: ignore[arg-type]
         self.model.eval()
-        if getattr(opts, "torch_compile", False):
+        if opts.torch_compile:
             self.model.forward = torch.compile(self.model.forward)
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -97,8 +100,8 @@ class PytorchBackend(Backend):
     def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[RequestTiming]:
         """Run one static batch; every sequence produces exactly ``max_new_tokens`` tokens."""
         torch = self._torch
-        batch = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
-        batch = {k: v.to(self.experiment.device) for k, v in batch.items()}
+        padded = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt")
+        batch = {k: v.to(self.experiment.device) for k, v in padded.items()}
         clock = _StepClock()
         self.synchronize()
         start = time.perf_counter()
