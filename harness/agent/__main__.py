@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.config.load import load_experiment
-from harness.errors import HarnessError, RunFailure
+from harness.errors import HarnessError, RunFailure, UserInputError
 from harness.results.io import atomic_write_json, read_model
 from harness.results.schema import RunError, RunInfo, RunSpec
 
@@ -25,11 +26,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--experiment", type=Path, help="a single experiment YAML/JSON instead of a run spec"
     )
-    parser.add_argument("--out", type=Path, help="output folder (default: the config's folder)")
+    parser.add_argument(
+        "--out", type=Path,
+        help="output folder (default: the config's folder; with --experiment, a new "
+        "EXPID-TIMESTAMP folder is made inside it, default /results)",
+    )
     return parser.parse_args(argv)
 
 
-def _spec_from_experiment(path: Path, out: Path) -> RunSpec:
+def _spec_from_experiment(path: Path) -> RunSpec:
     """A run spec for a single experiment file (compose and ad-hoc use)."""
     exp = load_experiment(path)
     return RunSpec(
@@ -43,8 +48,15 @@ def _spec_from_experiment(path: Path, out: Path) -> RunSpec:
 def main(argv: list[str] | None = None) -> int:
     """Run one experiment; return the process exit code."""
     args = _parse(argv)
+    single: RunSpec | None = None
     if args.experiment is not None:
-        out = args.out or Path("/results")
+        try:
+            single = _spec_from_experiment(args.experiment)
+        except UserInputError as e:
+            print(f"[agent] error: {e}", file=sys.stderr, flush=True)
+            return e.exit_code
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        out = (args.out or Path("/results")) / f"{single.run.experiment_id}-{stamp}"
     else:
         config = args.config or Path("/results/config.json")
         out = args.out or config.parent
@@ -55,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{out / 'result.json'} already exists; refusing to overwrite an earlier result",
                 reason="result_exists",
             )
-        if args.experiment is not None:
-            spec = _spec_from_experiment(args.experiment, out)
+        if single is not None:
+            spec = single
             atomic_write_json(out / "config.json", spec)
+            print(f"[agent] writing to {out}", flush=True)
         else:
             try:
                 spec = read_model(config, RunSpec)

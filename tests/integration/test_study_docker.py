@@ -73,15 +73,14 @@ def check_results(study_dir: Path) -> Manifest:
 
 @pytest.mark.docker
 def test_study_runs_one_container_per_run(tmp_path, docker_client, pytorch_cpu_image, tiny_model):
-    before = {c.id for c in docker_client.containers.list(all=True)}
     study_dir = run_study(tmp_path, tiny_model, "docker")
     manifest = check_results(study_dir)
     assert manifest.runner == "docker"
     ids = [r.container_id for r in manifest.runs]
     assert all(ids) and len(set(ids)) == len(ids)
     assert all(r.image and r.image.id and r.image.tag == pytorch_cpu_image for r in manifest.runs)
-    after = {c.id for c in docker_client.containers.list(all=True)}
-    assert after - before == set(), "a container was left behind"
+    left = docker_client.containers.list(all=True, filters={"label": "org.harness.study=itest"})
+    assert left == [], "a container was left behind"
     result = read_model(study_dir / "runs" / manifest.runs[0].run_id / "result.json",
                         ExperimentResult)
     assert result.environment["in_container"] is True
