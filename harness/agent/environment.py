@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import harness
+
+GIT_TIMEOUT_S = 5.0
 
 
 def _read(path: str) -> str | None:
@@ -40,25 +43,80 @@ def packages() -> dict[str, str]:
     """Every installed distribution and its version."""
     found: dict[str, str] = {}
     for dist in metadata.distributions():
-        name = dist.metadata.get("Name")
+        name = dist.metadata["Name"]
         if name:
-            found[name.lower()] = dist.version
+            found[str(name).lower()] = dist.version
     return dict(sorted(found.items()))
+
+
+def _git(source: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(source), *args],
+            capture_output=True, text=True, check=False, timeout=GIT_TIMEOUT_S,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_revision() -> tuple[str | None, str]:
+    """The harness source revision and where it came from (env, git checkout, or unknown).
+
+    HARNESS_GIT_REVISION (set by whoever builds or starts the agent) wins; otherwise, when the
+    package runs from a git checkout, its HEAD, with ``+dirty`` for local changes.
+    """
+    value = os.environ.get("HARNESS_GIT_REVISION")
+    if value:
+        return value, "HARNESS_GIT_REVISION"
+    source = Path(harness.__file__).resolve().parent.parent
+    if not (source / ".git").exists():
+        return None, "unknown (not a git checkout and HARNESS_GIT_REVISION is not set)"
+    commit = _git(source, "rev-parse", "HEAD")
+    if not commit:
+        return None, "unknown (git rev-parse failed)"
+    if _git(source, "status", "--porcelain", "--untracked-files=no"):
+        commit += "+dirty"
+    return commit, "git checkout"
+
+
+def torch_info() -> dict[str, Any] | None:
+    """CUDA and cuDNN versions torch was built with, if the backend already imported torch."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    info: dict[str, Any] = {"version": getattr(torch, "__version__", None)}
+    version = getattr(torch, "version", None)
+    info["cuda_runtime"] = getattr(version, "cuda", None)
+    try:
+        info["cudnn"] = torch.backends.cudnn.version()
+        info["initial_seed"] = int(torch.initial_seed())
+    except Exception:  # noqa: BLE001 - provenance is best effort, never fatal
+        info.setdefault("cudnn", None)
+    return info
 
 
 def capture(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything a reviewer needs to know about where the run happened."""
-    env = {
+    pkgs = packages()
+    revision, revision_source = git_revision()
+    env: dict[str, Any] = {
         "python": sys.version.split()[0],
+        "python_executable": sys.executable,
         "platform": platform.platform(),
+        "kernel": platform.release(),
+        "hostname": platform.node(),
         "harness_version": harness.__version__,
-        "harness_git_revision": os.environ.get("HARNESS_GIT_REVISION"),
+        "harness_git_revision": revision,
+        "harness_git_revision_source": revision_source,
         "in_container": Path("/.dockerenv").exists(),
         "cpu": cpu_info(),
-        "packages": packages(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "packages": pkgs,
+        "torch": pkgs.get("torch"),
+        "transformers": pkgs.get("transformers"),
+        "torch_build": torch_info(),
     }
-    env["torch"] = env["packages"].get("torch")
-    env["transformers"] = env["packages"].get("transformers")
     if extra:
         env.update(extra)
     return env

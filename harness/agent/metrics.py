@@ -1,8 +1,10 @@
-"""Derived metrics: latency statistics and per-token energy figures."""
+"""Derived metrics: latency statistics, power and temperature summaries, FLOPs estimate."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,10 +33,17 @@ def coefficient_of_variation(values: Sequence[float]) -> float | None:
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
-    """numerator / denominator, None when either is unknown or the denominator is 0."""
+    """Divide, giving None when either value is unknown or the denominator is 0."""
     if numerator is None or denominator is None or denominator == 0:
         return None
     return numerator / denominator
+
+
+FLOPS_FORMULA = (
+    "2*N_nonemb*(input+output tokens) + 2*layers*hidden*(input*ctx_in + output*ctx_out), "
+    "ctx_in = prompt/2, ctx_out = prompt + generated/2 per request "
+    "(Kaplan et al. 2020, table 1; forward pass only)"
+)
 
 
 def flops_estimate(
@@ -57,3 +66,18 @@ def flops_estimate(
         ctx_out = per_req_in + per_req_out / 2
         flops += 2.0 * layers * hidden * (input_tokens * ctx_in + output_tokens * ctx_out)
     return flops
+
+
+def peak_total_power_w(samples: Iterable[dict[str, Any]], devices: Sequence[str]) -> float | None:
+    """Largest sum of the devices' power at one sampler tick (all devices known), in W."""
+    by_tick: dict[int, dict[str, float]] = defaultdict(dict)
+    for s in samples:
+        if s.get("power_w") is not None and s.get("tick") is not None:
+            by_tick[int(s["tick"])][str(s["device"])] = float(s["power_w"])
+    totals = [sum(p.values()) for p in by_tick.values() if devices and set(devices) <= set(p)]
+    return max(totals) if totals else None
+
+
+def known(samples: Iterable[dict[str, Any]], key: str) -> list[float]:
+    """The known (not None) values of one sample field, in sample order."""
+    return [float(s[key]) for s in samples if s.get(key) is not None]

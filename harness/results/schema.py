@@ -76,6 +76,13 @@ class DeviceEnergy(_Model):
     idle_power_w: float | None = None
     mean_power_w: float | None = None
     peak_power_w: float | None = None
+    energy_method: EnergyMethod | None = None
+    dynamic_energy_j: float | None = None
+    samples: int = 0
+    temperature_start_c: float | None = None
+    temperature_end_c: float | None = None
+    temperature_max_c: float | None = None
+    peak_memory_used_bytes: int | None = None
 
 
 class Energy(_Model):
@@ -95,6 +102,12 @@ class Energy(_Model):
     output_tokens_per_j: float | None = None
     devices: list[DeviceEnergy] = Field(default_factory=list)
     samples: int = 0
+    window_s: float | None = Field(default=None, description="the sensor's window (counter edges)")
+    idle_window_s: float | None = None
+    idle_samples: int = 0
+    sample_interval_ms: int | None = None
+    sampler_cpu_s: float | None = Field(default=None, description="CPU time the sampler thread used")
+    notes: list[str] = Field(default_factory=list)
 
 
 class PrefillSplit(_Model):
@@ -107,6 +120,10 @@ class PrefillSplit(_Model):
     decode_energy_j: float | None = None
     prefill_j_per_input_token: float | None = None
     decode_j_per_output_token: float | None = None
+    prefill_iterations: int | None = Field(default=None, description="passes in the prefill window")
+    prefill_energy_method: EnergyMethod | None = None
+    prefill_samples: int = 0
+    decode_window_s: float | None = None
 
 
 class Warmup(_Model):
@@ -156,7 +173,10 @@ class Compute(_Model):
     flops: float | None = None
     flops_per_s: float | None = None
     peak_memory_allocated_bytes: int | None = None
-    peak_memory_used_bytes: int | None = None
+    peak_memory_used_bytes: int | None = Field(
+        default=None, description="NVML used memory, peak over the window, summed over devices"
+    )
+    flops_formula: str | None = None
 
 
 class Warning_(_Model):
@@ -164,6 +184,7 @@ class Warning_(_Model):
 
     code: str
     message: str
+    phase: str | None = Field(default=None, description="idle | window | prefill, when it applies")
 
 
 class ExperimentResult(_Model):

@@ -23,5 +23,7 @@ class UnavailableSensor(Sensor):
     def end(self) -> WindowReading:
         """A window with unknown energy."""
         return WindowReading(
-            method="unavailable", duration_s=time.perf_counter() - self._start, energy_j={}
+            method="unavailable",
+            duration_s=time.perf_counter() - self._start,
+            energy_j={},
         )

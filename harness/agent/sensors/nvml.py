@@ -1,0 +1,458 @@
+"""NVML sensor (nvidia-ml-py): GPU energy counters at window edges and a sampled timeline.
+
+Energy over a window is the difference of ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since
+the driver loaded, Volta and newer) read at both edges, right after the caller synchronised
+the device. A GPU without that counter, a counter that went backwards (reset) or one that did
+not advance is measured instead by trapezoid integration of the sampled power, and the
+window's method says so (``nvml_power_integration``). A sampler thread records power, the
+counter, temperature, clocks, memory, utilisation and clock-event (throttle) reasons every
+``interval_ms``; it sleeps between samples.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from harness.agent.sensors.base import Sampler, Sensor, WindowReading, trapezoid_energy_j
+from harness.agent.sensors.null import UnavailableSensor
+from harness.results.schema import EnergyMethod
+
+#: NVML clock-event ("throttle") reason bits, from nvml.h (nvmlClocksEventReason*).
+THROTTLE_REASONS = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}
+#: reasons that mean the clocks were held down by power or heat (a validity warning)
+PERFORMANCE_THROTTLE_MASK = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
+
+
+def throttle_names(mask: int) -> list[str]:
+    """Names of the reason bits set in an NVML clock-event mask."""
+    return [name for bit, name in THROTTLE_REASONS.items() if mask & bit]
+
+
+class NoDevices(Exception):
+    """The run's GPUs cannot be matched to NVML devices; the message says why."""
+
+
+@dataclass
+class Gpu:
+    """One measured GPU: its NVML handle and the state of the current window."""
+
+    key: str
+    index: int
+    uuid: str
+    handle: Any
+    has_counter: bool = False
+    unsupported: set[str] = field(default_factory=set)
+    start_mj: int | None = None
+    raw_mj: list[int] = field(default_factory=list)
+    pids: set[int] = field(default_factory=set)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def init_reason(nvml: ModuleType, error: Exception) -> str:
+    """Why NVML could not be initialised, in words a user can act on."""
+    if isinstance(error, nvml.NVMLError_LibraryNotFound):
+        return (
+            "no NVML: libnvidia-ml.so was not found (no NVIDIA driver is visible here; "
+            "start the container with the NVIDIA runtime and a GPU device request)"
+        )
+    if isinstance(error, nvml.NVMLError_DriverNotLoaded):
+        return "no GPU: NVML reports that the NVIDIA driver is not loaded"
+    if isinstance(error, nvml.NVMLError_NoPermission):
+        return "permission denied: NVML refused to initialise for this user"
+    return f"NVML could not be initialised: {error}"
+
+
+def select_gpus(
+    nvml: ModuleType, gpu_uuids: Sequence[str], visible_devices: str | None
+) -> tuple[list[Gpu], str]:
+    """Match the run's GPUs to NVML handles by UUID; return them and how they were chosen.
+
+    With ``gpu_uuids`` given, each must be an NVML device (CUDA_VISIBLE_DEVICES inside a
+    container renumbers devices, UUIDs do not change). Without, CUDA_VISIBLE_DEVICES is
+    honoured when set (UUIDs or NVML indices), else every NVML device visible is measured.
+    """
+    count = nvml.nvmlDeviceGetCount()
+    if count == 0:
+        raise NoDevices("no GPU: NVML sees no devices")
+    found: list[tuple[int, Any, str]] = []
+    for index in range(count):
+        handle = nvml.nvmlDeviceGetHandleByIndex(index)
+        found.append((index, handle, _text(nvml.nvmlDeviceGetUUID(handle))))
+    seen = ", ".join(uuid for _, _, uuid in found)
+
+    def by_uuid(wanted: str) -> tuple[int, Any, str]:
+        if wanted.startswith("MIG-"):
+            raise NoDevices(
+                f"{wanted} is a MIG instance: NVML has no energy counter per MIG instance"
+            )
+        matches = [f for f in found if f[2] == wanted or f[2].startswith(wanted)]
+        if len(matches) != 1:
+            raise NoDevices(f"GPU {wanted} is not among the NVML devices visible here ({seen})")
+        return matches[0]
+
+    if gpu_uuids:
+        chosen = [by_uuid(u) for u in gpu_uuids]
+        how = "gpu_uuids from the run spec"
+    elif visible_devices is not None and visible_devices.strip() != "":
+        chosen = []
+        for entry in (e.strip() for e in visible_devices.split(",")):
+            if entry.isdigit():
+                if int(entry) >= count:
+                    raise NoDevices(
+                        f"CUDA_VISIBLE_DEVICES names GPU {entry}, NVML sees {count} devices"
+                    )
+                chosen.append(found[int(entry)])
+            elif entry:
+                chosen.append(by_uuid(entry))
+        how = "CUDA_VISIBLE_DEVICES (indices read in NVML/PCI order)"
+    elif visible_devices is not None:
+        raise NoDevices("no GPU: CUDA_VISIBLE_DEVICES is empty")
+    else:
+        chosen = found
+        how = "all NVML devices visible"
+    if len({uuid for _, _, uuid in chosen}) != len(chosen):
+        raise NoDevices("the run names the same GPU twice")
+    gpus = [Gpu(key=f"gpu{n}", index=i, uuid=u, handle=h) for n, (i, h, u) in enumerate(chosen)]
+    return gpus, how
+
+
+class NvmlSensor(Sensor):
+    """Energy of the run's GPUs from NVML; see the module docstring for the method."""
+
+    def __init__(
+        self,
+        nvml: ModuleType,
+        gpus: list[Gpu],
+        selected_by: str,
+        *,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self._nvml = nvml
+        self._gpus = gpus
+        self._clock = clock
+        self._closed = False
+        self._sampler: Sampler | None = None
+        self._rows: list[dict[str, Any]] = []
+        self._t0 = 0.0
+        for gpu in gpus:
+            gpu.has_counter = self._counter_mj(gpu) is not None
+        self.method = (
+            "nvml_counter" if all(g.has_counter for g in gpus) else "nvml_power_integration"
+        )
+        self.reason = None
+        self._static = self._describe(selected_by)
+
+    @property
+    def devices(self) -> list[str]:
+        """Result names of the measured GPUs (gpu0, gpu1, ... in run order)."""
+        return [g.key for g in self._gpus]
+
+    # --- reading one value, tolerating what a GPU does not support -------------------------
+
+    def _read(self, gpu: Gpu, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        if what in gpu.unsupported:
+            return None
+        try:
+            return fn(gpu.handle, *args)
+        except self._nvml.NVMLError_NotSupported:
+            gpu.unsupported.add(what)
+        except self._nvml.NVMLError_FunctionNotFound:
+            gpu.unsupported.add(what)
+        except self._nvml.NVMLError:
+            pass
+        return None
+
+    def _counter_mj(self, gpu: Gpu) -> int | None:
+        value = self._read(gpu, "energy", self._nvml.nvmlDeviceGetTotalEnergyConsumption)
+        return int(value) if value is not None else None
+
+    def _throttle(self, gpu: Gpu) -> int | None:
+        """Clock-event reasons; older drivers only have the ...ThrottleReasons call."""
+        nvml = self._nvml
+        newer = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        if newer is not None and "event_reasons" not in gpu.unsupported:
+            value = self._read(gpu, "event_reasons", newer)
+            if value is not None:
+                return int(value)
+            if "event_reasons" not in gpu.unsupported:
+                return None  # a transient error, not a missing call
+        value = self._read(gpu, "throttle_reasons", nvml.nvmlDeviceGetCurrentClocksThrottleReasons)
+        return int(value) if value is not None else None
+
+    def _pids(self, gpu: Gpu) -> set[int]:
+        procs = self._read(gpu, "processes", self._nvml.nvmlDeviceGetComputeRunningProcesses)
+        return {int(p.pid) for p in procs or []}
+
+    def _sample(self, tick: int) -> None:
+        nvml = self._nvml
+        t_s = self._clock() - self._t0
+        for gpu in self._gpus:
+            raw = self._counter_mj(gpu) if gpu.has_counter else None
+            if raw is not None:
+                gpu.raw_mj.append(raw)
+            power_mw = self._read(gpu, "power", nvml.nvmlDeviceGetPowerUsage)
+            memory = self._read(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo)
+            util = self._read(gpu, "utilization", nvml.nvmlDeviceGetUtilizationRates)
+            self._rows.append(
+                {
+                    "tick": tick,
+                    "t_s": t_s,
+                    "device": gpu.key,
+                    "power_w": power_mw / 1000.0 if power_mw is not None else None,
+                    "energy_j": (
+                        (raw - gpu.start_mj) / 1000.0
+                        if raw is not None and gpu.start_mj is not None
+                        else None
+                    ),
+                    "temperature_c": self._read(
+                        gpu, "temperature", nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU
+                    ),
+                    "sm_clock_mhz": self._read(
+                        gpu, "sm_clock", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM
+                    ),
+                    "mem_clock_mhz": self._read(
+                        gpu, "mem_clock", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_MEM
+                    ),
+                    "memory_used_bytes": int(memory.used) if memory is not None else None,
+                    "utilization_gpu_pct": int(util.gpu) if util is not None else None,
+                    "throttle_reasons": self._throttle(gpu),
+                }
+            )
+
+    # --- the window -------------------------------------------------------------------------
+
+    def begin(self, interval_ms: int) -> None:
+        """Read every GPU's energy counter, then sample every ``interval_ms`` on a thread."""
+        self._rows = []
+        for gpu in self._gpus:
+            gpu.raw_mj = []
+            gpu.pids = set()
+        self._t0 = self._clock()
+        for gpu in self._gpus:
+            gpu.start_mj = self._counter_mj(gpu) if gpu.has_counter else None
+        for gpu in self._gpus:
+            gpu.pids = self._pids(gpu)
+        self._sampler = Sampler(self._sample, interval_ms, clock=self._clock, name="nvml-sampler")
+        self._sampler.start()
+
+    def end(self) -> WindowReading:
+        """Read the counters at the window's end, stop sampling and compute each GPU's energy."""
+        end_mj = {g.key: (self._counter_mj(g) if g.has_counter else None) for g in self._gpus}
+        duration = self._clock() - self._t0
+        sampler = self._sampler
+        if sampler is None:
+            raise RuntimeError("end() called without begin()")
+        next_tick = sampler.stop()
+        self._sampler = None
+        in_window = {g.key: len(g.raw_mj) for g in self._gpus}
+        self._sample(next_tick)  # a last sample, so integration covers the whole window
+        notes: list[str] = []
+        if sampler.error is not None:
+            notes.append(f"the sampler stopped early: {sampler.error!r}")
+        reading = WindowReading(
+            method=self.method,
+            duration_s=duration,
+            energy_j={},
+            samples=list(self._rows),
+            notes=notes,
+            sampler_cpu_s=sampler.cpu_s,
+            sampler_missed_ticks=sampler.missed_ticks,
+        )
+        for gpu in self._gpus:
+            reading.gpu_processes[gpu.key] = sorted(gpu.pids | self._pids(gpu))
+            energy, method = self._energy(gpu, end_mj[gpu.key], in_window[gpu.key], reading)
+            reading.energy_j[gpu.key] = energy
+            if method is not None:
+                reading.methods[gpu.key] = method
+        reading.method = self._window_method(reading)
+        return reading
+
+    def _energy(
+        self, gpu: Gpu, end_mj: int | None, in_window: int, reading: WindowReading
+    ) -> tuple[float | None, EnergyMethod | None]:
+        start = gpu.start_mj
+        if gpu.has_counter and start is not None and end_mj is not None:
+            raw = gpu.raw_mj
+            sequence = [start, *raw[:in_window], end_mj, *raw[in_window:]]
+            if any(b < a for a, b in zip(sequence, sequence[1:], strict=False)):
+                reading.counter_resets.append(gpu.key)
+                reading.notes.append(
+                    f"{gpu.key}: the energy counter went backwards (reset, e.g. a driver "
+                    "reload); energy from integrated power samples instead"
+                )
+            elif end_mj == start:
+                reading.counter_stalled.append(gpu.key)
+                reading.notes.append(
+                    f"{gpu.key}: the energy counter did not advance over "
+                    f"{reading.duration_s:.2f} s; energy from integrated power samples instead"
+                )
+            else:
+                return (end_mj - start) / 1000.0, "nvml_counter"
+        elif gpu.has_counter:
+            reading.notes.append(
+                f"{gpu.key}: the energy counter could not be read at a window edge; "
+                "energy from integrated power samples instead"
+            )
+        points = [
+            (s["t_s"], s["power_w"]) for s in reading.device_samples(gpu.key)
+            if s["power_w"] is not None
+        ]
+        energy = trapezoid_energy_j(points)
+        if energy is None or energy <= 0:
+            reading.notes.append(
+                f"{gpu.key}: energy unknown ({len(points)} usable power samples)"
+            )
+            return None, None
+        return energy, "nvml_power_integration"
+
+    @staticmethod
+    def _window_method(reading: WindowReading) -> EnergyMethod:
+        if reading.total_energy_j is None:
+            return "unavailable"
+        if all(m == "nvml_counter" for m in reading.methods.values()):
+            return "nvml_counter"
+        return "nvml_power_integration"
+
+    # --- provenance ---------------------------------------------------------------------------
+
+    def _describe(self, selected_by: str) -> dict[str, Any]:
+        nvml = self._nvml
+
+        def system(fn_name: str) -> Any:
+            try:
+                return getattr(nvml, fn_name)()
+            except nvml.NVMLError:
+                return None
+
+        cuda = system("nvmlSystemGetCudaDriverVersion")
+        driver = system("nvmlSystemGetDriverVersion")
+        nvml_version = system("nvmlSystemGetNVMLVersion")
+        devices = [self._describe_gpu(g) for g in self._gpus]
+        return {
+            "selected_by": selected_by,
+            "driver_version": _text(driver) if driver is not None else None,
+            "cuda_driver_version": f"{cuda // 1000}.{(cuda % 1000) // 10}" if cuda else None,
+            "nvml_version": _text(nvml_version) if nvml_version is not None else None,
+            "devices": devices,
+        }
+
+    def _describe_gpu(self, gpu: Gpu) -> dict[str, Any]:
+        nvml = self._nvml
+        read = self._read
+
+        def watts(value: Any) -> float | None:
+            return value / 1000.0 if value is not None else None
+
+        def feature(value: Any) -> bool | None:
+            return None if value is None else value == nvml.NVML_FEATURE_ENABLED
+
+        def pair(value: Any) -> tuple[Any, Any]:
+            return (value[0], value[1]) if value is not None else (None, None)
+
+        mig_current, mig_pending = pair(read(gpu, "mig", nvml.nvmlDeviceGetMigMode))
+        ecc_current, ecc_pending = pair(read(gpu, "ecc", nvml.nvmlDeviceGetEccMode))
+        memory = read(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo)
+        name = read(gpu, "name", nvml.nvmlDeviceGetName)
+        pci = read(gpu, "pci", nvml.nvmlDeviceGetPciInfo)
+        capability = read(gpu, "capability", nvml.nvmlDeviceGetCudaComputeCapability)
+        return {
+            "device": gpu.key,
+            "nvml_index": gpu.index,
+            "uuid": gpu.uuid,
+            "name": _text(name) if name is not None else None,
+            "pci_bus_id": _text(pci.busId) if pci is not None else None,
+            "compute_capability": f"{capability[0]}.{capability[1]}" if capability else None,
+            "memory_total_bytes": int(memory.total) if memory is not None else None,
+            "energy_counter": gpu.has_counter,
+            "power_limit_w": watts(read(gpu, "enforced_limit", nvml.nvmlDeviceGetEnforcedPowerLimit)),
+            "power_management_limit_w": watts(
+                read(gpu, "limit", nvml.nvmlDeviceGetPowerManagementLimit)
+            ),
+            "power_default_limit_w": watts(
+                read(gpu, "default_limit", nvml.nvmlDeviceGetPowerManagementDefaultLimit)
+            ),
+            "persistence_mode": feature(read(gpu, "persistence", nvml.nvmlDeviceGetPersistenceMode)),
+            "mig_mode": feature(mig_current),
+            "mig_mode_pending": feature(mig_pending),
+            "ecc_mode": feature(ecc_current),
+            "ecc_mode_pending": feature(ecc_pending),
+            "sm_clock_mhz": read(gpu, "sm_clock", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM),
+            "mem_clock_mhz": read(
+                gpu, "mem_clock", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_MEM
+            ),
+            "sm_clock_max_mhz": read(
+                gpu, "sm_clock_max", nvml.nvmlDeviceGetMaxClockInfo, nvml.NVML_CLOCK_SM
+            ),
+            "mem_clock_max_mhz": read(
+                gpu, "mem_clock_max", nvml.nvmlDeviceGetMaxClockInfo, nvml.NVML_CLOCK_MEM
+            ),
+            "sm_clock_applications_mhz": read(
+                gpu, "sm_clock_app", nvml.nvmlDeviceGetApplicationsClock, nvml.NVML_CLOCK_SM
+            ),
+            "mem_clock_applications_mhz": read(
+                gpu, "mem_clock_app", nvml.nvmlDeviceGetApplicationsClock, nvml.NVML_CLOCK_MEM
+            ),
+            "temperature_c": read(
+                gpu, "temperature", nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU
+            ),
+        }
+
+    def provenance(self) -> dict[str, Any]:
+        """Driver, CUDA, and each GPU's name, UUID, limits, modes and clocks (read at open)."""
+        return {"sensor": "nvml", "method": self.method, "reason": self.reason, **self._static}
+
+    def close(self) -> None:
+        """Stop a running sampler and shut NVML down (once)."""
+        if self._sampler is not None:
+            self._sampler.stop()
+            self._sampler = None
+        if not self._closed:
+            self._closed = True
+            try:
+                self._nvml.nvmlShutdown()
+            except self._nvml.NVMLError:
+                pass
+
+
+def open_nvml_sensor(
+    gpu_uuids: Sequence[str], *, visible_devices: str | None = None, nvml: ModuleType | None = None
+) -> Sensor:
+    """An NVML sensor for the run's GPUs, or an unavailable sensor that says why not."""
+    if nvml is None:
+        try:
+            import pynvml
+        except ImportError:
+            return UnavailableSensor("no NVML: the nvidia-ml-py package is not installed here")
+        nvml = pynvml
+    lib: ModuleType = nvml
+    try:
+        lib.nvmlInit()
+    except lib.NVMLError as e:
+        return UnavailableSensor(init_reason(lib, e))
+    try:
+        gpus, how = select_gpus(lib, gpu_uuids, visible_devices)
+        return NvmlSensor(lib, gpus, how)
+    except (NoDevices, lib.NVMLError) as e:
+        try:
+            lib.nvmlShutdown()
+        except lib.NVMLError:
+            pass
+        reason = str(e) if isinstance(e, NoDevices) else f"NVML failed listing GPUs: {e}"
+        return UnavailableSensor(reason)
