@@ -16,6 +16,7 @@ from harness.config.sweep import Plan, PlannedRun
 from harness.controller import manifest as manifest_io
 from harness.controller.images import image_tag
 from harness.controller.runtimes.base import RunJob, RunOutcome, Runtime
+from harness.controller.thermal import cooldown
 from harness.errors import EnvironmentProblem, UserInputError
 from harness.results.io import atomic_write_json, atomic_write_text, read_model
 from harness.results.schema import (
@@ -246,6 +247,10 @@ class StudyRun:
             runner=self.runtime.name,
         )
         atomic_write_json(run_dir / "config.json", spec)
+        ex = self.study.execution
+        record.thermal = cooldown(
+            exp.device, ex.gpus, ex.cooldown_to_c, ex.cooldown_timeout_s, sleep=self.sleep
+        )
         outcome = self.runtime.run(job)
         result, reason, message = classify(run_dir, outcome)
 
