@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -51,13 +50,21 @@ def _fmt(value: Any, spec: str = ".3g") -> str:
     return str(value)
 
 
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         console.print(f"harness {harness.__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version.", callback=_print_version,
+                     is_eager=True),
+    ] = False,
+) -> None:
+    """Measure the energy, throughput and latency of LLM inference, one container per run."""
 
 
 @study_app.command("plan")
@@ -136,9 +143,10 @@ class _StudyDisplay:
 
 
 def _results_table(study_dir: Path) -> None:
-    from harness.analysis.table import write_tables
+    from harness.analysis.report import build as build_report
 
-    table = write_tables(study_dir)
+    report = build_report(study_dir)
+    table = report.table
     out = Table(title=f"Results: {study_dir}")
     params = [c for c in table.columns if c.startswith("param.")]
     shown = {"run_id": ("run", ""), **{c: (c.removeprefix("param."), "") for c in params}}
@@ -155,6 +163,7 @@ def _results_table(study_dir: Path) -> None:
             for c, (_, spec) in shown.items()
         ))
     console.print(out)
+    _report_summary(report)
 
 
 def _isna(value: Any) -> bool:
@@ -294,24 +303,182 @@ def doctor() -> None:
         raise typer.Exit(1)
 
 
+bundle_app = typer.Typer(help="Make, verify and re-run review bundles.", no_args_is_help=True)
+app.add_typer(bundle_app, name="bundle")
+
+
+def _report_summary(report: Any) -> None:
+    """Print which swept parameter matters most, the fronts, failures and warnings."""
+    from harness.analysis.plots import experiment_label
+    from harness.analysis.stats import param_columns
+
+    m = report.manifest
+    done = sum(r.status == "done" for r in m.runs)
+    console.print(f"Study [bold]{m.study}[/]: {m.state}, {done}/{len(m.runs)} runs done")
+    from harness.analysis.effects import EFFECT_METRICS
+
+    table = Table(title="Which choice matters most (main effects, others held fixed)")
+    for col in ("metric", "rank", "parameter", "span", "level vs ref", "ratio [95 % CI]",
+                "matched"):
+        table.add_column(col, justify="right" if col in ("rank", "span", "matched") else "left")
+    for _, r in report.effects.ranking.iterrows():
+        table.add_row(
+            EFFECT_METRICS.get(r["metric"], r["metric"]), str(int(r["rank"])), r["parameter"],
+            f"{r['fold_span']:#.3g}x", f"{r['strongest_level']} vs {r['reference']}",
+            f"x{r['ratio']:#.3g} [{_fmt(r['ci95_low'], '#.3g')}, {_fmt(r['ci95_high'], '#.3g')}]",
+            str(int(r["matched_combinations"])),
+        )
+    if report.effects.ranking.empty:
+        console.print("no effect could be estimated (see the warnings in the report)")
+    else:
+        console.print(table)
+    if report.energy_reason:
+        console.print(f"energy per output token: [yellow]unavailable[/]: "
+                      f"{escape(report.energy_reason)}; effects ranked on throughput and latency")
+    for front in report.fronts:
+        on = front.points[front.points["on_front"].astype(bool)]
+        labels = [experiment_label(r, param_columns(on)) for _, r in on.iterrows()]
+        console.print(f"Pareto front, {escape(front.spec.title)}: "
+                      f"{escape('; '.join(labels) or 'empty')}", highlight=False)
+        if front.note:
+            console.print(f"  [yellow]note:[/] {escape(front.note)}", highlight=False)
+    failed = report.failed
+    if not failed.empty:
+        console.print(f"[red]{len(failed)} runs not done[/]: " + ", ".join(
+            f"{r.run_id} ({r.status}{': ' + r.reason if r.reason else ''})"
+            for r in failed.itertuples()))
+    codes: dict[str, int] = {}
+    for _, code, _ in report.warnings:
+        codes[code] = codes.get(code, 0) + 1
+    if codes:
+        console.print("validity warnings: " + ", ".join(f"{k} x{v}" for k, v in codes.items())
+                      + " (all listed in the report)")
+    console.print(f"{len(report.figures)} figures; report: {report.files['report (markdown)']} "
+                  f"and {report.files['report (html)'].name}")
+
+
+@app.command("report")
+def report_cmd(
+    directory: Annotated[Path, typer.Argument(help="A study results folder (finished or not).")],
+) -> None:
+    """Write summary, effects, Pareto fronts, figures and report.md/html of a study."""
+    from harness.analysis.report import build
+
+    _report_summary(build(directory))
+
+
+@bundle_app.command("create")
+def bundle_create(
+    directory: Annotated[Path, typer.Argument(help="A study results folder.")],
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="The bundle file (default: DIR.tar.gz).")
+    ] = None,
+    pip_freeze: Annotated[
+        bool, typer.Option(help="Also list packages by running pip freeze in each image.")
+    ] = True,
+) -> None:
+    """Write a checksummed, secret-free tar.gz of a study with its report and provenance."""
+    from harness.bundle import create
+
+    made = create(directory, output, pip_freeze=pip_freeze)
+    for note in made.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    if made.redactions:
+        names = sorted({name for _, name in made.redactions})
+        console.print(f"[yellow]redacted[/] {len(made.redactions)} secret-looking values "
+                      f"({', '.join(names)}); see provenance/redactions.txt")
+    console.print(f"[green]bundle[/] {made.path} ({made.files} files)")
+    console.print(f"check it with: harness bundle verify {made.path}")
+
+
+@bundle_app.command("verify")
+def bundle_verify(file: Annotated[Path, typer.Argument(help="A bundle (.tar.gz).")]) -> None:
+    """Check a bundle's checksums, schemas, aggregates and runs; exit 1 on any problem."""
+    from harness.bundle import verify
+
+    result = verify(file)
+    for check in result.checks:
+        console.print(f"[green]ok[/] {escape(check)}")
+    console.print(f"[green]verified[/] {file}")
+
+
+@bundle_app.command("reproduce")
+def bundle_reproduce(
+    file: Annotated[Path, typer.Argument(help="A bundle (.tar.gz).")],
+    runs: Annotated[
+        int | None, typer.Option("--runs", min=1, help="Re-run a sample of N runs (default all).")
+    ] = None,
+    runner: RunnerOpt = None,
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", help="Where the new study folder is created.")
+    ] = None,
+) -> None:
+    """Re-run a bundle's study (or a sample) and compare the new figures with the original."""
+    from harness.analysis.plots import experiment_label
+    from harness.analysis.stats import param_columns
+    from harness.bundle import reproduce
+
+    display = _StudyDisplay()
+
+    def progress(event: str, data: dict[str, Any]) -> None:
+        if event == "info":
+            console.print(f"Reproducing {data['runs']} of {data['of']} runs -> {data['study_dir']}")
+            console.print(f"Runner: [bold]{data['runner']}[/] ({escape(data['why'])})")
+        else:
+            display(event, data)
+
+    try:
+        rep = reproduce(file, runs=runs, runner=runner, output_dir=output_dir, progress=progress)
+    finally:
+        display.close()
+    for note in rep.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    table = Table(title="Original vs reproduced (mean [95 % CI] of the original)")
+    for col in ("experiment", "metric", "original", "n", "new", "n new", "new/orig",
+                "in CI", "in PI"):
+        table.add_column(col, justify="left" if col in ("experiment", "metric") else "right")
+
+    def num(value: Any, spec: str = ".4g") -> str:
+        return _fmt(None if _isna(value) else value, spec)
+
+    yes_no = {True: "[green]yes[/]", False: "[red]no[/]", None: "n/a"}
+    comparison = rep.comparison
+    unknown = set()
+    if not comparison.empty:
+        known = comparison[(comparison["original_n"] > 0) | (comparison["new_n"] > 0)]
+        unknown = set(comparison["label"]) - set(known["label"])
+        comparison = known
+    params = param_columns(comparison)
+    for _, r in comparison.iterrows():
+        orig = f"{num(r.original_mean)} [{num(r.original_ci95_low)}, {num(r.original_ci95_high)}]"
+        table.add_row(
+            f"{r.experiment_id} ({experiment_label(r, params)})", r.label, orig,
+            str(r.original_n), num(r.new_mean), str(r.new_n),
+            num(r.ratio_new_to_original, ".3f"),
+            yes_no[None if _isna(r.within_original_ci95) else r.within_original_ci95],
+            yes_no[None if _isna(r.within_original_pi95) else r.within_original_pi95],
+        )
+    console.print(table)
+    if unknown:
+        console.print(f"unavailable in the original and the new runs: {', '.join(sorted(unknown))}")
+    console.print("in CI: inside the original 95 % confidence interval of the mean; in PI: inside "
+                  "the 95 % prediction interval for a mean of this many new runs")
+    console.print(f"{rep.runs_done}/{rep.runs_total} runs done; comparison in "
+                  f"{rep.study_dir / 'comparison.csv'}")
+    if rep.runs_done < rep.runs_total:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point of the ``harness`` console script."""
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 140
     try:
-        app(standalone_mode=False)
+        # standalone: typer prints usage errors (exit 2) and handles Exit itself
+        app()
     except HarnessError as e:
         err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(e.exit_code)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        err_console.print("interrupted")
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-
 
 if __name__ == "__main__":
     main()

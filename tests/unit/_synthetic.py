@@ -1,0 +1,147 @@
+"""Synthetic study folders with known effects, built from the real pydantic models."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from harness.config.study import Study
+from harness.config.sweep import expand
+from harness.controller import manifest as mio
+from harness.results.io import atomic_write_json
+from harness.results.schema import (
+    DeviceEnergy,
+    Energy,
+    ExperimentResult,
+    Latency,
+    LatencyStats,
+    RunError,
+    RunInfo,
+    Throughput,
+    Timings,
+    Tokens,
+    Warning_,
+)
+
+OUTPUT_TOKENS = 4000
+INPUT_TOKENS = 8000
+REQUESTS = 64
+
+
+def study_data(sweep: dict[str, list[Any]], cycles: int, name: str = "synth") -> dict[str, Any]:
+    return {
+        "name": name,
+        "description": "Synthetic results with known effects.",
+        "experiment": {
+            "model": "models/tiny", "backend": "pytorch", "device": "cuda",
+            "precision": "fp32", "batch_size": 1,
+            "workload": {"num_prompts": 8, "input_tokens": 16, "output_tokens": 8},
+            "measurement": {"warmup_batches": 1, "baseline_s": 0, "min_window_s": 0.5},
+        },
+        "sweep": sweep,
+        "execution": {"cycles": cycles, "order": "interleaved", "runner": "local"},
+    }
+
+
+def make_study(
+    root: Path,
+    *,
+    sweep: dict[str, list[Any]],
+    j_factors: dict[str, dict[Any, float]],
+    tps_factors: dict[str, dict[Any, float]] | None = None,
+    cycles: int = 3,
+    noise: float = 0.02,
+    seed: int = 0,
+    energy: bool = True,
+    failed: int = 0,
+    pending: int = 0,
+    timeseries: bool = True,
+    extra_env: dict[str, Any] | None = None,
+) -> Path:
+    """A finished (or partial) study folder whose true effects are the given factors.
+
+    J per output token = 1.0 x product of j_factors; throughput = 100 x product of tps_factors;
+    each run's values are multiplied by exp(N(0, noise)).
+    """
+    rng = np.random.default_rng(seed)
+    tps_factors = tps_factors or {}
+    data = study_data(sweep, cycles)
+    study = Study.model_validate(data)
+    plan = expand(study)
+    study_dir = root / "synth-20260101T000000Z"
+    study_dir.mkdir(parents=True)
+    (study_dir / "study.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    atomic_write_json(study_dir / "plan.json", plan)
+    manifest = mio.new_manifest(plan, study_dir / "study.yaml")
+    manifest.runner = "local"
+    manifest.runner_reason = "synthetic"
+    params = {p.id: p.params for p in plan.experiments}
+    n_runs = len(plan.runs)
+    for i, run in enumerate(plan.runs):
+        rec = manifest.record(run.run_id)
+        run_dir = study_dir / "runs" / run.run_id
+        if i >= n_runs - pending:
+            continue
+        run_dir.mkdir(parents=True)
+        if i >= n_runs - pending - failed:
+            rec.status, rec.reason, rec.message = "failed", "agent_exit", "synthetic failure"
+            atomic_write_json(run_dir / "error.json", RunError(
+                run_id=run.run_id, reason="agent_exit", message="synthetic failure"))
+            continue
+        p = params[run.experiment_id]
+        jpt = math.prod(j_factors.get(a, {}).get(v, 1.0) for a, v in p.items())
+        tps = 100.0 * math.prod(tps_factors.get(a, {}).get(v, 1.0) for a, v in p.items())
+        jpt *= math.exp(rng.normal(0, noise))
+        tps *= math.exp(rng.normal(0, noise))
+        result = synthetic_result(plan, run, jpt if energy else None, tps, extra_env)
+        atomic_write_json(run_dir / "result.json", result)
+        atomic_write_json(run_dir / "config.json", {"run": run.run_id})
+        lines = ["phase,t_s,device,power_w,energy_j,temperature_c,sm_clock_mhz,mem_clock_mhz,"
+                 "memory_used_bytes,utilization_gpu_pct,throttle_reasons"]
+        if timeseries and energy:
+            power = result.energy.mean_power_w
+            lines += [f"window,{t * 0.1:.1f},gpu0,{power * (1 + 0.01 * (t % 3)):.3f},,60,,,,,"
+                      for t in range(20)]
+        (run_dir / "timeseries.csv").write_text("\n".join(lines) + "\n")
+        (run_dir / "container.log").write_text("agent finished\n")
+        rec.status = "done"
+        rec.headline = {"output_tokens_per_s": tps}
+    manifest.state = "complete" if failed == 0 and pending == 0 else "incomplete"
+    mio.save(manifest, study_dir)
+    return study_dir
+
+
+def synthetic_result(plan: Any, run: Any, jpt: float | None, tps: float,
+                     extra_env: dict[str, Any] | None = None) -> ExperimentResult:
+    exp = plan.experiment(run.experiment_id)
+    window_s = OUTPUT_TOKENS / tps
+    energy = Energy(energy_method="unavailable", unavailable_reason="no sensor in this test")
+    if jpt is not None:
+        energy_j = jpt * OUTPUT_TOKENS
+        energy = Energy(
+            energy_method="nvml_counter", energy_j=energy_j, mean_power_w=energy_j / window_s,
+            peak_power_w=1.1 * energy_j / window_s, j_per_output_token=jpt,
+            j_per_token=energy_j / (OUTPUT_TOKENS + INPUT_TOKENS),
+            j_per_request=energy_j / REQUESTS, output_tokens_per_j=1 / jpt, samples=20,
+            devices=[DeviceEnergy(device="gpu0", energy_j=energy_j)],
+        )
+    e2e = window_s / 8
+    return ExperimentResult(
+        run=RunInfo(study=plan.study, experiment_id=run.experiment_id, cycle=run.cycle,
+                    run_id=run.run_id),
+        experiment=exp,
+        environment={"python": "3.11", "platform": "synthetic", "harness_version": "0.1.0",
+                     "cpu": {"model": "synthetic"}, "packages": {"numpy": "2.0"},
+                     **(extra_env or {})},
+        timings=Timings(window_s=window_s),
+        tokens=Tokens(requests=REQUESTS, input_tokens=INPUT_TOKENS, output_tokens=OUTPUT_TOKENS),
+        throughput=Throughput(output_tokens_per_s=tps, total_tokens_per_s=3 * tps,
+                              requests_per_s=REQUESTS / window_s),
+        latency=Latency(e2e=LatencyStats(mean_s=e2e, p50_s=e2e, p90_s=1.5 * e2e, n=REQUESTS)),
+        energy=energy,
+        warnings=[Warning_(code="synthetic_check", message=f"a named warning of {run.run_id}")],
+    )
