@@ -90,7 +90,7 @@ RECIPES: dict[str, Recipe] = {
                 # PyPI's builds of these target another torch; vllm fails to import with them.
                 uninstall=("torchvision", "torchaudio", "torchcodec"),
             ),
-            "cuda": Variant(base="vllm/vllm-openai:v0.11.0", extras=("agent",), offline=False),
+            "cuda": Variant(base="vllm/vllm-openai:v0.32.0", extras=("agent",), offline=False),
         },
     ),
     "tensorrt_llm": Recipe(
@@ -521,6 +521,7 @@ def build_image(
         "HARNESS_BACKEND": backend,
         "HARNESS_DEVICE": device,
         "HARNESS_SOURCE": _git(repo_root, "config", "--get", "remote.origin.url"),
+        "HARNESS_GIT_REVISION": source_revision(repo_root),
     }
     labels = {
         "harness.version": __version__,

@@ -16,7 +16,7 @@ from harness.config.sweep import Plan, PlannedRun
 from harness.controller import manifest as manifest_io
 from harness.controller.images import image_tag
 from harness.controller.runtimes.base import RunJob, RunOutcome, Runtime
-from harness.controller.thermal import cooldown
+from harness.controller.thermal import cooldown, host_gpu_uuids
 from harness.errors import EnvironmentProblem, UserInputError
 from harness.results.io import atomic_write_json, atomic_write_text, read_model
 from harness.results.schema import (
@@ -244,6 +244,7 @@ class StudyRun:
             experiment=exp,
             model_path=self.runtime.model_path_for_agent(job),
             image=image,
+            gpu_uuids=host_gpu_uuids(self.study.execution.gpus) if exp.device == "cuda" else [],
             runner=self.runtime.name,
         )
         atomic_write_json(run_dir / "config.json", spec)

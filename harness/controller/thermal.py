@@ -121,3 +121,22 @@ def cooldown(
             lib.nvmlShutdown()
         except lib.NVMLError:
             pass
+
+
+def host_gpu_uuids(gpus: Sequence[int], *, nvml: ModuleType | None = None) -> list[str]:
+    """UUIDs of host GPUs by NVML index, or [] when NVML cannot be read on the host."""
+    if not gpus:
+        return []
+    try:
+        lib = _open_nvml(nvml)
+    except _NoNvml:
+        return []
+    try:
+        return [str(lib.nvmlDeviceGetUUID(lib.nvmlDeviceGetHandleByIndex(i))) for i in gpus]
+    except lib.NVMLError:
+        return []
+    finally:
+        try:
+            lib.nvmlShutdown()
+        except lib.NVMLError:
+            pass

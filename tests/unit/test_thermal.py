@@ -132,3 +132,32 @@ def test_study_run_records_the_cooldown_per_run(host: Host, tmp_path) -> None:
     assert record.thermal["checked"] is True and record.thermal["reached"] is True
     assert record.thermal["start_temperatures_c"] == {"0": 70.0, "1": 52.0}
     assert record.thermal["cooldown_to_c"] == 50
+
+
+def test_host_gpu_uuids_by_nvml_index():
+    from unittest import mock
+
+    import pynvml
+
+    from harness.controller.thermal import host_gpu_uuids
+
+    nvml = mock.create_autospec(pynvml)
+    nvml.NVMLError = pynvml.NVMLError
+    nvml.nvmlDeviceGetHandleByIndex.side_effect = lambda i: f"h{i}"
+    nvml.nvmlDeviceGetUUID.side_effect = lambda h: f"GPU-{h}"
+    assert host_gpu_uuids([1, 3], nvml=nvml) == ["GPU-h1", "GPU-h3"]
+    nvml.nvmlShutdown.assert_called_once()
+    assert host_gpu_uuids([], nvml=nvml) == []
+
+
+def test_host_gpu_uuids_without_nvml_is_empty():
+    from unittest import mock
+
+    import pynvml
+
+    from harness.controller.thermal import host_gpu_uuids
+
+    nvml = mock.create_autospec(pynvml)
+    nvml.NVMLError = pynvml.NVMLError
+    nvml.nvmlInit.side_effect = pynvml.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND)
+    assert host_gpu_uuids([0], nvml=nvml) == []
