@@ -102,7 +102,16 @@ class Experiment(_Strict):
                 f"backend {self.backend!r} on {self.device} cannot run precision "
                 f"{self.precision!r} (it supports: {', '.join(allowed)})"
             )
+        options = self.options
+        why = spec.quantization_problem(self.precision, getattr(options, "quantization", None))
+        problems = ([why] if why else []) + options.problems(self)  # type: ignore[attr-defined]
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def foreign_blocks(self) -> list[str]:
+        """Options blocks given for backends other than this experiment's."""
+        return [n for n in BACKENDS if n != self.backend and getattr(self, n) is not None]
 
     @property
     def options(self) -> BaseModel:

@@ -27,7 +27,7 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) 
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                "while reading a mapping", node.start_mark,
+                "while reading a mapping", getattr(node, "start_mark", None),
                 f"duplicate key {key!r}", key_node.start_mark,
             )
         seen.add(key)
@@ -134,4 +134,12 @@ def load_experiment(path: Path) -> Experiment:
     data = read_yaml(path)
     if isinstance(data, dict) and "experiment" in data and "model" not in data:
         data = data["experiment"]
-    return _validate(Experiment, data, path).resolved()
+    exp = _validate(Experiment, data, path)
+    foreign = [
+        f"{path}: {name}: options for backend {name!r}, but this experiment runs backend "
+        f"{exp.backend!r}; remove the block or set backend: {name}"
+        for name in exp.foreign_blocks()
+    ]
+    if foreign:
+        raise UserInputError(f"{path}: the file is invalid", problems=foreign)
+    return exp.resolved()

@@ -195,6 +195,8 @@ def expand(study: Study, *, source: str = "study") -> Plan:
     for i, hits in enumerate(exclude_hits):
         if hits == 0:
             warnings.append(f"exclude[{i}] {study.exclude[i]} matches no experiment")
+    if chosen:
+        warnings += unused_backend_options(study, {p.experiment.backend for p in chosen.values()})
     if not problems and swept == 0 and any(exclude_hits) and not study.include:
         problems.append(f"{source}: exclude: the exclude rules remove every experiment")
     if problems:
@@ -221,6 +223,30 @@ def expand(study: Study, *, source: str = "study") -> Plan:
         execution=study.execution,
         warnings=warnings,
     )
+
+
+def unused_backend_options(study: Study, used: set[str]) -> list[str]:
+    """Options blocks and scoped axes for backends that no planned experiment runs."""
+    given: dict[str, list[str]] = {}
+    for key in study.experiment:
+        if key in BACKENDS:
+            given.setdefault(key, []).append(f"experiment.{key}")
+    for key in study.sweep:
+        scope = scope_of(key)
+        if scope is not None:
+            given.setdefault(scope, []).append(f"sweep.{key}")
+    for i, inc in enumerate(study.include):
+        for key in inc:
+            scope = scope_of(key)
+            if scope is not None:
+                given.setdefault(scope, []).append(f"include[{i}].{key}")
+    return [
+        f"{where}: options for backend {name!r}, but no experiment of this study runs it, "
+        f"so they are ignored (backends planned: {', '.join(sorted(used))})"
+        for name, wheres in given.items()
+        if name not in used
+        for where in wheres
+    ]
 
 
 def order_runs(experiment_ids: list[str], execution: Execution) -> list[PlannedRun]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
+from harness.config.backends import BACKENDS, cache_root
 from harness.controller.runtimes.base import RunJob, RunOutcome
 from harness.errors import EnvironmentProblem
 from harness.results.schema import ImageInfo
@@ -36,13 +39,29 @@ def run_labels(job: RunJob) -> dict[str, str]:
     }
 
 
+def cache_mount(job: RunJob, root: Path) -> tuple[Path, str] | None:
+    """Host folder and container path of the cache of the run's backend, if it keeps one.
+
+    The backend comes from the run spec (config.json) the controller wrote for the agent.
+    """
+    try:
+        spec = json.loads((job.run_dir / "config.json").read_text(encoding="utf-8"))
+        backend = BACKENDS.get(spec["experiment"]["backend"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if backend is None or backend.cache_mount is None:
+        return None
+    return root / backend.name, backend.cache_mount
+
+
 class DockerRuntime:
     """Starts the backend image with the run folder at /results and no network."""
 
     name = "docker"
 
-    def __init__(self, client: Any | None = None) -> None:
+    def __init__(self, client: Any | None = None, cache_dir: Path | None = None) -> None:
         self.client = client or connect()
+        self.cache_dir = cache_dir or cache_root()
         self._container: Any | None = None
 
     def model_path_for_agent(self, job: RunJob) -> str:
@@ -75,6 +94,14 @@ class DockerRuntime:
         if job.hf_cache is not None:
             volumes[str(job.hf_cache)] = {"bind": "/hf-cache", "mode": "ro"}
             env["HF_HOME"] = "/hf-cache"
+        mount = cache_mount(job, self.cache_dir)
+        if mount is not None:  # built engines, reused across runs (BackendSpec.cache_mount)
+            host, target = mount
+            try:
+                host.mkdir(parents=True, exist_ok=True)
+                volumes[str(host)] = {"bind": target, "mode": "rw"}
+            except OSError:
+                pass  # no cache: the agent builds into its own folder, and the run still runs
         kwargs: dict[str, Any] = {}
         if job.device == "cuda":
             kwargs["device_requests"] = [

@@ -1,0 +1,211 @@
+"""vLLM backend: the offline engine (``vllm.LLM``), one batch at a time, every token timed.
+
+``LLM.generate`` only returns finished requests, so this backend adds the batch's requests to
+the LLM's engine itself and steps it, asking for each step's new tokens (``DELTA`` outputs).
+Every token gets the time at which the engine handed it to the agent: the moment a streaming
+client would see it. Engine start (model load, compilation, KV-cache allocation) happens in
+``load`` and is timed apart from the measured window.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import time
+from typing import Any, ClassVar
+
+from harness.agent.backends import weights
+from harness.agent.backends.base import Backend, RequestTiming
+from harness.config.backends import BACKENDS, VLLM_DTYPES, VllmOptions
+from harness.config.experiment import Decoding, Experiment
+from harness.errors import EnvironmentProblem, RunFailure
+
+GIB = 1024**3
+
+
+def llm_kwargs(experiment: Experiment, model_path: str) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.LLM`` for this experiment (pure; no vLLM needed)."""
+    opts = experiment.options
+    assert isinstance(opts, VllmOptions)
+    scheme = BACKENDS["vllm"].quantization_scheme(experiment.precision, opts.quantization)
+    dtype = VLLM_DTYPES.get(experiment.precision) or opts.dtype or "auto"
+    kwargs: dict[str, Any] = {
+        "model": model_path,
+        "dtype": dtype,
+        "quantization": scheme,
+        "gpu_memory_utilization": opts.gpu_memory_utilization,
+        "max_num_seqs": opts.max_num_seqs,
+        "enforce_eager": opts.enforce_eager,
+        "kv_cache_dtype": opts.kv_cache_dtype,
+        "enable_prefix_caching": opts.enable_prefix_caching,
+        "tensor_parallel_size": opts.tensor_parallel_size,
+        "seed": experiment.workload.seed,
+        "disable_log_stats": True,
+    }
+    optional = {
+        "max_num_batched_tokens": opts.max_num_batched_tokens,
+        "max_model_len": opts.max_model_len,
+        "enable_chunked_prefill": opts.enable_chunked_prefill,
+        "kv_cache_memory_bytes": (
+            int(opts.kv_cache_space_gib * GIB) if opts.kv_cache_space_gib is not None else None
+        ),
+    }
+    kwargs.update({k: v for k, v in optional.items() if v is not None})
+    return kwargs
+
+
+def sampling_kwargs(decoding: Decoding, max_new_tokens: int) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.SamplingParams``: exactly ``max_new_tokens``, EOS ignored."""
+    kwargs: dict[str, Any] = {
+        "max_tokens": max_new_tokens,
+        "min_tokens": max_new_tokens,
+        "ignore_eos": True,
+        "detokenize": False,  # the agent works on token ids, like the PyTorch backend
+        "n": 1,
+    }
+    if decoding.temperature > 0:
+        kwargs.update(temperature=decoding.temperature, top_p=decoding.top_p)
+        if decoding.top_k > 0:
+            kwargs["top_k"] = decoding.top_k
+    else:
+        kwargs["temperature"] = 0.0  # greedy
+    return kwargs
+
+
+class VllmBackend(Backend):
+    """vLLM's offline engine on CUDA or CPU; prompts go in as token ids."""
+
+    per_token_timestamps: ClassVar[bool] = True
+    prefill_only_pass: ClassVar[bool] = True
+
+    def __init__(self, experiment: Experiment) -> None:
+        super().__init__(experiment)
+        self._llm: Any = None
+        self._batches = itertools.count()
+        self._engine_start_s: float | None = None
+        self._kwargs: dict[str, Any] = {}
+        self._config: dict[str, Any] = {}
+        self._counts: tuple[int, int] | None = None
+
+    def load(self, model_path: str) -> None:
+        """Start the engine: load weights, compile, allocate the KV cache."""
+        try:
+            import vllm
+            from vllm.sampling_params import RequestOutputKind
+        except ImportError as e:
+            raise EnvironmentProblem(f"vLLM is not installed: {e}") from e
+        self._vllm = vllm
+        self._delta = RequestOutputKind.DELTA
+        self._kwargs = llm_kwargs(self.experiment, model_path)
+        model_dir = weights.local_model_dir(model_path)
+        if model_dir is None:
+            raise RunFailure(
+                f"model {model_path!r} is neither a folder nor in the local Hugging Face cache",
+                reason="model_not_found",
+            )
+        self._config = weights.model_config(model_dir)
+        self._counts = weights.parameter_counts(model_dir)
+        t0 = time.perf_counter()
+        try:
+            self._llm = vllm.LLM(**self._kwargs)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise RunFailure(f"vLLM could not start the engine: {e}", reason="engine_start_failed") from e
+        self._engine_start_s = time.perf_counter() - t0
+        self._tokenizer = self._llm.get_tokenizer()
+
+    def vocab(self) -> tuple[int, list[int]]:
+        """Vocabulary size (tokenizer and model agree) and special token ids."""
+        size = len(self._tokenizer)
+        model_vocab = self._config.get("vocab_size")
+        if isinstance(model_vocab, int):
+            size = min(size, model_vocab)
+        return size, list(getattr(self._tokenizer, "all_special_ids", []))
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens."""
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[RequestTiming]:
+        """Submit the batch at once and step the engine until every request is done."""
+        params = self._vllm.SamplingParams(
+            **sampling_kwargs(self.experiment.decoding, max_new_tokens), output_kind=self._delta
+        )
+        engine = self._llm.llm_engine
+        batch = next(self._batches)
+        ids = [f"b{batch}-r{i}" for i in range(len(prompts))]
+        times: dict[str, list[float]] = {rid: [] for rid in ids}
+        ends: dict[str, float] = {}
+        start = time.perf_counter()
+        for rid, prompt in zip(ids, prompts, strict=True):
+            engine.add_request(rid, {"prompt_token_ids": prompt}, params)
+        while engine.has_unfinished_requests():
+            outputs = engine.step()
+            now = time.perf_counter()
+            for out in outputs:
+                rid = self._our_id(out.request_id, times)
+                times[rid].extend([now] * len(out.outputs[0].token_ids))
+                if out.finished:
+                    ends[rid] = now
+        timings = []
+        for rid, prompt in zip(ids, prompts, strict=True):
+            got = len(times[rid])
+            if got != max_new_tokens or rid not in ends:
+                raise RunFailure(
+                    f"request {rid} generated {got} tokens, expected {max_new_tokens}",
+                    reason="token_count_mismatch",
+                )
+            timings.append(
+                RequestTiming(
+                    input_tokens=len(prompt),
+                    output_tokens=got,
+                    start_s=start,
+                    end_s=ends[rid],
+                    token_times_s=times[rid],
+                )
+            )
+        return timings
+
+    @staticmethod
+    def _our_id(engine_id: str, ours: dict[str, list[float]]) -> str:
+        """Map the engine's request id (it may append a suffix) back to the one given."""
+        if engine_id in ours:
+            return engine_id
+        for rid in ours:
+            if engine_id.startswith(rid + "-"):
+                return rid
+        raise RunFailure(f"vLLM returned an unknown request {engine_id!r}", reason="engine_error")
+
+    def unload(self) -> None:
+        """Shut the engine's processes down and drop it."""
+        llm, self._llm = self._llm, None
+        if llm is None:
+            return
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        try:
+            if core is not None and hasattr(core, "shutdown"):
+                core.shutdown()
+        except Exception:  # noqa: BLE001 - best effort: the container ends anyway
+            pass
+        del llm
+        gc.collect()
+
+    def info(self) -> dict[str, Any]:
+        """Versions of vLLM and torch, the engine arguments used, and how tokens were timed."""
+        import torch
+
+        settings = {k: v for k, v in self._kwargs.items() if k != "model"}
+        return {
+            "engine": "vllm",
+            "vllm": getattr(self._vllm, "__version__", None),
+            "torch": torch.__version__,
+            "device": self.experiment.device,
+            "llm_kwargs": settings,
+            "engine_start_s": self._engine_start_s,
+            "token_timing": "engine step outputs (DELTA), timestamped when handed to the agent",
+            "num_layers": self._config.get("num_hidden_layers"),
+            "hidden_size": self._config.get("hidden_size"),
+        }
+
+    def parameter_counts(self) -> tuple[int, int] | None:
+        """Total and input-embedding parameters, from the checkpoint's safetensors headers."""
+        return self._counts

