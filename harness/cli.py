@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import harness
-from harness.errors import HarnessError, UserInputError
+from harness.errors import HarnessError, Interrupted, UserInputError
 
 app = typer.Typer(
     name="harness",
@@ -130,13 +129,27 @@ class _StudyDisplay:
                     f"  e2e p50 {_fmt(h.get('e2e_p50_s'))} s  ({rec.duration_s:.1f} s)"
                 )
             else:
-                line = f"[red]failed[/] {rec.run_id}  {rec.reason}: {escape(rec.message or '')}"
+                line = (f"[red]{rec.status}[/] {rec.run_id}  {rec.reason}: "
+                        f"{escape(rec.message or '')}")
             p.console.print(line)
             p.advance(self.task)
         elif event == "gap":
             p.update(self.task, description=f"pause {data['seconds']:.0f} s")
         elif event == "aborted":
-            p.console.print(f"[red]{data['message']}[/]")
+            p.console.print(f"[red]{escape(data['message'])}[/]")
+        elif event == "interrupt":
+            if data["force"]:
+                p.console.print(f"[red]{data['signal']} again: killing the run in flight[/]")
+            else:
+                p.console.print(f"[yellow]{data['signal']}: stopping the run in flight "
+                                "gracefully (press Ctrl+C again to force)[/]")
+        elif event == "orphan":
+            p.console.print(f"[yellow]found container {data['container']} of run "
+                            f"{data['run_id']} left by a lost controller (pid {data['pid']}); "
+                            "stopping and removing it[/]")
+        elif event == "recovered":
+            p.console.print(f"recovered {data['run_id']}: {data['status']} "
+                            f"({escape(data['message'] or '')})", highlight=False)
 
     def close(self) -> None:
         self.progress.stop()
@@ -173,6 +186,40 @@ def _isna(value: Any) -> bool:
         return False
 
 
+ForceOpt = Annotated[
+    bool,
+    typer.Option("--force", help="Resume even though the study file changed since it began."),
+]
+KeepFailedOpt = Annotated[
+    bool, typer.Option("--keep-failed", help="On resume, keep failed runs instead of re-running.")
+]
+
+
+def _execute(prepared: Any, display: _StudyDisplay) -> None:
+    """Run a prepared study, show its results, and exit non-zero unless it completed."""
+    from harness.errors import StudyAborted
+
+    run = prepared.run
+    console.print(f"Study [bold]{run.study.name}[/]: {len(run.plan.runs)} runs -> "
+                  f"{prepared.study_dir}")
+    console.print(f"Runner: [bold]{run.runtime.name}[/] ({escape(prepared.runner_why)})")
+    for note in prepared.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    try:
+        final = run.execute()
+    finally:
+        display.close()
+    if final.state == "aborted":
+        raise StudyAborted(f"{final.message}; finished runs are kept. Continue with: "
+                           f"harness study resume {prepared.study_dir}")
+    _results_table(prepared.study_dir)
+    done = sum(r.status == "done" for r in final.runs)
+    console.print(f"{done}/{len(final.runs)} runs done; state {final.state}; "
+                  f"results in {prepared.study_dir}")
+    if final.state != "complete":
+        raise typer.Exit(1)
+
+
 @study_app.command("run")
 def study_run(
     file: Annotated[Path, typer.Argument(help="The study YAML file.")],
@@ -180,38 +227,44 @@ def study_run(
     output_dir: Annotated[
         Path | None, typer.Option("--output-dir", help="Where study folders are created.")
     ] = None,
+    resume: Annotated[
+        Path | None,
+        typer.Option("--resume", help="Continue this study folder instead of starting anew."),
+    ] = None,
+    force: ForceOpt = False,
+    keep_failed: KeepFailedOpt = False,
 ) -> None:
     """Run every planned run of a study, one container per run."""
-    from harness.config.load import plan_study
-    from harness.controller import manifest as manifest_io
-    from harness.controller.runtimes import select_runtime
-    from harness.controller.study import StudyRun, new_study_dir
-    from harness.results.io import atomic_write_json
+    from harness.controller.study import resume_study, start_study
 
-    study, plan = plan_study(file)
-    if runner is not None and runner not in ("auto", "docker", "local"):
-        raise UserInputError(f"--runner: expected auto, docker or local, got {runner!r}")
-    runtime, why = select_runtime(runner or study.execution.runner)
-    root = output_dir or Path(study.output_dir)
-    study_dir = new_study_dir(root, study.name)
-    shutil.copyfile(file, study_dir / "study.yaml")
-    atomic_write_json(study_dir / "plan.json", plan)
-    manifest = manifest_io.new_manifest(plan, file)
-    manifest.runner = runtime.name
-    manifest.runner_reason = why
-    manifest_io.save(manifest, study_dir)
-    console.print(f"Study [bold]{study.name}[/]: {len(plan.runs)} runs -> {study_dir}")
-    console.print(f"Runner: [bold]{runtime.name}[/] ({why})")
     display = _StudyDisplay()
-    try:
-        final = StudyRun(study, plan, study_dir, runtime, manifest, report=display).execute()
-    finally:
-        display.close()
-    _results_table(study_dir)
-    done = sum(r.status == "done" for r in final.runs)
-    console.print(f"{done}/{len(final.runs)} runs done; state {final.state}; results in {study_dir}")
-    if final.state != "complete":
-        raise typer.Exit(1)
+    if resume is None:
+        if force or keep_failed:
+            raise UserInputError("--force and --keep-failed apply only with --resume DIR")
+        prepared = start_study(file, runner=runner, output_dir=output_dir, report=display)
+    else:
+        if output_dir is not None:
+            raise UserInputError("--output-dir does not apply with --resume: the study "
+                                 "continues in its folder")
+        prepared = resume_study(resume, file=file, runner=runner, force=force,
+                                keep_failed=keep_failed, report=display)
+    _execute(prepared, display)
+
+
+@study_app.command("resume")
+def study_resume(
+    directory: Annotated[Path, typer.Argument(help="A study results folder to continue.")],
+    runner: RunnerOpt = None,
+    force: ForceOpt = False,
+    keep_failed: KeepFailedOpt = False,
+) -> None:
+    """Continue a study: done runs are kept, interrupted and failed ones run again."""
+    from harness.controller.study import resume_study
+
+    display = _StudyDisplay()
+    prepared = resume_study(directory, runner=runner, force=force, keep_failed=keep_failed,
+                            report=display)
+    _execute(prepared, display)
 
 
 @study_app.command("status")
@@ -240,7 +293,14 @@ def study_status(directory: Annotated[Path, typer.Argument(help="A study results
         counts[rec.status] = counts.get(rec.status, 0) + 1
     console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     if manifest.message:
-        console.print(manifest.message)
+        console.print(escape(manifest.message), highlight=False)
+    from harness.controller.manifest import StudyLock, is_running
+
+    if is_running(directory):
+        console.print(f"a controller is running it ({StudyLock(directory).holder() or 'unknown'})")
+    elif manifest.state in ("running", "planned") or any(r.status == "running" for r in manifest.runs):
+        console.print(f"[yellow]no controller is running it[/] (it was stopped or killed); "
+                      f"continue with: harness study resume {directory}")
 
 
 @images_app.command("build")
@@ -479,6 +539,9 @@ def main() -> None:
     except HarnessError as e:
         err_console.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/]", highlight=False)
+        sys.exit(Interrupted.exit_code)
 
 if __name__ == "__main__":
     main()

@@ -34,6 +34,10 @@ class EnvironmentProblem(HarnessError):
     exit_code = 3
 
 
+class StorageProblem(EnvironmentProblem):
+    """The output folder cannot be written (full disk, read-only or missing folder)."""
+
+
 class RunFailure(HarnessError):
     """One run failed; the study may continue."""
 

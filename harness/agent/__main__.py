@@ -7,17 +7,38 @@ writes result.json, or error.json and a non-zero exit code. It never imports doc
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 
 from harness.config.load import load_experiment
-from harness.errors import HarnessError, RunFailure, UserInputError
+from harness.errors import HarnessError, RunFailure, StorageProblem, UserInputError
 from harness.results.io import atomic_write_json, read_model
 from harness.results.schema import RunError, RunInfo, RunSpec
 
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+#: the output folder could not be written (sysexits EX_IOERR); the controller stops the study
+EXIT_STORAGE = 74
+
+
+def _interrupt_on_sigterm() -> None:
+    """Turn the first SIGTERM (docker stop, the controller's Ctrl+C) into KeyboardInterrupt.
+
+    As PID 1 in a container the agent would otherwise ignore SIGTERM until SIGKILL came; this
+    way it unwinds (backend unloaded, sensors closed) and leaves error.json saying interrupted.
+    Later signals are ignored so that writing error.json is not cut short.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -93,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except BaseException as e:  # noqa: BLE001 - the boundary: everything becomes error.json
         if isinstance(e, KeyboardInterrupt):
-            reason, code = "interrupted", 130
+            reason, code = "interrupted", EXIT_INTERRUPTED
+        elif isinstance(e, StorageProblem):
+            reason, code = "storage_error", EXIT_STORAGE
         elif isinstance(e, HarnessError):
             reason, code = getattr(e, "reason", type(e).__name__), EXIT_FAILED
         elif isinstance(e, MemoryError):
@@ -114,8 +137,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         except HarnessError as write_error:
             print(f"[agent] cannot write error.json: {write_error}", file=sys.stderr)
+            if isinstance(write_error, StorageProblem):
+                code = EXIT_STORAGE
         return code
 
 
 if __name__ == "__main__":
+    _interrupt_on_sigterm()
     sys.exit(main())

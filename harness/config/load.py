@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -9,12 +11,19 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from harness.config.experiment import Experiment
-from harness.config.problems import describe
+from harness.config.problems import _model_of, describe
 from harness.config.study import Study
 from harness.config.sweep import Plan, check_path, expand
 from harness.errors import UserInputError
 
 MAX_FILE_BYTES = 1024 * 1024
+#: more problems than this are summarised (a wrong file can have thousands)
+MAX_PROBLEMS = 40
+#: byte-order marks of encodings other than UTF-8, which YAML files here must use
+_OTHER_BOMS = {
+    b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32",
+    b"\xff\xfe": "UTF-16", b"\xfe\xff": "UTF-16",
+}
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -44,12 +53,12 @@ class _AliasRefusingComposer(_StrictLoader):
             raise yaml.composer.ComposerError(
                 None, None, "YAML anchors and aliases are not allowed in study files", event.start_mark
             )
-        node = super().compose_node(parent, index)
-        if getattr(node, "anchor", None):
+        event = self.peek_event()
+        if getattr(event, "anchor", None):  # refused before its node is built
             raise yaml.composer.ComposerError(
-                None, None, "YAML anchors and aliases are not allowed in study files", node.start_mark
+                None, None, "YAML anchors and aliases are not allowed in study files", event.start_mark
             )
-        return node
+        return super().compose_node(parent, index)
 
 
 def read_yaml(path: Path) -> Any:
@@ -62,11 +71,22 @@ def read_yaml(path: Path) -> Any:
         raise UserInputError(f"{path}: cannot be read ({e.strerror})") from e
     if path.is_dir():
         raise UserInputError(f"{path}: is a folder, expected a YAML file")
+    if not path.is_file():
+        raise UserInputError(f"{path}: is not a regular file (a device, pipe or socket)")
     if size > MAX_FILE_BYTES:
         raise UserInputError(
             f"{path}: {size} bytes is larger than a study file may be ({MAX_FILE_BYTES} bytes)"
         )
-    raw = path.read_bytes()
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)  # the file may grow after stat
+    except OSError as e:
+        raise UserInputError(f"{path}: cannot be read ({e.strerror})") from e
+    if len(raw) > MAX_FILE_BYTES:
+        raise UserInputError(f"{path}: larger than a study file may be ({MAX_FILE_BYTES} bytes)")
+    for bom, encoding in _OTHER_BOMS.items():
+        if raw.startswith(bom):
+            raise UserInputError(f"{path}: is {encoding} text; save it as UTF-8")
     if b"\x00" in raw:
         raise UserInputError(f"{path}: looks like a binary file, expected YAML text")
     try:
@@ -77,11 +97,77 @@ def read_yaml(path: Path) -> Any:
         ) from e
     try:
         return yaml.load(text, Loader=_AliasRefusingComposer)  # noqa: S506 - safe subclass
+    except RecursionError as e:
+        raise UserInputError(f"{path}: nested too deeply to be a study file") from e
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e)
+        if "could not determine a constructor for the tag" in problem:
+            problem = (f"{problem.split('tag ', 1)[1]}: YAML tags are not allowed in study "
+                       "files (write plain values)")
+        elif problem == "but found another document":
+            problem = "expected one YAML document, found a second ('---')"
         raise UserInputError(f"{path}:{where}: invalid YAML: {problem}") from e
+
+
+def _is_number(annotation: Any) -> bool:
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return any(_is_number(a) for a in typing.get_args(annotation) if a is not type(None))
+    return False
+
+
+def _annotation_at(model: Any, dotted: str) -> Any:
+    """The annotation of a dotted field path under a model (None if it names no field)."""
+    annotation: Any = None
+    for part in dotted.split("."):
+        fields = getattr(model, "model_fields", None) or {}
+        if part not in fields:
+            return None
+        annotation = fields[part].annotation
+        model = _model_of(annotation)
+    return annotation
+
+
+def _booleans(model: Any, data: Any, prefix: str) -> list[str]:
+    """Booleans given where numbers belong (pydantic would read true as 1)."""
+    if not isinstance(data, dict):
+        return []
+    found = []
+    for key, value in data.items():
+        annotation = _annotation_at(model, str(key))
+        where = f"{prefix}{key}"
+        if isinstance(value, bool) and _is_number(annotation):
+            found.append(f"{where}: expected a number, got {value!r} (YAML reads true/false, "
+                         "yes/no and on/off as booleans)")
+        elif isinstance(value, dict) and _model_of(annotation) is not None:
+            found += _booleans(_model_of(annotation), value, f"{where}.")
+    return found
+
+
+def _study_booleans(data: dict[str, Any]) -> list[str]:
+    found = _booleans(Study, {k: v for k, v in data.items() if k != "experiment"}, "")
+    found += _booleans(Experiment, data.get("experiment"), "experiment.")
+    for i, inc in enumerate(data.get("include") or []):
+        found += _booleans(Experiment, inc, f"include[{i}].")
+    for i, rule in enumerate(data.get("exclude") or []):
+        found += _booleans(Experiment, rule, f"exclude[{i}].")
+    sweep = data.get("sweep")
+    if isinstance(sweep, dict):
+        for axis, values in sweep.items():
+            if isinstance(values, list) and _is_number(_annotation_at(Experiment, str(axis))):
+                for j, value in enumerate(values):
+                    if isinstance(value, bool):
+                        found.append(f"sweep.{axis}[{j}]: expected a number, got {value!r}")
+    return found
+
+
+def _capped(problems: list[str]) -> list[str]:
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    return problems[:MAX_PROBLEMS] + [f"... and {len(problems) - MAX_PROBLEMS} more problems"]
 
 
 def _validate(model: type[BaseModel], data: Any, path: Path) -> Any:
@@ -98,11 +184,16 @@ def _validate(model: type[BaseModel], data: Any, path: Path) -> Any:
 def load_study(path: Path) -> Study:
     """Read and validate a study file (its experiment is checked by ``plan_study``)."""
     data = read_yaml(path)
+    booleans = [f"{path}: {p}" for p in _study_booleans(data)] if isinstance(data, dict) else []
     try:
-        return _validate(Study, data, path)
+        study = _validate(Study, data, path)
     except UserInputError as e:
-        e.problems.extend(p for p in _more_problems(data, path) if p not in e.problems)
+        e.problems.extend(p for p in _more_problems(data, path) + booleans if p not in e.problems)
+        e.problems[:] = _capped(e.problems)
         raise
+    if booleans:
+        raise UserInputError(f"{path}: the file is invalid", problems=booleans)
+    return study
 
 
 def _more_problems(data: Any, path: Path) -> list[str]:
@@ -134,7 +225,11 @@ def load_experiment(path: Path) -> Experiment:
     data = read_yaml(path)
     if isinstance(data, dict) and "experiment" in data and "model" not in data:
         data = data["experiment"]
-    exp = _validate(Experiment, data, path)
+    try:
+        exp = _validate(Experiment, data, path)
+    except UserInputError as e:
+        e.problems[:] = _capped(e.problems)
+        raise
     foreign = [
         f"{path}: {name}: options for backend {name!r}, but this experiment runs backend "
         f"{exp.backend!r}; remove the block or set backend: {name}"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -11,6 +13,14 @@ from pydantic import BaseModel, ValidationError
 _EXPECTED = {
     "missing": "this field is required",
     "extra_forbidden": "unknown field",
+}
+#: what a field's regular expression means, for people
+_PATTERNS = {
+    r"^[0-9]+[bkmg]?$": "expected a whole number with an optional unit b, k, m or g (e.g. 512m, 16g)",
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$": (
+        "expected 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit "
+        "(it names folders and containers)"
+    ),
 }
 
 
@@ -68,9 +78,20 @@ def describe(
             lines.append(f"{where}: unknown field{hint}")
             continue
         msg = _EXPECTED.get(kind, item["msg"])
+        ctx = item.get("ctx") or {}
+        given = item.get("input")
+        if kind == "string_pattern_mismatch" and ctx.get("pattern") in _PATTERNS:
+            msg = _PATTERNS[ctx["pattern"]]
+        nan = isinstance(given, float) and math.isnan(given)
+        if nan:
+            msg = "expected a number, got NaN"
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        if kind != "missing" and "input" in item and not isinstance(item["input"], dict):
-            msg += f" (got {item['input']!r})"
+        if kind != "missing" and "input" in item and not isinstance(given, dict) and not nan:
+            msg += f" (got {given!r})"
+        if kind == "literal_error" and isinstance(given, str):
+            msg += suggest(given, re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
+        if kind == "list_type" and not isinstance(given, (list, dict)):
+            msg += f"; write [{given}] for a single value"
         lines.append(f"{where}: {msg}")
     return lines

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.config.backends import BACKENDS
 from harness.config.experiment import Order, Runner
+from harness.config.problems import suggest
 
 MAX_RUNS_DEFAULT = 1000
 
@@ -83,7 +84,8 @@ class Study(BaseModel):
         for key in value:
             if key not in BACKENDS:
                 raise ValueError(
-                    f"unknown backend {key!r} (expected one of: {', '.join(BACKENDS)})"
+                    f"unknown backend {key!r}{suggest(key, BACKENDS)} "
+                    f"(expected one of: {', '.join(BACKENDS)})"
                 )
         return value
 

@@ -10,17 +10,21 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from harness.errors import EnvironmentProblem
+from harness.errors import StorageProblem
 
 M = TypeVar("M", bound=BaseModel)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a file so that readers see the old or the new content, never a half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise StorageProblem(f"cannot write {path}: {e.strerror or e}") from e
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            os.fchmod(fh.fileno(), 0o644)  # mkstemp makes 0600; results are for others to read
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -30,12 +34,14 @@ def atomic_write_text(path: Path, text: str) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
-    except OSError as e:
+    except BaseException as e:  # an interruption must not leave the temp file either
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise EnvironmentProblem(f"cannot write {path}: {e.strerror or e}") from e
+        if isinstance(e, OSError):
+            raise StorageProblem(f"cannot write {path}: {e.strerror or e}") from e
+        raise
 
 
 def atomic_write_json(path: Path, data: Any) -> None:

@@ -254,6 +254,9 @@ class Manifest(_Model):
     runner_reason: str | None = None
     harness_version: str
     message: str | None = None
+    working_dir: str | None = Field(
+        default=None, description="where the study was started; relative paths resolve from it"
+    )
     runs: list[RunRecord]
 
     def record(self, run_id: str) -> RunRecord:

@@ -49,6 +49,7 @@ class RunOutcome:
     container_id: str | None = None
     image: ImageInfo | None = None
     error: str | None = None
+    #: a failure the runtime named itself (image_missing, storage_error, interrupted, ...)
     reason: str | None = None
     log_path: Path | None = None
 
@@ -71,5 +72,9 @@ class Runtime(Protocol):
         ...
 
     def stop(self) -> None:
-        """Stop the run in flight, if any (called on interruption)."""
+        """Stop the run in flight gracefully and start no more (called on interruption)."""
+        ...
+
+    def kill(self) -> None:
+        """Kill the run in flight at once and start no more (a second interruption)."""
         ...

@@ -4,17 +4,154 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from harness.config.backends import BACKENDS, cache_root
 from harness.controller.runtimes.base import RunJob, RunOutcome
-from harness.errors import EnvironmentProblem
+from harness.errors import EnvironmentProblem, RunFailure
 from harness.results.schema import ImageInfo
 
 STOP_GRACE_S = 10
+#: after timeout_s the agent gets SIGTERM and this long to leave error.json before SIGKILL
+TIMEOUT_GRACE_S = 5
 LABEL_PREFIX = "org.harness"
+#: the user containers run as when the controller itself runs as root (nobody:nogroup)
+UNPRIVILEGED_USER = (65534, 65534)
+#: where Docker engines listen; no mount may expose one to a container
+DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
+#: container paths that are mounted read-write; every other mount is read-only
+WRITABLE_TARGETS = ("/results",)
+
+
+def container_user() -> tuple[int, int]:
+    """The uid:gid containers run as: the host user's, or nobody's when that would be root."""
+    uid, gid = os.getuid(), os.getgid()
+    return UNPRIVILEGED_USER if uid == 0 else (uid, gid)
+
+
+def docker_sockets() -> list[Path]:
+    """The Docker engine sockets on this host (the usual places and DOCKER_HOST's)."""
+    found = [Path(p) for p in DOCKER_SOCKETS]
+    host = os.environ.get("DOCKER_HOST", "")
+    if host.startswith("unix://"):
+        found.append(Path(host.removeprefix("unix://")))
+    return found
+
+
+def mount_problems(volumes: dict[str, dict[str, str]], writable: set[str]) -> list[str]:
+    """Why these bind mounts would weaken the container (a Docker socket, a writable model)."""
+    problems = []
+    sockets = sorted({s.resolve() for s in docker_sockets()})
+    for host, spec in volumes.items():
+        source = Path(host).resolve()
+        for sock in sockets:
+            if sock == source or source in sock.parents:
+                problems.append(f"{host} (mounted at {spec['bind']}) would expose the Docker "
+                                f"socket {sock} to the container")
+        if spec.get("mode") != "ro" and spec["bind"] not in writable:
+            problems.append(f"{host} would be mounted read-write at {spec['bind']}; only "
+                            f"{', '.join(sorted(writable))} may be")
+    return problems
+
+
+def container_problems(attrs: dict[str, Any], writable: set[str]) -> list[str]:
+    """What in a created container's configuration breaks the hardening rules, if anything."""
+    host = attrs.get("HostConfig") or {}
+    problems = []
+    if host.get("NetworkMode") != "none":
+        problems.append(f"network mode is {host.get('NetworkMode')!r}, not 'none'")
+    if host.get("Privileged"):
+        problems.append("the container is privileged")
+    if "ALL" not in (host.get("CapDrop") or []) or host.get("CapAdd"):
+        problems.append("not every capability is dropped")
+    if not any(str(o).startswith("no-new-privileges") for o in host.get("SecurityOpt") or []):
+        problems.append("no-new-privileges is not set")
+    if not host.get("PidsLimit") or host["PidsLimit"] <= 0:
+        problems.append("there is no pids limit")
+    user = (attrs.get("Config") or {}).get("User") or ""
+    if user.split(":")[0] in ("", "0", "root"):
+        problems.append(f"the container would run as root (user {user!r})")
+    for mount in attrs.get("Mounts") or []:
+        if mount.get("RW") and mount.get("Destination") not in writable:
+            problems.append(f"{mount.get('Source')} is mounted read-write at "
+                            f"{mount.get('Destination')}")
+    return problems
+
+
+def _hand_over(path: Path, user: tuple[int, int]) -> None:
+    """Give a folder the container writes into to the container's user (needs root)."""
+    if os.getuid() != 0 or user[0] == 0:
+        return
+    try:
+        if path.stat().st_uid == user[0]:
+            return  # handed over before (a cache reused across runs)
+        for root, dirs, files in os.walk(path):
+            os.chown(root, *user)
+            for name in dirs + files:
+                os.chown(os.path.join(root, name), *user, follow_symlinks=False)
+    except OSError:
+        pass  # the agent then reports what it cannot write
+
+
+@dataclass
+class Orphan:
+    """A container this harness started whose controller is gone (found by its labels)."""
+
+    container: Any
+    container_id: str
+    study: str
+    run_id: str
+    run_dir: Path
+    study_dir: Path
+    controller_pid: int | None
+    running: bool
+    created: str = ""
+
+    def controller_alive(self) -> bool:
+        """Whether the controller that started it still runs (its pid, not a reused one)."""
+        return process_alive_since(self.controller_pid, self.created)
+
+
+def _boot_time() -> float | None:
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def process_alive_since(pid: int | None, created: str) -> bool:
+    """Whether process ``pid`` runs and started before ``created`` (ISO time; not a reused pid)."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by someone else
+    boot = _boot_time()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if fields[0] in ("Z", "X"):
+            return False  # dead, not yet reaped by its parent
+        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK") if boot else None
+    except (OSError, IndexError, ValueError):
+        started = None
+    if started is None or not created:
+        return True
+    try:
+        stamp = datetime.fromisoformat(created[:26].rstrip("Z") + "+00:00").timestamp()
+    except ValueError:
+        return True
+    return started <= stamp + 1.0
 
 
 def connect() -> Any:
@@ -34,7 +171,8 @@ def run_labels(job: RunJob) -> dict[str, str]:
     return {
         f"{LABEL_PREFIX}.study": job.study,
         f"{LABEL_PREFIX}.run": job.run_id,
-        f"{LABEL_PREFIX}.run_dir": str(job.run_dir),
+        f"{LABEL_PREFIX}.run_dir": str(job.run_dir.resolve()),
+        f"{LABEL_PREFIX}.study_dir": str(job.run_dir.resolve().parent.parent),
         f"{LABEL_PREFIX}.controller_pid": str(os.getpid()),
     }
 
@@ -63,6 +201,8 @@ class DockerRuntime:
         self.client = client or connect()
         self.cache_dir = cache_dir or cache_root()
         self._container: Any | None = None
+        self._lock = threading.Lock()
+        self._stopping = False
 
     def model_path_for_agent(self, job: RunJob) -> str:
         """/model for a mounted folder, else the hub id (read from /hf-cache)."""
@@ -92,7 +232,13 @@ class DockerRuntime:
         if job.model_host_path is not None:
             volumes[str(job.model_host_path)] = {"bind": "/model", "mode": "ro"}
         if job.hf_cache is not None:
-            volumes[str(job.hf_cache)] = {"bind": "/hf-cache", "mode": "ro"}
+            # only the hub's model files: the cache's token file stays on the host
+            hub = job.hf_cache / "hub"
+            if not hub.is_dir() and any(job.hf_cache.glob("models--*")):
+                hub = job.hf_cache  # the hub folder itself was given
+            source = hub if hub.is_dir() else job.hf_cache
+            target = "/hf-cache/hub" if hub.is_dir() else "/hf-cache"
+            volumes[str(source)] = {"bind": target, "mode": "ro"}
             env["HF_HOME"] = "/hf-cache"
         mount = cache_mount(job, self.cache_dir)
         if mount is not None:  # built engines, reused across runs (BackendSpec.cache_mount)
@@ -102,6 +248,15 @@ class DockerRuntime:
                 volumes[str(host)] = {"bind": target, "mode": "rw"}
             except OSError:
                 pass  # no cache: the agent builds into its own folder, and the run still runs
+        user = container_user()
+        writable = set(WRITABLE_TARGETS) | ({mount[1]} if mount is not None else set())
+        unsafe = mount_problems(volumes, writable)
+        if unsafe:
+            raise RunFailure("refusing to start the container: " + "; ".join(unsafe),
+                             reason="unsafe_container")
+        for host_path, spec in volumes.items():
+            if spec["mode"] == "rw":
+                _hand_over(Path(host_path), user)
         kwargs: dict[str, Any] = {}
         if job.device == "cuda":
             kwargs["device_requests"] = [
@@ -118,7 +273,7 @@ class DockerRuntime:
             volumes=volumes,
             environment=env,
             network_mode="none",
-            user=f"{os.getuid()}:{os.getgid()}",
+            user=f"{user[0]}:{user[1]}",
             labels=run_labels(job),
             working_dir="/results",
             cap_drop=["ALL"],
@@ -145,28 +300,43 @@ class DockerRuntime:
             )
         try:
             container = self._create(job)
+        except RunFailure as e:
+            return RunOutcome(exit_code=None, duration_s=time.perf_counter() - start, image=info,
+                              reason=e.reason, error=str(e))
         except docker.errors.APIError as e:
             return RunOutcome(
                 exit_code=None, duration_s=time.perf_counter() - start, image=info,
                 reason="container_create_failed", error=str(e),
             )
-        self._container = container
         log_path = job.run_dir / "container.log"
         timed_out = False
         code: int | None = None
         try:
-            container.start()
+            unsafe = container_problems(container.attrs, self._writable(job))
+            if unsafe:
+                return RunOutcome(
+                    exit_code=None, duration_s=time.perf_counter() - start, image=info,
+                    container_id=container.id, reason="unsafe_container",
+                    error="the created container is not hardened as required: " + "; ".join(unsafe),
+                )
+            with self._lock:  # stop() waits for this, so a started container is always seen
+                if self._stopping:
+                    return RunOutcome(exit_code=None, duration_s=time.perf_counter() - start,
+                                      image=info, reason="interrupted",
+                                      error="interrupted before the container started")
+                self._container = container
+                container.start()
             try:
                 status = container.wait(timeout=job.timeout_s)
                 code = int(status.get("StatusCode", -1))
             except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
                 timed_out = True
-                container.kill()
+                # SIGTERM first: the agent's error.json then shows where it was stuck
+                container.stop(timeout=TIMEOUT_GRACE_S)
                 code = int(container.wait(timeout=60).get("StatusCode", -1))
             container.reload()
             state = container.attrs.get("State", {})
-            log_path.write_bytes(container.logs(stdout=True, stderr=True))
-            return RunOutcome(
+            outcome = RunOutcome(
                 exit_code=code,
                 duration_s=time.perf_counter() - start,
                 timed_out=timed_out,
@@ -176,28 +346,96 @@ class DockerRuntime:
                 image=info,
                 log_path=log_path,
             )
+            try:
+                log_path.write_bytes(container.logs(stdout=True, stderr=True))
+            except OSError as e:
+                outcome.reason = "storage_error"
+                outcome.error = f"cannot write {log_path}: {e.strerror or e}"
+                outcome.log_path = None
+            return outcome
         except docker.errors.APIError as e:
             return RunOutcome(
                 exit_code=code, duration_s=time.perf_counter() - start, container_id=container.id,
                 image=info, reason="docker_error", error=str(e),
             )
         finally:
-            self._container = None
+            with self._lock:
+                self._container = None
             try:
                 container.remove(force=True)
             except docker.errors.APIError:
                 pass
 
+    def _writable(self, job: RunJob) -> set[str]:
+        """Container paths allowed to be read-write: /results and the backend's cache mount."""
+        mount = cache_mount(job, self.cache_dir)
+        return set(WRITABLE_TARGETS) | ({mount[1]} if mount is not None else set())
+
     def stop(self) -> None:
-        """Stop the container in flight: SIGTERM, then SIGKILL after a grace period."""
-        container = self._container
+        """Stop the container in flight (SIGTERM, SIGKILL after a grace period); start no more."""
+        with self._lock:
+            self._stopping = True
+            container = self._container
         if container is not None:
             try:
                 container.stop(timeout=STOP_GRACE_S)
             except Exception:  # noqa: BLE001 - it may be gone already
                 pass
 
+    def kill(self) -> None:
+        """Kill the container in flight at once (a second Ctrl+C); start no more."""
+        with self._lock:
+            self._stopping = True
+            container = self._container
+        if container is not None:
+            try:
+                container.kill()
+            except Exception:  # noqa: BLE001 - it may be gone already
+                pass
+
+    def find_orphans(self, study: str) -> list[Orphan]:
+        """Containers of this study name started by a controller (labels say where they write)."""
+        found = []
+        for container in self.containers_of(study):
+            labels = (container.attrs.get("Config") or {}).get("Labels") or {}
+            run_dir = labels.get(f"{LABEL_PREFIX}.run_dir")
+            run_id = labels.get(f"{LABEL_PREFIX}.run")
+            if not run_dir or not run_id:
+                continue
+            study_dir = labels.get(f"{LABEL_PREFIX}.study_dir") or str(Path(run_dir).parent.parent)
+            pid = labels.get(f"{LABEL_PREFIX}.controller_pid", "")
+            found.append(Orphan(
+                container=container, container_id=container.id, study=study, run_id=run_id,
+                run_dir=Path(run_dir), study_dir=Path(study_dir),
+                controller_pid=int(pid) if pid.isdigit() else None,
+                running=container.status in ("running", "restarting", "paused", "created"),
+                created=str(container.attrs.get("Created") or ""),
+            ))
+        return found
+
+    def reap(self, orphan: Orphan) -> tuple[int | None, bytes]:
+        """Stop an orphan (SIGTERM, then SIGKILL), take its exit code and log, remove it."""
+        import docker.errors
+
+        container = orphan.container
+        code: int | None = None
+        log = b""
+        try:
+            if orphan.running:
+                container.stop(timeout=STOP_GRACE_S)
+            code = int(container.wait(timeout=STOP_GRACE_S + 60).get("StatusCode", -1))
+            log = container.logs(stdout=True, stderr=True)
+        except (docker.errors.APIError, OSError, ValueError):
+            pass
+        finally:
+            try:
+                container.remove(force=True)
+            except docker.errors.APIError:
+                pass
+        return code, log
+
     def containers_of(self, study: str | None = None) -> list[Any]:
         """Containers this harness started (optionally of one study), running or not."""
         label = f"{LABEL_PREFIX}.study" + (f"={study}" if study else "")
-        return list(self.client.containers.list(all=True, filters={"label": label}))
+        return list(self.client.containers.list(all=True, filters={"label": label},
+                                                ignore_removed=True))

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from harness.controller.runtimes.base import RunJob, RunOutcome
 from harness.results.schema import ImageInfo
 
 STOP_GRACE_S = 10.0
+#: after timeout_s the agent gets SIGTERM and this long to leave error.json before SIGKILL
+TIMEOUT_GRACE_S = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the controller dies, so no agent outlives it (Linux)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 class LocalRuntime:
@@ -22,6 +36,8 @@ class LocalRuntime:
     def __init__(self, python: str | None = None) -> None:
         self.python = python or sys.executable
         self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._stopping = False
 
     def model_path_for_agent(self, job: RunJob) -> str:
         """The host path itself, or the hub id."""
@@ -32,7 +48,7 @@ class LocalRuntime:
         return None
 
     def run(self, job: RunJob) -> RunOutcome:
-        """Run the agent, kill its process group at the timeout."""
+        """Run the agent; at the timeout, SIGTERM its process group, then SIGKILL."""
         env = dict(os.environ)
         env.update(job.env)
         env["HF_HUB_OFFLINE"] = "1"
@@ -43,23 +59,40 @@ class LocalRuntime:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in job.gpus)
         log_path = job.run_dir / "container.log"
         start = time.perf_counter()
-        with log_path.open("wb") as log:
-            self._proc = subprocess.Popen(
-                [self.python, "-m", "harness.agent", "--config", str(job.run_dir / "config.json")],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        try:
+            log = log_path.open("wb")
+        except OSError as e:
+            return RunOutcome(exit_code=None, duration_s=0.0, reason="storage_error",
+                              error=f"cannot write {log_path}: {e.strerror or e}")
+        with log:
+            with self._lock:
+                if self._stopping:
+                    return RunOutcome(exit_code=None, duration_s=0.0, reason="interrupted",
+                                      error="interrupted before the agent started")
+                self._proc = subprocess.Popen(
+                    [self.python, "-m", "harness.agent", "--config",
+                     str(job.run_dir / "config.json")],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks
+                )
+            proc = self._proc
             timed_out = False
             try:
-                code = self._proc.wait(timeout=job.timeout_s)
+                code = proc.wait(timeout=job.timeout_s)
             except subprocess.TimeoutExpired:
                 timed_out = True
-                self._kill()
-                code = self._proc.wait()
+                self._signal(proc, signal.SIGTERM)
+                try:
+                    code = proc.wait(timeout=TIMEOUT_GRACE_S)
+                except subprocess.TimeoutExpired:
+                    self._signal(proc, signal.SIGKILL)
+                    code = proc.wait()
             finally:
-                self._proc = None
+                with self._lock:
+                    self._proc = None
         return RunOutcome(
             exit_code=code,
             duration_s=time.perf_counter() - start,
@@ -68,22 +101,30 @@ class LocalRuntime:
             log_path=log_path,
         )
 
-    def _kill(self) -> None:
-        if self._proc is not None:
-            try:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    @staticmethod
+    def _signal(proc: subprocess.Popen[bytes], signum: int) -> None:
+        try:
+            os.killpg(proc.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
 
     def stop(self) -> None:
-        """Send SIGTERM to the agent, then SIGKILL after a grace period."""
-        proc = self._proc
+        """SIGTERM the agent's process group, SIGKILL after a grace period; start no more."""
+        with self._lock:
+            self._stopping = True
+            proc = self._proc
         if proc is None:
             return
+        self._signal(proc, signal.SIGTERM)
         try:
-            os.killpg(proc.pid, signal.SIGINT)
             proc.wait(timeout=STOP_GRACE_S)
         except subprocess.TimeoutExpired:
-            self._kill()
-        except ProcessLookupError:
-            pass
+            self._signal(proc, signal.SIGKILL)
+
+    def kill(self) -> None:
+        """SIGKILL the agent's process group at once; start no more."""
+        with self._lock:
+            self._stopping = True
+            proc = self._proc
+        if proc is not None:
+            self._signal(proc, signal.SIGKILL)
