@@ -22,27 +22,10 @@ TORCH_PIN := torch==2.13.0
 STAMPS := .cache/stamps
 TINY_MODEL := models/tiny
 
-IMAGE := harness/pytorch:cpu
-IMAGE_FLAGS := --backend pytorch --device cpu $(if $(filter 1,$(OFFLINE)),--offline)
-IMAGE_STAMP := $(STAMPS)/image-pytorch-cpu
-# The image holds this package's source, so any change to it makes the image stale.
-IMAGE_INPUTS := pyproject.toml images/pytorch/Dockerfile \
-	$(shell find harness -name '*.py' -not -path '*/__pycache__/*' 2>/dev/null)
-VLLM_IMAGE := harness/vllm:cpu
-VLLM_IMAGE_FLAGS := --backend vllm --device cpu $(if $(filter 1,$(OFFLINE)),--offline)
-VLLM_IMAGE_STAMP := $(STAMPS)/image-vllm-cpu
-# `make study` builds the vLLM image only for studies that name vllm outside comments.
-STUDY_IMAGE_STAMPS := $(IMAGE_STAMP) $(shell grep -v '^[[:space:]]*\#' $(STUDY) 2>/dev/null \
-	| grep -qw vllm && echo $(VLLM_IMAGE_STAMP))
+OFFLINE_FLAG := $(if $(filter 1,$(OFFLINE)),--offline)
 
 ifeq ($(CI),true)
 PYTEST_ARGS ?= -m "not gpu"
-endif
-
-# An image removed from the engine (or a new engine) invalidates its stamp.
-ifneq ($(filter study,$(MAKECMDGOALS)),)
-$(shell docker image inspect $(IMAGE) >/dev/null 2>&1 || rm -f $(IMAGE_STAMP))
-$(shell docker image inspect $(VLLM_IMAGE) >/dev/null 2>&1 || rm -f $(VLLM_IMAGE_STAMP))
 endif
 
 .PHONY: help setup docker images model study report bundle test lint clean
@@ -60,29 +43,20 @@ $(STAMPS)/setup: pyproject.toml
 docker:
 	scripts/ensure-docker.sh
 
-# Always asks the engine: an unchanged rebuild takes seconds (wheelhouse and layers cached).
+# Always asks the engine: an unchanged rebuild only repacks the harness wheel (layers and the
+# wheelhouse are cached), so an image is never stale against the source.
 images: setup docker
-	$(HARNESS) images build $(IMAGE_FLAGS)
-	mkdir -p $(STAMPS) && touch $(IMAGE_STAMP)
-	$(HARNESS) images build $(VLLM_IMAGE_FLAGS)
-	touch $(VLLM_IMAGE_STAMP)
-
-$(IMAGE_STAMP): $(IMAGE_INPUTS) | $(STAMPS)/setup
-	scripts/ensure-docker.sh
-	$(HARNESS) images build $(IMAGE_FLAGS)
-	mkdir -p $(@D) && touch $@
-
-$(VLLM_IMAGE_STAMP): $(IMAGE_INPUTS) images/vllm/Dockerfile | $(STAMPS)/setup
-	scripts/ensure-docker.sh
-	$(HARNESS) images build $(VLLM_IMAGE_FLAGS)
-	mkdir -p $(@D) && touch $@
+	$(HARNESS) images build --backend pytorch --device cpu $(OFFLINE_FLAG)
+	$(HARNESS) images build --backend vllm --device cpu $(OFFLINE_FLAG)
 
 model: $(TINY_MODEL)/config.json
 
 $(TINY_MODEL)/config.json: | $(STAMPS)/setup
 	$(HARNESS) model tiny $(TINY_MODEL)
 
-study: $(STAMPS)/setup $(TINY_MODEL)/config.json $(STUDY_IMAGE_STAMPS)
+# Builds (or refreshes from cache) exactly the images the study's runs use, then runs it.
+study: $(STAMPS)/setup $(TINY_MODEL)/config.json docker
+	$(HARNESS) images build --study $(STUDY) $(OFFLINE_FLAG)
 	$(HARNESS) study run $(STUDY)
 
 # DIR: a study folder (results/NAME-STAMP); by default the newest one under results/.

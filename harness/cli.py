@@ -305,32 +305,56 @@ def study_status(directory: Annotated[Path, typer.Argument(help="A study results
 
 @images_app.command("build")
 def images_build(
-    backend: Annotated[str, typer.Option(help="pytorch | vllm | tensorrt_llm")] = "pytorch",
-    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    backend: Annotated[
+        str | None, typer.Option(help="pytorch | vllm | tensorrt_llm (default pytorch)")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda (default cpu)")] = None,
+    study: Annotated[
+        Path | None,
+        typer.Option(help="Build every default image this study's runs use (not with --backend/--device)."),
+    ] = None,
     offline: Annotated[
         bool, typer.Option("--offline", help="Registry-less: Debian base + host wheelhouse.")
     ] = False,
 ) -> None:
-    """Build a backend image through the Docker engine."""
+    """Build backend images through the Docker engine."""
     from harness.config.backends import BACKENDS
-    from harness.controller.images import build_image
+    from harness.controller.images import build_image, image_tag, variant
 
-    if backend not in BACKENDS:
-        from harness.config.problems import suggest
+    if study is not None:
+        if backend is not None or device is not None:
+            raise UserInputError("--study: give either --study or --backend/--device, not both")
+        from harness.config.load import plan_study
+        from harness.controller.study import images_needed
 
-        raise UserInputError(
-            f"--backend: unknown backend {backend!r}{suggest(backend, BACKENDS)}; "
-            f"expected one of {', '.join(BACKENDS)}"
-        )
-    if device not in BACKENDS[backend].devices:
-        raise UserInputError(
-            f"--device: backend {backend!r} has no {device!r} image "
-            f"(devices: {', '.join(BACKENDS[backend].devices)})"
-        )
+        pairs = images_needed(*plan_study(study))
+        if not pairs:
+            console.print(f"{study}: every run uses an image named in its `images:` block; nothing to build")
+    else:
+        backend, device = backend or "pytorch", device or "cpu"
+        if backend not in BACKENDS:
+            from harness.config.problems import suggest
+
+            raise UserInputError(
+                f"--backend: unknown backend {backend!r}{suggest(backend, BACKENDS)}; "
+                f"expected one of {', '.join(BACKENDS)}"
+            )
+        if device not in BACKENDS[backend].devices:
+            raise UserInputError(
+                f"--device: backend {backend!r} has no {device!r} image "
+                f"(devices: {', '.join(BACKENDS[backend].devices)})"
+            )
+        pairs = [(backend, device)]
     repo_root = Path(__file__).resolve().parent.parent
-    info = build_image(backend, device, offline=offline, repo_root=repo_root,
-                       progress=lambda line: console.print(line, markup=False, highlight=False))
-    console.print(f"[green]built[/] {info.tag} ({info.id})")
+    for name, dev in pairs:
+        registry_less = offline
+        if offline and study is not None and not variant(name, dev).offline:
+            registry_less = False  # a study may mix CPU images and vendor-based CUDA ones
+            console.print(f"{image_tag(name, dev)} has no registry-less recipe: building it from "
+                          f"its vendor base {variant(name, dev).base}")
+        info = build_image(name, dev, offline=registry_less, repo_root=repo_root,
+                           progress=lambda line: console.print(line, markup=False, highlight=False))
+        console.print(f"[green]built[/] {info.tag} ({info.id})")
 
 
 @model_app.command("tiny")

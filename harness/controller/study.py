@@ -100,6 +100,20 @@ def image_for(study: Study, backend: str, device: str) -> str:
     return study.images.get(backend) or image_tag(backend, device)
 
 
+def images_needed(study: Study, plan: Plan) -> list[tuple[str, str]]:
+    """The (backend, device) pairs of the default images the plan's runs use, in plan order.
+
+    Backends whose image the study names in its ``images:`` block are left out: those are the
+    user's own images, not built by this harness.
+    """
+    pairs: list[tuple[str, str]] = []
+    for planned in plan.experiments:
+        pair = (planned.experiment.backend, planned.experiment.device)
+        if pair[0] not in study.images and pair not in pairs:
+            pairs.append(pair)
+    return pairs
+
+
 def new_study_dir(root: Path, name: str) -> Path:
     """Create results/NAME-YYYYmmddTHHMMSSZ (never reusing an existing folder)."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -574,6 +588,7 @@ class StudyRun:
             gpus=list(ex.gpus),
             device=exp.device,
             timeout_s=ex.timeout_s,
+            backend=exp.backend,
             mem_limit=ex.mem_limit,
             pids_limit=ex.pids_limit,
             env=forwarded_env(),

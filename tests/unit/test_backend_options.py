@@ -435,9 +435,9 @@ def test_options_for_other_backends_in_a_mixed_study_are_fine(tmp_path):
 def job_for(tmp_path: Path, backend: str) -> RunJob:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "config.json").write_text(json.dumps({"experiment": {"backend": backend}}))
     return RunJob(run_id="r", study="s", run_dir=run_dir, image="i", model_host_path=None,
-                  model_ref="m", hf_cache=None, gpus=[0], device="cuda", timeout_s=10)
+                  model_ref="m", hf_cache=None, gpus=[0], device="cuda", timeout_s=10,
+                  backend=backend)
 
 
 @pytest.mark.parametrize(("backend", "mounted"), [("tensorrt_llm", True), ("vllm", False)])

@@ -145,3 +145,58 @@ def test_offline_base_present_is_reused() -> None:
     client.images = mock.create_autospec(docker.models.images.ImageCollection, instance=True)
     assert ensure_offline_base(client) == "harness/base:bookworm"
     client.images.get.assert_called_once_with("harness/base:bookworm")
+
+
+@pytest.mark.parametrize(
+    ("study", "pairs"),
+    [
+        ("demo.yaml", [("pytorch", "cpu")]),
+        ("backends-cpu.yaml", [("pytorch", "cpu"), ("vllm", "cpu")]),
+        ("sweep.yaml", [("pytorch", "cuda"), ("vllm", "cuda")]),
+    ],
+)
+def test_a_study_names_the_images_it_needs(study: str, pairs: list[tuple[str, str]]) -> None:
+    from harness.config.load import plan_study
+    from harness.controller.study import images_needed
+
+    assert sorted(images_needed(*plan_study(REPO / "studies" / study))) == sorted(pairs)
+
+
+def test_images_the_study_names_itself_are_not_built(tmp_path: Path) -> None:
+    from harness.config.load import plan_study
+    from harness.controller.study import images_needed
+
+    text = (REPO / "studies" / "backends-cpu.yaml").read_text()
+    study = tmp_path / "s.yaml"
+    study.write_text(text + "\nimages:\n  vllm: my/vllm:own\n")
+    assert images_needed(*plan_study(study)) == [("pytorch", "cpu")]
+
+
+def test_images_build_for_a_study_builds_each_needed_image(monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from harness import cli
+
+    built: list[tuple[str, str, bool]] = []
+
+    def fake_build(backend, device, *, offline, repo_root, progress):
+        built.append((backend, device, offline))
+        return mock.Mock(tag=image_tag(backend, device), id="sha256:x")
+
+    monkeypatch.setattr(images, "build_image", fake_build)
+    runner = CliRunner()
+    result = runner.invoke(cli.app, ["images", "build", "--study",
+                                     str(REPO / "studies" / "sweep.yaml"), "--offline"])
+    assert result.exit_code == 0, result.output
+    # CUDA images have no registry-less recipe: built from their vendor base, and said so
+    assert built == [("pytorch", "cuda", True), ("vllm", "cuda", False)]
+    assert "has no registry-less recipe" in result.output
+    built.clear()
+    result = runner.invoke(cli.app, ["images", "build", "--study",
+                                     str(REPO / "studies" / "backends-cpu.yaml"), "--offline"])
+    assert result.exit_code == 0, result.output
+    assert sorted(built) == [("pytorch", "cpu", True), ("vllm", "cpu", True)]
+    result = runner.invoke(cli.app, ["images", "build", "--study",
+                                     str(REPO / "studies" / "demo.yaml"), "--backend", "vllm"])
+    assert isinstance(result.exception, UserInputError)
+    assert "either --study or --backend/--device" in str(result.exception)

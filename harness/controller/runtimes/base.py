@@ -32,6 +32,7 @@ class RunJob:
     gpus: list[int]
     device: str
     timeout_s: float
+    backend: str = ""
     mem_limit: str | None = None
     pids_limit: int = 4096
     env: dict[str, str] = field(default_factory=dict)

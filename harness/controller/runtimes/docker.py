@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
@@ -178,15 +177,8 @@ def run_labels(job: RunJob) -> dict[str, str]:
 
 
 def cache_mount(job: RunJob, root: Path) -> tuple[Path, str] | None:
-    """Host folder and container path of the cache of the run's backend, if it keeps one.
-
-    The backend comes from the run spec (config.json) the controller wrote for the agent.
-    """
-    try:
-        spec = json.loads((job.run_dir / "config.json").read_text(encoding="utf-8"))
-        backend = BACKENDS.get(spec["experiment"]["backend"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    """Host folder and container path of the cache of the run's backend, if it keeps one."""
+    backend = BACKENDS.get(job.backend)
     if backend is None or backend.cache_mount is None:
         return None
     return root / backend.name, backend.cache_mount
