@@ -57,10 +57,11 @@ def main() -> None:
 
     overheads, totals, agents = [], [], []
     for i in range(args.runs):
-        run_dir = tmp / f"run{i}"
+        run_id = f"bench-{i}"
+        run_dir = tmp / run_id  # a result names its run, and must sit in that run's folder
         run_dir.mkdir()
         job = RunJob(
-            run_id=f"bench-{i}", study="benchmark", run_dir=run_dir, image=args.image,
+            run_id=run_id, study="benchmark", run_dir=run_dir, image=args.image,
             model_host_path=model, model_ref=str(model), hf_cache=None, gpus=[], device="cpu",
             timeout_s=600,
         )
