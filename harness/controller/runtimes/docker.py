@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -241,8 +242,7 @@ class DockerRuntime:
             except OSError:
                 pass  # no cache: the agent builds into its own folder, and the run still runs
         user = container_user()
-        writable = set(WRITABLE_TARGETS) | ({mount[1]} if mount is not None else set())
-        unsafe = mount_problems(volumes, writable)
+        unsafe = mount_problems(volumes, self._writable(job))
         if unsafe:
             raise RunFailure("refusing to start the container: " + "; ".join(unsafe),
                              reason="unsafe_container")
@@ -365,23 +365,20 @@ class DockerRuntime:
 
     def stop(self) -> None:
         """Stop the container in flight (SIGTERM, SIGKILL after a grace period); start no more."""
-        with self._lock:
-            self._stopping = True
-            container = self._container
-        if container is not None:
-            try:
-                container.stop(timeout=STOP_GRACE_S)
-            except Exception:  # noqa: BLE001 - it may be gone already
-                pass
+        self._halt(lambda container: container.stop(timeout=STOP_GRACE_S))
 
     def kill(self) -> None:
         """Kill the container in flight at once (a second Ctrl+C); start no more."""
+        self._halt(lambda container: container.kill())
+
+    def _halt(self, action: Callable[[Any], object]) -> None:
+        """Start no more containers, and apply ``action`` to the one in flight, if any."""
         with self._lock:
             self._stopping = True
             container = self._container
         if container is not None:
             try:
-                container.kill()
+                action(container)
             except Exception:  # noqa: BLE001 - it may be gone already
                 pass
 
