@@ -267,6 +267,8 @@ def test_ctrl_c_during_a_gap_stops_at_once(tmp_path, monkeypatch):
                     f"execution: {{gap_s: 600, runner: local}}\noutput_dir: {tmp_path / 'out'}\n")
     prepared = start_study(path)
     first = prepared.run.plan.runs[0].run_id
+    # what the process had before (SIG_IGN, not Python's default, when started in the background)
+    before = signal.getsignal(signal.SIGINT)
 
     def interrupt() -> None:
         deadline = time.monotonic() + 30
@@ -285,4 +287,4 @@ def test_ctrl_c_during_a_gap_stops_at_once(tmp_path, monkeypatch):
     assert manifest.state == "interrupted" and "by SIGINT" in manifest.message
     assert [r.status for r in manifest.runs] == ["failed", "pending", "pending"]
     assert manifest.record(first).reason == "model_not_found"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) == before  # handlers restored
