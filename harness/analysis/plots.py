@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from harness.analysis.pareto import Front  # noqa: E402
 from harness.analysis.stats import METRICS, param_columns  # noqa: E402
 
 DPI = 150
+TITLE_WIDTH = 110  # characters per title line at the default font size of an 11-inch figure
 STYLE: Any = {  # rcParams; typed loosely as matplotlib wants its literal keys
     "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8,
     "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
@@ -96,8 +98,11 @@ def by_parameter(table: pd.DataFrame, summary: pd.DataFrame, axis: str, levels: 
     col = f"param.{axis}"
     first = "j_per_output_token" if energy_reason is None else "e2e_p90_s"
     title = f"Effect of {axis} (mean and 95 % CI over cycles; dots are runs)"
-    if energy_reason is not None:
-        title += f"\nenergy per output token unavailable: {energy_reason}; latency shown instead"
+    if energy_reason is not None:  # wrapped: a long reason would stretch the figure sideways
+        title += "\n" + textwrap.fill(
+            f"energy per output token unavailable: {energy_reason}; latency shown instead",
+            width=TITLE_WIDTH,
+        )
     with plt.rc_context(STYLE):
         fig, (ax_e, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2))
         _panel(ax_e, table, summary, col, levels, first)
