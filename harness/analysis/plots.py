@@ -159,15 +159,19 @@ def pareto_plot(found: Front, path: Path) -> Path:
         on = points[points["on_front"].astype(bool)].sort_values("x_value")
         ax.scatter(off["x_value"], off["y_value"], color="tab:gray", label="dominated")
         ax.plot(on["x_value"], on["y_value"], "o-", color="tab:red", label="Pareto front")
-        for _, row in points.iterrows():
+        # labels alternate above and below their points, so neighbours do not print over each other
+        for i, (_, row) in enumerate(points.sort_values(["x_value", "y_value"]).iterrows()):
             ax.annotate(experiment_label(row, params), (row["x_value"], row["y_value"]),
-                        textcoords="offset points", xytext=(5, 4), fontsize=7)
+                        textcoords="offset points", xytext=(5, 4 if i % 2 == 0 else -11),
+                        fontsize=7)
         better = {"min": "lower is better", "max": "higher is better"}
         ax.set_xlabel(f"{METRICS.get(spec.x, spec.x)} ({better[spec.x_better]})")
         ax.set_ylabel(f"{METRICS.get(spec.y, spec.y)} ({better[spec.y_better]})")
         ax.set_title(spec.title)
         if found.note:
-            ax.text(0.0, -0.18, found.note, transform=ax.transAxes, fontsize=7, wrap=True)
+            # below the axis label (the saved figure's tight bounding box takes it in)
+            ax.text(0.0, -0.16, textwrap.fill(found.note, width=120), transform=ax.transAxes,
+                    fontsize=7, va="top")
         ax.legend(loc="best")
         fig.tight_layout()
         return _save(fig, path)
