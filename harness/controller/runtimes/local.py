@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from harness.controller.runtimes.base import RunJob, RunOutcome
 from harness.results.schema import ImageInfo
@@ -84,12 +85,7 @@ class LocalRuntime:
                 code = proc.wait(timeout=job.timeout_s)
             except subprocess.TimeoutExpired:
                 timed_out = True
-                self._signal(proc, signal.SIGTERM)
-                try:
-                    code = proc.wait(timeout=TIMEOUT_GRACE_S)
-                except subprocess.TimeoutExpired:
-                    self._signal(proc, signal.SIGKILL)
-                    code = proc.wait()
+                code = self._terminate(proc, TIMEOUT_GRACE_S)
             finally:
                 with self._lock:
                     self._proc = None
@@ -108,23 +104,28 @@ class LocalRuntime:
         except (ProcessLookupError, PermissionError):
             pass
 
+    @classmethod
+    def _terminate(cls, proc: subprocess.Popen[bytes], grace_s: float) -> int:
+        """SIGTERM the agent's process group, SIGKILL it after ``grace_s``; its exit code."""
+        cls._signal(proc, signal.SIGTERM)
+        try:
+            return proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            cls._signal(proc, signal.SIGKILL)
+            return proc.wait()
+
     def stop(self) -> None:
         """SIGTERM the agent's process group, SIGKILL after a grace period; start no more."""
-        with self._lock:
-            self._stopping = True
-            proc = self._proc
-        if proc is None:
-            return
-        self._signal(proc, signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            self._signal(proc, signal.SIGKILL)
+        self._halt(lambda proc: self._terminate(proc, STOP_GRACE_S))
 
     def kill(self) -> None:
         """SIGKILL the agent's process group at once; start no more."""
+        self._halt(lambda proc: self._signal(proc, signal.SIGKILL))
+
+    def _halt(self, action: Callable[[subprocess.Popen[bytes]], object]) -> None:
+        """Start no more agents, and apply ``action`` to the one in flight, if any."""
         with self._lock:
             self._stopping = True
             proc = self._proc
         if proc is not None:
-            self._signal(proc, signal.SIGKILL)
+            action(proc)
