@@ -11,7 +11,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from harness.config.experiment import Experiment
-from harness.config.problems import _model_of, describe
+from harness.config.problems import describe, model_of
 from harness.config.study import Study
 from harness.config.sweep import Plan, check_path, expand
 from harness.errors import UserInputError
@@ -127,7 +127,7 @@ def _annotation_at(model: Any, dotted: str) -> Any:
         if part not in fields:
             return None
         annotation = fields[part].annotation
-        model = _model_of(annotation)
+        model = model_of(annotation)
     return annotation
 
 
@@ -142,8 +142,8 @@ def _booleans(model: Any, data: Any, prefix: str) -> list[str]:
         if isinstance(value, bool) and _is_number(annotation):
             found.append(f"{where}: expected a number, got {value!r} (YAML reads true/false, "
                          "yes/no and on/off as booleans)")
-        elif isinstance(value, dict) and _model_of(annotation) is not None:
-            found += _booleans(_model_of(annotation), value, f"{where}.")
+        elif isinstance(value, dict) and model_of(annotation) is not None:
+            found += _booleans(model_of(annotation), value, f"{where}.")
     return found
 
 

@@ -50,15 +50,16 @@ def _known_fields(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[s
         info = getattr(current, "model_fields", {}).get(part)
         if info is None:
             return []
-        current = _model_of(info.annotation)
+        current = model_of(info.annotation)
     return list(getattr(current, "model_fields", {}) or [])
 
 
-def _model_of(annotation: Any) -> type[BaseModel] | None:
+def model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (``X``, ``X | None``, ``list[X]``), if any."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_of(arg)
+        found = model_of(arg)
         if found is not None:
             return found
     return None

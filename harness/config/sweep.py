@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from harness.config.backends import BACKENDS
 from harness.config.experiment import Experiment
-from harness.config.problems import _model_of, describe, suggest
+from harness.config.problems import describe, model_of, suggest
 from harness.config.study import Execution, Study
 from harness.errors import UserInputError
 
@@ -104,7 +104,7 @@ def check_path(path: str) -> str | None:
         if part not in fields:
             return f"unknown field {part!r}{suggest(part, fields)}"
         walked.append(part)
-        model = _model_of(fields[part].annotation)
+        model = model_of(fields[part].annotation)
     return None
 
 
