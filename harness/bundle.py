@@ -41,6 +41,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 import harness
+from harness.controller.secrets import REDACTED  # one marker: the controller's scrubbing is idempotent here
 from harness.errors import EnvironmentProblem, HarnessError, UserInputError
 from harness.results.schema import (
     MANIFEST_SCHEMA_VERSION,
@@ -54,7 +55,6 @@ SUMS = "SHA256SUMS"
 REVIEWERS = "REVIEWERS.md"
 PROVENANCE = "provenance"
 BUNDLE_FORMAT = "1"
-REDACTED = "***REDACTED***"
 TEXT_SUFFIXES = {
     ".json", ".jsonl", ".csv", ".yaml", ".yml", ".log", ".md", ".txt", ".html", ".toml", "",
 }
