@@ -33,7 +33,7 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -484,7 +484,7 @@ def create(study_dir: Path, output: Path | None = None, *, pip_freeze: bool = Tr
                 notes.append(f"image {img['tag']}: pip freeze {img['pip_freeze_note']}")
         prov = {
             "bundle_format": BUNDLE_FORMAT,
-            "created_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "study": rep.manifest.study,
             "study_folder": name,
             "harness_version": harness.__version__,

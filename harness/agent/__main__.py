@@ -10,7 +10,7 @@ import argparse
 import signal
 import sys
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.config.load import load_experiment
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         except UserInputError as e:
             print(f"[agent] error: {e}", file=sys.stderr, flush=True)
             return e.exit_code
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         out = (args.out or Path("/results")) / f"{single.run.experiment_id}-{stamp}"
     else:
         config = args.config or Path("/results/config.json")

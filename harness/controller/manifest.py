@@ -6,7 +6,7 @@ import fcntl
 import hashlib
 import os
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import harness
@@ -21,7 +21,7 @@ LOCK = ".controller.lock"
 
 def now_iso() -> str:
     """The current UTC time, ISO 8601 with a Z."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def sha256_file(path: Path) -> str:

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +116,7 @@ def images_needed(study: Study, plan: Plan) -> list[tuple[str, str]]:
 
 def new_study_dir(root: Path, name: str) -> Path:
     """Create results/NAME-YYYYmmddTHHMMSSZ (never reusing an existing folder)."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     path = root / f"{name}-{stamp}"
     suffix = 1
     while True:
@@ -550,7 +550,7 @@ class StudyRun:
             rec.agent_s = result.timings.total_s
             rec.headline = headline(result)
             rec.finished_at = datetime.fromtimestamp(
-                (run_dir / "result.json").stat().st_mtime, timezone.utc
+                (run_dir / "result.json").stat().st_mtime, UTC
             ).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
             rec.message = "kept: its result was completely written before the controller was lost"
         else:

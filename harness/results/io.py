@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -61,3 +62,12 @@ def read_model(path: Path, model: type[M]) -> M:
         raise
     except (ValidationError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: does not validate as {model.__name__}: {e}") from e
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in chunks (never whole into memory)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
