@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.agent.backends import create_backend
+from harness.backends.engine import create_engine
 from harness.agent.sensors import select_sensor
 from harness.agent.sensors.base import Sampler, Sensor
 from harness.agent.workload import batches, synthetic_prompts
@@ -130,7 +130,7 @@ def main() -> None:
             precision="fp32" if args.device == "cpu" else "bf16", batch_size=4,
             workload={"num_prompts": 8, "input_tokens": 64, "output_tokens": 32, "seed": 1},
         )
-        backend = create_backend(exp)
+        backend = create_engine(exp)
         backend.load(str(model))
         vocab, special = backend.vocab()
         work = batches(synthetic_prompts(exp.workload, vocab, special), exp.batch_size)

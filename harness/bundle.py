@@ -255,7 +255,7 @@ def _pip_freeze(image_id: str) -> tuple[str | None, str]:
 def _images(study_dir: Path, manifest: Manifest, plan: Any, *, pip_freeze: bool,
             dest: Path) -> list[dict[str, Any]]:
     """Write each used image's Dockerfile and package lists; return their descriptions."""
-    from harness.controller.images import RECIPES
+    from harness.controller.images import dockerfile_path
 
     by_tag: dict[str, dict[str, Any]] = {}
     for rec in manifest.runs:
@@ -282,9 +282,11 @@ def _images(study_dir: Path, manifest: Manifest, plan: Any, *, pip_freeze: bool,
             "ids_seen": sorted(entry["ids"]), "digest": next(iter(sorted(entry["digests"])), None),
             "backend": entry["backend"], "device": entry["device"], "runs": entry["runs"],
         }
-        recipe = RECIPES.get(entry["backend"])
-        dockerfile = repo_root() / "images" / (recipe.image if recipe else "") / "Dockerfile"
-        if recipe and dockerfile.is_file():
+        try:
+            dockerfile: Path | None = dockerfile_path(entry["backend"], entry["device"], repo_root())
+        except HarnessError:
+            dockerfile = None  # a backend without a recipe (a plug-in run in the user's image)
+        if dockerfile is not None and dockerfile.is_file():
             shutil.copyfile(dockerfile, folder / "Dockerfile")
             item["dockerfile"] = f"{rel}/Dockerfile"
         else:

@@ -306,7 +306,7 @@ def study_status(directory: Annotated[Path, typer.Argument(help="A study results
 @images_app.command("build")
 def images_build(
     backend: Annotated[
-        str | None, typer.Option(help="pytorch | vllm | tensorrt_llm (default pytorch)")
+        str | None, typer.Option(help="a backend name (`harness doctor` lists them); default: the first")
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda (default cpu)")] = None,
     study: Annotated[
@@ -318,7 +318,7 @@ def images_build(
     ] = False,
 ) -> None:
     """Build backend images through the Docker engine."""
-    from harness.config.backends import BACKENDS
+    from harness.backends import registry
     from harness.controller.images import build_image, image_tag, variant
 
     if study is not None:
@@ -331,19 +331,13 @@ def images_build(
         if not pairs:
             console.print(f"{study}: every run uses an image named in its `images:` block; nothing to build")
     else:
-        backend, device = backend or "pytorch", device or "cpu"
-        if backend not in BACKENDS:
-            from harness.config.problems import suggest
-
-            raise UserInputError(
-                f"--backend: unknown backend {backend!r}{suggest(backend, BACKENDS)}; "
-                f"expected one of {', '.join(BACKENDS)}"
-            )
-        if device not in BACKENDS[backend].devices:
-            raise UserInputError(
-                f"--device: backend {backend!r} has no {device!r} image "
-                f"(devices: {', '.join(BACKENDS[backend].devices)})"
-            )
+        backend, device = backend or registry.default_name(), device or "cpu"
+        if registry.find(backend) is None:
+            raise UserInputError(f"--backend: {registry.unknown_backend(backend)}")
+        try:
+            variant(backend, device)
+        except UserInputError as e:
+            raise UserInputError(f"--device: {e}") from e
         pairs = [(backend, device)]
     repo_root = Path(__file__).resolve().parent.parent
     for name, dev in pairs:

@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.agent import environment, validity
-from harness.agent.backends import create_backend
-from harness.agent.backends.base import Backend, RequestTiming
 from harness.agent.metrics import (
     FLOPS_FORMULA,
     coefficient_of_variation,
@@ -27,6 +25,7 @@ from harness.agent.metrics import (
 from harness.agent.sensors import select_sensor
 from harness.agent.sensors.base import Sensor, WindowReading
 from harness.agent.workload import batches, file_prompts, prompts_sha256, synthetic_prompts
+from harness.backends.engine import Engine, RequestTiming, create_engine, engine_info
 from harness.config.experiment import Measurement
 from harness.results.io import atomic_write_json, atomic_write_text
 from harness.results.schema import (
@@ -90,7 +89,7 @@ def _shape(batch: list[list[int]]) -> tuple[int, int]:
 
 
 def run_warmup(
-    backend: Backend, work: list[list[list[int]]], m: Measurement, output_tokens: int
+    backend: Engine, work: list[list[list[int]]], m: Measurement, output_tokens: int
 ) -> Warmup:
     """Fixed warmup batches, or batches until the batch-latency CV falls below a target.
 
@@ -126,7 +125,7 @@ def run_warmup(
 
 
 def measure_window(
-    backend: Backend,
+    backend: Engine,
     sensor: Sensor,
     work: list[list[list[int]]],
     m: Measurement,
@@ -239,7 +238,7 @@ def energy_figures(
 
 
 def prefill_split(
-    backend: Backend, sensor: Sensor, work: list[list[list[int]]], m: Measurement,
+    backend: Engine, sensor: Sensor, work: list[list[list[int]]], m: Measurement,
     main: Window,
 ) -> tuple[PrefillSplit, Window | None]:
     """Energy of prefill-only passes (one new token), scaled to the main window's passes.
@@ -349,7 +348,7 @@ def peak_memory_used_bytes(readings: list[WindowReading], devices: list[str]) ->
 
 
 def compute_figures(
-    backend: Backend, window: Window, readings: list[WindowReading], devices: list[str]
+    backend: Engine, window: Window, readings: list[WindowReading], devices: list[str]
 ) -> Compute:
     """FLOPs estimate from the parameter count, and peak memory (allocator and NVML)."""
     counts = backend.parameter_counts()
@@ -376,7 +375,7 @@ def run(
     out_dir: Path,
     *,
     sensor: Sensor | None = None,
-    backend: Backend | None = None,
+    backend: Engine | None = None,
 ) -> ExperimentResult:
     """Run the whole protocol for one experiment and write its files into ``out_dir``."""
     t_start = time.perf_counter()
@@ -386,7 +385,7 @@ def run(
     prefill_window: Window | None = None
     try:
         idle_w, idle = measure_idle(sensor, m)
-        backend = backend or create_backend(exp)
+        backend = backend or create_engine(exp)
         t_load = time.perf_counter()
         backend.load(spec.model_path)
         load_s = time.perf_counter() - t_load
@@ -406,7 +405,7 @@ def run(
         loaded = [main.reading] + ([prefill_window.reading] if prefill_window else [])
         compute = compute_figures(backend, main, loaded, sensor.devices)
         energy = energy_figures(main, idle_w, sensor, idle, m.sample_interval_ms)
-        backend_info = backend.info()
+        backend_info = engine_info(backend)
         per_token = backend.per_token_timestamps
     finally:
         if backend is not None:

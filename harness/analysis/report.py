@@ -176,19 +176,39 @@ def _environment(report: Report, results: dict[str, ExperimentResult]) -> list[s
         lines.append("no container image (the agent ran in the host's Python environment)")
     if results:
         first = next(iter(results.values()))
-        env, backend = first.environment, first.backend_info
+        env = first.environment
         cpu = env.get("cpu") or {}
         lines.append(f"python {env.get('python')} on {env.get('platform')}; "
                      f"in container: {env.get('in_container')}")
         lines.append(f"CPU {cpu.get('model')} ({cpu.get('logical_cores')} logical cores, "
                      f"governor {cpu.get('governor')})")
-        lines.append("engine " + ", ".join(f"{k} {v}" for k, v in backend.items()
-                                           if k in ("engine", "torch", "transformers", "vllm")))
+        lines += engine_lines(results)
         lines.append(f"git revision {env.get('harness_git_revision') or 'n/a'}")
         methods = sorted({r.energy.energy_method for r in results.values()})
         devices = sorted({d.device for r in results.values() for d in r.energy.devices})
         lines.append(f"energy method {', '.join(methods)}; measured devices "
                      f"{', '.join(devices) or 'none'}")
+    return lines
+
+
+def engine_lines(results: dict[str, ExperimentResult]) -> list[str]:
+    """One line per backend: its engine and version, torch's version, and how many runs."""
+    engines: dict[str, set[str]] = {}
+    torch: dict[str, set[str]] = {}
+    runs: dict[str, int] = {}
+    for result in results.values():
+        backend, info = result.experiment.backend, result.backend_info
+        packages = result.environment.get("packages") or {}
+        engines.setdefault(backend, set()).add(
+            f"{info.get('engine', '?')} {info.get('engine_version', '?')}")
+        if packages.get("torch"):
+            torch.setdefault(backend, set()).add(str(packages["torch"]))
+        runs[backend] = runs.get(backend, 0) + 1
+    lines = []
+    for backend in sorted(engines):
+        on = f" on torch {', '.join(sorted(torch[backend]))}" if backend in torch else ""
+        lines.append(f"backend {backend}: {', '.join(sorted(engines[backend]))}{on} "
+                     f"({runs[backend]} runs)")
     return lines
 
 

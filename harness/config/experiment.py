@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from harness.config.backends import (
-    BACKENDS,
-    BackendName,
-    Device,
-    Precision,
-    PytorchOptions,
-    TensorrtLlmOptions,
-    VllmOptions,
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    create_model,
+    field_validator,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from harness.backends import registry
+from harness.backends.spec import BackendOptions, BackendSpec, Device, Precision
 
 
 class _Strict(BaseModel):
@@ -73,67 +75,129 @@ class Measurement(_Strict):
     prefill_split: bool = True
 
 
-class Experiment(_Strict):
-    """One experiment: model, engine, device, precision, batch size, workload, options."""
+#: a field whose value at its default is left out of experiment ids (added after ids of
+#: results schema 1 existed, so those ids stay the same)
+ID_OMIT_DEFAULT: dict[str, JsonValue] = {"id": "omit-default"}
+
+
+class ExperimentBase(_Strict):
+    """One experiment: model, engine, device, precision, batch size, workload, options.
+
+    The options block of each backend (``NAME: {...}``) is a field added by
+    ``Experiment`` from the backend registry; use ``options`` and ``block`` to read them.
+    """
 
     model: str = Field(min_length=1, description="hub id (read from the mounted cache) or path")
-    backend: BackendName = "pytorch"
+    backend: str = Field(default_factory=registry.default_name,
+                         description="the inference engine (see `harness backends`)")
     device: Device = "cuda"
     precision: Precision = "bf16"
     batch_size: int = Field(1, ge=1, le=65_536)
     workload: Workload = Workload()
     decoding: Decoding = Decoding()
     measurement: Measurement = Measurement()
-    pytorch: PytorchOptions | None = None
-    vllm: VllmOptions | None = None
-    tensorrt_llm: TensorrtLlmOptions | None = None
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value in registry.names():
+            return value
+        if value in registry.broken():
+            raise ValueError(registry.unknown_backend(value))
+        expected = " or ".join(
+            [", ".join(repr(n) for n in registry.names()[:-1]), repr(registry.names()[-1])]
+        ) if len(registry.names()) > 1 else repr(registry.names()[0])
+        raise PydanticCustomError(
+            "literal_error", "Input should be {expected}", {"expected": expected}
+        )
 
     @model_validator(mode="after")
-    def _backend_can_do_it(self) -> Experiment:
-        spec = BACKENDS[self.backend]
-        if self.device not in spec.precisions:
-            raise ValueError(
-                f"backend {self.backend!r} does not run on device {self.device!r} "
-                f"(it runs on: {', '.join(spec.devices)})"
-            )
-        allowed = spec.precisions[self.device]
-        if self.precision not in allowed:
-            raise ValueError(
-                f"backend {self.backend!r} on {self.device} cannot run precision "
-                f"{self.precision!r} (it supports: {', '.join(allowed)})"
-            )
-        options = self.options
-        why = spec.quantization_problem(self.precision, getattr(options, "quantization", None))
-        problems = ([why] if why else []) + options.problems(self)  # type: ignore[attr-defined]
+    def _backend_can_do_it(self) -> ExperimentBase:
+        problems = self.spec.problems(self, self.options)
         if problems:
             raise ValueError("; ".join(problems))
         return self
 
+    @property
+    def spec(self) -> BackendSpec:
+        """What the registry knows about this experiment's backend."""
+        return registry.get(self.backend)
+
+    def block(self, name: str) -> BackendOptions | None:
+        """The options block given for backend ``name`` (None when absent)."""
+        value = getattr(self, name, None)
+        return value if isinstance(value, BackendOptions) else None
+
     def foreign_blocks(self) -> list[str]:
         """Options blocks given for backends other than this experiment's."""
-        return [n for n in BACKENDS if n != self.backend and getattr(self, n) is not None]
+        return [n for n in registry.names() if n != self.backend and self.block(n) is not None]
 
     @property
-    def options(self) -> BaseModel:
+    def options(self) -> BackendOptions:
         """The active backend's options, defaults filled in."""
-        value = getattr(self, self.backend)
-        return value if value is not None else BACKENDS[self.backend].options()
+        return self.block(self.backend) or self.spec.default_options()
 
-    def resolved(self) -> Experiment:
+    def gpus_per_run(self) -> int:
+        """GPUs one run of this experiment uses (0 on the CPU)."""
+        return self.options.gpus_per_run() if self.device == "cuda" else 0
+
+    def resolved(self) -> Self:
         """This experiment with only its own backend's options block, defaults filled in."""
-        blocks: dict[str, Any] = {name: None for name in BACKENDS}
+        blocks: dict[str, Any] = {name: None for name in registry.names()}
         blocks[self.backend] = self.options
         return self.model_copy(update=blocks)
 
     def canonical_json(self) -> str:
-        """The resolved config as canonical JSON (sorted keys, no whitespace)."""
-        data = self.resolved().model_dump(mode="json", exclude_none=False)
+        """The resolved config as canonical JSON (sorted keys, no whitespace).
+
+        Fields marked ``ID_OMIT_DEFAULT`` are left out while at their default, and so are the
+        empty blocks of backends whose spec does not list them (see BackendSpec.null_block_in_id):
+        adding a backend or an optional setting does not change existing experiments' ids.
+        """
+        resolved = self.resolved()
+        data = resolved.model_dump(mode="json", exclude_none=False)
+        _drop_id_neutral(type(resolved), resolved, data)
+        for spec in registry.specs():
+            if not spec.null_block_in_id and data.get(spec.name) is None:
+                data.pop(spec.name, None)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     @property
     def id(self) -> str:
         """A short stable hash of the canonical resolved config."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:10]
+
+
+def _drop_id_neutral(model: type[BaseModel], value: BaseModel, data: dict[str, Any]) -> None:
+    """Remove fields marked ID_OMIT_DEFAULT that hold their default, at every level."""
+    for name, info in model.model_fields.items():
+        current = getattr(value, name, None)
+        if info.json_schema_extra == ID_OMIT_DEFAULT and current == info.get_default(
+            call_default_factory=True
+        ):
+            data.pop(name, None)
+        elif isinstance(current, BaseModel) and isinstance(data.get(name), dict):
+            _drop_id_neutral(type(current), current, data[name])
+
+
+def _with_backend_blocks() -> type[ExperimentBase]:
+    """The experiment model: ExperimentBase plus one optional options field per backend."""
+    fields: dict[str, Any] = {}
+    for spec in registry.specs():
+        extra = None if spec.null_block_in_id else ID_OMIT_DEFAULT
+        fields[spec.name] = (
+            spec.options | None,
+            Field(None, description=f"options of backend {spec.name!r}", json_schema_extra=extra),
+        )
+    return create_model(  # type: ignore[no-any-return, call-overload]
+        "Experiment", __base__=ExperimentBase, __module__=__name__, **fields
+    )
+
+
+if TYPE_CHECKING:
+    Experiment = ExperimentBase
+else:
+    Experiment = _with_backend_blocks()
 
 
 Order = Literal["sequential", "interleaved", "shuffled"]

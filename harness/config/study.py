@@ -7,9 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from harness.config.backends import BACKENDS
+from harness.backends import registry
 from harness.config.experiment import Order, Runner
-from harness.config.problems import suggest
 
 MAX_RUNS_DEFAULT = 1000
 
@@ -82,11 +81,8 @@ class Study(BaseModel):
     @classmethod
     def _known_backends(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if key not in BACKENDS:
-                raise ValueError(
-                    f"unknown backend {key!r}{suggest(key, BACKENDS)} "
-                    f"(expected one of: {', '.join(BACKENDS)})"
-                )
+            if key not in registry.names():
+                raise ValueError(registry.unknown_backend(key))
         return value
 
     @field_validator("output_dir")

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from harness.config.backends import BACKENDS
+from harness.backends import registry
 from harness.config.experiment import Experiment
 from harness.config.problems import describe, model_of, suggest
 from harness.config.study import Execution, Study
@@ -111,7 +111,7 @@ def check_path(path: str) -> str | None:
 def scope_of(path: str) -> str | None:
     """The backend an axis is scoped to (its first segment names one), or None."""
     head = path.split(".", 1)[0]
-    return head if head in BACKENDS else None
+    return head if head in registry.names() else None
 
 
 def expand(study: Study, *, source: str = "study") -> Plan:
@@ -170,7 +170,7 @@ def expand(study: Study, *, source: str = "study") -> Plan:
     for values in itertools.product(*(study.sweep[n] for n in names)):
         combo = dict(zip(names, values, strict=True))
         data = copy.deepcopy(study.experiment)
-        backend = combo.get("backend", data.get("backend", "pytorch"))
+        backend = combo.get("backend", data.get("backend", registry.default_name()))
         for path, value in combo.items():
             scope = scope_of(path)
             if scope is not None and scope != backend:
@@ -229,7 +229,7 @@ def unused_backend_options(study: Study, used: set[str]) -> list[str]:
     """Options blocks and scoped axes for backends that no planned experiment runs."""
     given: dict[str, list[str]] = {}
     for key in study.experiment:
-        if key in BACKENDS:
+        if key in registry.names():
             given.setdefault(key, []).append(f"experiment.{key}")
     for key in study.sweep:
         scope = scope_of(key)

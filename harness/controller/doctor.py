@@ -1,13 +1,13 @@
-"""Environment checks for ``harness doctor``: engine, NVIDIA runtime, GPUs, images."""
+"""Environment checks for ``harness doctor``: engine, NVIDIA runtime, GPUs, backends, images."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from harness.config.backends import BACKENDS
+from harness.backends import registry
 from harness.controller.images import image_tag
 from harness.errors import EnvironmentProblem
 
@@ -39,53 +39,74 @@ def _gpus() -> Check:
     return Check("GPUs", "ok", "; ".join(out.splitlines()) or "none")
 
 
+def _engine() -> tuple[Check, Any]:
+    from harness.controller.runtimes.docker import connect
+
+    try:
+        client = connect()
+    except EnvironmentProblem as e:
+        return Check(
+            "Docker engine", "fail", str(e),
+            "start it (sudo systemctl start docker, or scripts/ensure-docker.sh as root); "
+            "without it studies use the local runner",
+        ), None
+    version = client.version().get("Version", "?")
+    return Check("Docker engine", "ok", f"answers (version {version})"), client
+
+
+def _nvidia_runtime(client: Any) -> Check:
+    runtimes = client.info().get("Runtimes", {}) or {}
+    if "nvidia" in runtimes:
+        return Check("NVIDIA runtime", "ok", "registered with the engine")
+    return Check(
+        "NVIDIA runtime", "warn", "not registered: cuda runs cannot get GPUs",
+        "install nvidia-container-toolkit and run "
+        "'nvidia-ctk runtime configure --runtime=docker'",
+    )
+
+
+def _backends() -> list[Check]:
+    checks = [Check("backend " + spec.name, "ok", spec.summary or "registered")
+              for spec in registry.specs()]
+    for name, why in registry.broken().items():
+        checks.append(Check(f"backend {name}", "fail", why, "fix or uninstall the plug-in"))
+    return checks
+
+
+def _images(client: Any) -> list[Check]:
+    import docker.errors
+
+    checks = []
+    for spec in registry.specs():
+        if spec.recipe is None:
+            continue
+        for device, variant in spec.recipe.variants.items():
+            tag = image_tag(spec.name, device)
+            try:
+                img = client.images.get(tag)
+            except docker.errors.ImageNotFound:
+                how = ("--offline" if variant.offline
+                       else f"(from its vendor base {variant.base}, which must be pullable or loaded)")
+                checks.append(Check(
+                    f"image {tag}", "warn", "not built",
+                    f"harness images build --backend {spec.name} --device {device} {how}".strip(),
+                ))
+                continue
+            labels = img.labels or {}
+            built = labels.get("harness.build") or (
+                "offline" if labels.get("harness.offline") == "true" else "vendor-base")
+            checks.append(Check(f"image {tag}", "ok", f"{img.short_id}, built {built}"))
+    return checks
+
+
 def run_checks() -> list[Check]:
     """Run every check, in order."""
-    checks: list[Check] = []
-    try:
-        from harness.controller.runtimes.docker import connect
-
-        client = connect()
-        version = client.version().get("Version", "?")
-        checks.append(Check("Docker engine", "ok", f"answers (version {version})"))
-    except EnvironmentProblem as e:
-        checks.append(
-            Check(
-                "Docker engine", "fail", str(e),
-                "start it (sudo systemctl start docker, or scripts/ensure-docker.sh as root); "
-                "without it studies use the local runner",
-            )
-        )
-        client = None
+    engine, client = _engine()
+    checks = [engine]
     if client is not None:
-        runtimes = client.info().get("Runtimes", {}) or {}
-        if "nvidia" in runtimes:
-            checks.append(Check("NVIDIA runtime", "ok", "registered with the engine"))
-        else:
-            checks.append(
-                Check(
-                    "NVIDIA runtime", "warn", "not registered: cuda runs cannot get GPUs",
-                    "install nvidia-container-toolkit and run "
-                    "'nvidia-ctk runtime configure --runtime=docker'",
-                )
-            )
+        checks.append(_nvidia_runtime(client))
     checks.append(_gpus())
+    checks += _backends()
     if client is not None:
-        import docker.errors
-
-        for spec in BACKENDS.values():
-            for device in spec.devices:
-                tag = image_tag(spec.name, device)
-                try:
-                    img = client.images.get(tag)
-                    checks.append(Check(f"image {tag}", "ok", img.short_id))
-                except docker.errors.ImageNotFound:
-                    offline = " --offline" if device == "cpu" else ""
-                    checks.append(
-                        Check(
-                            f"image {tag}", "warn", "not built",
-                            f"harness images build --backend {spec.name} --device {device}"
-                            f"{offline}",
-                        )
-                    )
+        checks += _images(client)
     return checks

@@ -23,10 +23,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from harness.backends import registry
 from harness.config.study import Study
 from harness.config.sweep import Plan, PlannedRun
 from harness.controller import manifest as manifest_io
-from harness.controller.images import image_tag
 from harness.controller.runtimes.base import RunJob, RunOutcome, Runtime
 from harness.controller.secrets import Scrubber, forwarded_env
 from harness.controller.thermal import cooldown, host_gpu_uuids
@@ -95,9 +95,13 @@ def locate_model(model: str, study: Study, base: Path | None = None) -> ModelLoc
     return ModelLocation(model, None, cache.resolve() if cache.exists() else None)
 
 
-def image_for(study: Study, backend: str, device: str) -> str:
-    """The image a run of this backend and device uses (study override or default tag)."""
-    return study.images.get(backend) or image_tag(backend, device)
+def image_for(study: Study, backend: str, device: str) -> str | None:
+    """The image a run of this backend and device uses (study override or default tag).
+
+    None when the study names none and the backend has no recipe for the device (a plug-in
+    that runs with the local runner only).
+    """
+    return study.images.get(backend) or registry.get(backend).image_tag(device)
 
 
 def images_needed(study: Study, plan: Plan) -> list[tuple[str, str]]:
@@ -567,13 +571,15 @@ class StudyRun:
 
     # -- one run -----------------------------------------------------------------------------
 
-    def _image(self, experiment_backend: str, device: str) -> tuple[str, ImageInfo | None]:
+    def _image(self, experiment_backend: str, device: str) -> tuple[str | None, ImageInfo | None]:
         tag = image_for(self.study, experiment_backend, device)
+        if tag is None:
+            return None, None
         if tag not in self._images:
             self._images[tag] = self.runtime.prepare(tag)
         return tag, self._images[tag]
 
-    def _job(self, planned: PlannedRun, run_dir: Path, image: str) -> RunJob:
+    def _job(self, planned: PlannedRun, run_dir: Path, image: str | None) -> RunJob:
         exp = self.plan.experiment(planned.experiment_id)
         where = locate_model(exp.model, self.study, self.base_dir)
         ex = self.study.execution
@@ -752,7 +758,11 @@ def preflight(study: Study, plan: Plan, runtime: Runtime, base: Path | None) -> 
             except RunFailure as e:
                 notes.append(f"{e}; its runs will fail unless it appears")
         tag = image_for(study, exp.backend, exp.device)
-        if runtime.name == "docker" and tag not in tags:
+        if runtime.name == "docker" and tag is None:
+            notes.append(f"backend {exp.backend} has no image for {exp.device}; its runs will "
+                         "fail in containers unless the study names one (images:) or runs "
+                         "with the local runner")
+        elif runtime.name == "docker" and tag is not None and tag not in tags:
             tags.add(tag)
             if runtime.prepare(tag) is None:
                 notes.append(f"image {tag!r} is not present; runs of backend {exp.backend} will "

@@ -2,7 +2,8 @@
 
 The files follow the Hugging Face layout (``config.json``, ``model.safetensors``, a byte-level
 BPE ``tokenizer.json``), so ``transformers.AutoModelForCausalLM.from_pretrained(path)`` and
-vLLM both load the folder. Tests and the CPU demo use it where no real model can be fetched.
+every engine of harness.backends load the folder. Tests and the CPU demo use it where no real
+model can be fetched.
 """
 
 from __future__ import annotations

@@ -59,15 +59,13 @@ def test_pytorch_runtime(tmp_path, model):
     assert result.backend_info["runtime"] == "pytorch"
 
 
-def test_tensor_parallel_through_the_launcher(tmp_path, model):
+def test_tensor_parallel_on_one_node(tmp_path, model):
     torch = pytest.importorskip("torch")
     if torch.cuda.device_count() < 2:
         pytest.skip("tensor parallelism needs two GPUs")
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
-    result = run_agent(
-        tmp_path, experiment(model, tensor_parallel_size=2),
-        module="harness.agent.backends.tensorrt_llm", env=env,
-    )
+    # the LLM API starts its own MPI workers on one node: the agent runs as in the image
+    result = run_agent(tmp_path, experiment(model, tensor_parallel_size=2), env=env)
     check_run(result)
     assert result.backend_info["world_size"] == 2
     assert "-tp2pp1-" in result.backend_info["engine_key"]

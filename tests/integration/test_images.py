@@ -7,12 +7,9 @@ from pathlib import Path
 import pytest
 
 import harness
-from harness.controller.images import (
-    OFFLINE_BASE,
-    build_image,
-    image_tag,
-    source_revision,
-)
+from harness.controller.images import build_image, image_tag
+from harness.controller.images.base import OFFLINE_BASE
+from harness.source import source_info
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -55,9 +52,11 @@ def test_offline_build_makes_the_tagged_image(docker_client, built) -> None:
     assert labels["harness.backend"] == "pytorch"
     assert labels["harness.device"] == "cpu"
     assert labels["harness.version"] == harness.__version__
-    assert labels["org.opencontainers.image.revision"] == source_revision(REPO)
+    assert labels["org.opencontainers.image.revision"] == source_info(REPO).revision
+    assert labels["harness.build"] == "offline"
     config = image.attrs["Config"]
-    assert config["Entrypoint"] == ["python", "-m", "harness.agent"]
+    assert config["Entrypoint"][:2] == ["/bin/sh", "-c"]
+    assert "python -m harness.agent" in config["Entrypoint"][2]
     assert not config["Cmd"]
     assert "HF_HUB_OFFLINE=1" in config["Env"]
 
@@ -110,5 +109,14 @@ def test_rebuild_reuses_wheelhouse_and_layers(docker_client, built) -> None:
     assert not any("Collecting" in line or "Processing /wheels" in line for line in lines)
     assert again.build_args == info.build_args
     assert (REPO / ".cache" / "wheelhouse" / "pytorch-cpu" / ".requirements.sha256").is_file()
-    if again.id != info.id:  # the replaced image is removed, not left dangling
-        assert not any(img.id == info.id for img in docker_client.images.list(all=True))
+    if again.id != info.id:  # a rebuild never deletes the image earlier runs used
+        assert any(img.id == info.id for img in docker_client.images.list(all=True))
+
+
+def test_the_entrypoint_runs_the_agent(docker_client, built) -> None:
+    info, _ = built
+    out = docker_client.containers.run(
+        info.tag, command=["--help"], network_mode="none", user=f"{os.getuid()}:{os.getgid()}",
+        remove=True, stdout=True, stderr=True,
+    ).decode()
+    assert "usage: python -m harness.agent" in out

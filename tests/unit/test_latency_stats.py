@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.agent.backends.base import RequestTiming
 from harness.agent.metrics import coefficient_of_variation, latency_stats
 from harness.agent.protocol import Window, latency_summary
 from harness.agent.sensors.base import WindowReading
+from harness.backends.engine import RequestTiming
 
 
 def timing(start: float, tokens: list[float], end: float, inputs: int = 8) -> RequestTiming:

@@ -96,7 +96,7 @@ def test_missing_file(tmp_path):
 def test_single_experiment_file(tmp_path):
     path = write(tmp_path, "model: m\ndevice: cpu\nprecision: fp32\nbatch_size: 2\n", "e.yaml")
     exp = load_experiment(path)
-    assert exp.batch_size == 2 and exp.pytorch is not None
+    assert exp.batch_size == 2 and exp.block("pytorch") is not None
 
 
 def test_cli_exit_code_2_and_nothing_created(tmp_path):

@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 
 from harness.agent import protocol
-from harness.agent.backends.base import Backend, RequestTiming
 from harness.agent.sensors.base import Sensor, WindowReading
 from harness.agent.sensors.null import UnavailableSensor
+from harness.backends.engine import Engine, RequestTiming
+from harness.backends.spec import BackendOptions, BackendSpec
 from harness.config.experiment import Experiment, Measurement
 from harness.models import write_tiny_model
 from harness.results.schema import ExperimentResult, RunInfo, RunSpec
@@ -246,8 +247,14 @@ class FakeClock:
         self.now += seconds
 
 
-class ScriptedBackend(Backend):
+class ScriptedBackend(Engine):
     """generate() takes the next scripted latency (per prompt when ``per_prompt``)."""
+
+    spec = BackendSpec(name="scripted", options=BackendOptions, engine="tests:ScriptedBackend",
+                       precisions={"cpu": ("fp32",)})
+
+    def info(self) -> dict:
+        return {"engine": "scripted", "engine_version": "0"}
 
     def __init__(self, clock: FakeClock, latencies: list[float], log: list[str] | None = None,
                  per_prompt: bool = False) -> None:

@@ -45,9 +45,9 @@ def test_backend_scoped_axis_applies_only_to_its_backend():
     pt = [p for p in plan.experiments if p.experiment.backend == "pytorch"]
     vl = [p for p in plan.experiments if p.experiment.backend == "vllm"]
     assert len(pt) == 2 and len(vl) == 4
-    assert all(p.experiment.vllm is None for p in pt)
+    assert all(p.experiment.block("vllm") is None for p in pt)
     assert all(p.params["vllm.max_num_seqs"] is None for p in pt)
-    assert {p.experiment.vllm.max_num_seqs for p in vl} == {64, 256}
+    assert {p.experiment.options.max_num_seqs for p in vl} == {64, 256}
 
 
 def test_exclude_and_include():

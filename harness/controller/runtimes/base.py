@@ -25,7 +25,7 @@ class RunJob:
     run_id: str
     study: str
     run_dir: Path
-    image: str
+    image: str | None
     model_host_path: Path | None
     model_ref: str
     hf_cache: Path | None

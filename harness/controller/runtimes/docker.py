@@ -11,7 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness.config.backends import BACKENDS, cache_root
+from harness.backends import registry
+from harness.backends.cache import cache_root
 from harness.controller.runtimes.base import RunJob, RunOutcome
 from harness.errors import EnvironmentProblem, RunFailure
 from harness.results.schema import ImageInfo
@@ -179,7 +180,7 @@ def run_labels(job: RunJob) -> dict[str, str]:
 
 def cache_mount(job: RunJob, root: Path) -> tuple[Path, str] | None:
     """Host folder and container path of the cache of the run's backend, if it keeps one."""
-    backend = BACKENDS.get(job.backend)
+    backend = registry.find(job.backend)
     if backend is None or backend.cache_mount is None:
         return None
     return root / backend.name, backend.cache_mount
@@ -283,6 +284,12 @@ class DockerRuntime:
         import requests
 
         start = time.perf_counter()
+        if job.image is None:
+            return RunOutcome(
+                exit_code=None, duration_s=0.0, reason="image_missing",
+                error=f"backend {job.backend!r} has no image for device {job.device}; name one "
+                "in the study's images: block, or run with the local runner",
+            )
         info = self.image_info(job.image)
         if info is None:
             return RunOutcome(

@@ -1,15 +1,19 @@
 """Parameter counts and shape figures read from a checkpoint's files, without loading it.
 
-Engines that keep the model in worker processes (vLLM, TensorRT-LLM) do not hand their
-modules to the agent; the safetensors headers and config.json give the same numbers.
+Engines that keep the model in worker processes do not hand their modules to the agent; the
+safetensors headers and config.json give the same numbers.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Any
+
+from harness.errors import RunFailure
+from harness.results.reasons import FailureReason
 
 #: names of input-embedding tensors across common architectures (suffix match)
 EMBEDDING_SUFFIXES = ("embed_tokens.weight", "wte.weight", "word_embeddings.weight", "tok_embeddings.weight")
@@ -27,6 +31,37 @@ def local_model_dir(model: str) -> Path | None:
         return Path(snapshot_download(model, local_files_only=True))
     except Exception:  # noqa: BLE001 - not cached, not a hub id, or no huggingface_hub
         return None
+
+
+def hub_cache_dir() -> Path:
+    """Where the Hugging Face hub cache is looked up ($HF_HUB_CACHE, $HF_HOME/hub, default)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
+    return Path(home) / "hub"
+
+
+def find_model(model: str) -> Path:
+    """The model's folder; RunFailure(model_not_found) saying where it looked when absent.
+
+    Runs are offline by design, so a model that is neither a folder nor in the local hub cache
+    is reported as not found, never as a network problem.
+    """
+    found = local_model_dir(model)
+    if found is not None:
+        return found
+    path = Path(model)
+    if path.is_absolute() or model.startswith((".", "~")) or path.exists():
+        where = f"the folder {path.resolve()} does not exist or is not a folder"
+    else:
+        slug = "models--" + model.replace("/", "--")
+        where = (f"it is not a folder, and the Hugging Face cache {hub_cache_dir()} has no "
+                 f"snapshot of it ({slug}/snapshots/...)")
+    raise RunFailure(
+        f"model {model!r} not found: {where}. Runs are offline: put the model in a folder "
+        "named by the study (mounted read-only) or in the host's Hugging Face cache",
+        reason=FailureReason.MODEL_NOT_FOUND,
+    )
 
 
 def safetensors_shapes(path: Path) -> dict[str, list[int]]:

@@ -1,13 +1,16 @@
-"""PyTorch/transformers backend: ``model.generate`` with a streamer that times every step."""
+"""PyTorch/transformers engine: ``model.generate`` with a streamer that times every step."""
 
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar, cast
+from typing import Any, cast
 
-from harness.agent.backends.base import Backend, RequestTiming
-from harness.config.backends import PytorchOptions
+from harness.backends import weights
+from harness.backends.engine import Engine, RequestTiming
+from harness.backends.pytorch import SPEC
+from harness.backends.pytorch.options import PytorchOptions
 from harness.errors import EnvironmentProblem, RunFailure
+from harness.results.reasons import FailureReason
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -35,11 +38,10 @@ class _StepClock:
         """Generation finished."""
 
 
-class PytorchBackend(Backend):
+class PytorchEngine(Engine):
     """Hugging Face transformers on PyTorch, static batches, greedy or sampled decoding."""
 
-    per_token_timestamps: ClassVar[bool] = True
-    prefill_only_pass: ClassVar[bool] = True
+    spec = SPEC
     model: Any = None
     tokenizer: Any = None
 
@@ -57,13 +59,15 @@ class PytorchBackend(Backend):
         if exp.device == "cuda" and not torch.cuda.is_available():
             raise EnvironmentProblem("device cuda requested but torch sees no CUDA device")
         dtype = getattr(torch, _DTYPES[exp.precision])
+        model_dir = str(weights.find_model(model_path))
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
             self.model = AutoModelForCausalLM.from_pretrained(
-                model_path, dtype=dtype, attn_implementation=opts.attn_implementation
+                model_dir, dtype=dtype, attn_implementation=opts.attn_implementation
             )
         except OSError as e:
-            raise RunFailure(f"model {model_path!r} cannot be loaded: {e}", reason="model_not_found") from e
+            raise RunFailure(f"model {model_path!r} (read from {model_dir}) cannot be loaded: {e}",
+                             reason=FailureReason.ENGINE_START_FAILED) from e
         self.model.to(exp.device)  # type: ignore[arg-type]
         self.model.eval()
         if opts.torch_compile:
@@ -115,7 +119,7 @@ class PytorchBackend(Backend):
         if new_tokens != max_new_tokens:
             raise RunFailure(
                 f"generated {new_tokens} tokens per request, expected {max_new_tokens}",
-                reason="token_count_mismatch",
+                reason=FailureReason.TOKEN_COUNT_MISMATCH,
             )
         return [
             RequestTiming(
@@ -144,6 +148,7 @@ class PytorchBackend(Backend):
         cfg = self.model.config if self.model is not None else None
         return {
             "engine": "transformers",
+            "engine_version": self._versions["transformers"],
             **self._versions,
             "dtype": str(getattr(self.model, "dtype", "")),
             "attn_implementation": getattr(cfg, "_attn_implementation", None),

@@ -1,6 +1,6 @@
-"""vLLM backend: the offline engine (``vllm.LLM``), one batch at a time, every token timed.
+"""vLLM engine: the offline engine (``vllm.LLM``), one batch at a time, every token timed.
 
-``LLM.generate`` only returns finished requests, so this backend adds the batch's requests to
+``LLM.generate`` only returns finished requests, so this engine adds the batch's requests to
 the LLM's engine itself and steps it, asking for each step's new tokens (``DELTA`` outputs).
 Every token gets the time at which the engine handed it to the agent: the moment a streaming
 client would see it. Engine start (model load, compilation, KV-cache allocation) happens in
@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import gc
 import itertools
+import os
 import time
-from typing import Any, ClassVar
+from typing import Any
 
-from harness.agent.backends import weights
-from harness.agent.backends.base import Backend, RequestTiming
-from harness.config.backends import BACKENDS, VLLM_DTYPES, VllmOptions
+from harness.backends import weights
+from harness.backends.engine import Engine, RequestTiming
+from harness.backends.vllm import SPEC
+from harness.backends.vllm.options import DTYPES, VllmOptions
 from harness.config.experiment import Decoding, Experiment
 from harness.errors import EnvironmentProblem, RunFailure
+from harness.results.reasons import FailureReason
 
 GIB = 1024**3
 
@@ -27,8 +30,8 @@ def llm_kwargs(experiment: Experiment, model_path: str) -> dict[str, Any]:
     """Keyword arguments of ``vllm.LLM`` for this experiment (pure; no vLLM needed)."""
     opts = experiment.options
     assert isinstance(opts, VllmOptions)
-    scheme = BACKENDS["vllm"].quantization_scheme(experiment.precision, opts.quantization)
-    dtype = VLLM_DTYPES.get(experiment.precision) or opts.dtype or "auto"
+    scheme = SPEC.quantization_scheme(experiment.precision, opts.quantization)
+    dtype = DTYPES.get(experiment.precision) or opts.dtype or "auto"
     kwargs: dict[str, Any] = {
         "model": model_path,
         "dtype": dtype,
@@ -72,11 +75,10 @@ def sampling_kwargs(decoding: Decoding, max_new_tokens: int) -> dict[str, Any]:
     return kwargs
 
 
-class VllmBackend(Backend):
+class VllmEngine(Engine):
     """vLLM's offline engine on CUDA or CPU; prompts go in as token ids."""
 
-    per_token_timestamps: ClassVar[bool] = True
-    prefill_only_pass: ClassVar[bool] = True
+    spec = SPEC
 
     def __init__(self, experiment: Experiment) -> None:
         super().__init__(experiment)
@@ -89,6 +91,9 @@ class VllmBackend(Backend):
 
     def load(self, model_path: str) -> None:
         """Start the engine: load weights, compile, allocate the KV cache."""
+        # no usage reports (there is no network in a run anyway)
+        os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+        os.environ.setdefault("DO_NOT_TRACK", "1")
         try:
             import vllm
             from vllm.sampling_params import RequestOutputKind
@@ -97,19 +102,15 @@ class VllmBackend(Backend):
         self._vllm = vllm
         self._delta = RequestOutputKind.DELTA
         self._kwargs = llm_kwargs(self.experiment, model_path)
-        model_dir = weights.local_model_dir(model_path)
-        if model_dir is None:
-            raise RunFailure(
-                f"model {model_path!r} is neither a folder nor in the local Hugging Face cache",
-                reason="model_not_found",
-            )
+        model_dir = weights.find_model(model_path)
         self._config = weights.model_config(model_dir)
         self._counts = weights.parameter_counts(model_dir)
         t0 = time.perf_counter()
         try:
             self._llm = vllm.LLM(**self._kwargs)
         except (OSError, ValueError, RuntimeError) as e:
-            raise RunFailure(f"vLLM could not start the engine: {e}", reason="engine_start_failed") from e
+            raise RunFailure(f"vLLM could not start the engine: {e}",
+                             reason=FailureReason.ENGINE_START_FAILED) from e
         self._engine_start_s = time.perf_counter() - t0
         self._tokenizer = self._llm.get_tokenizer()
 
@@ -152,7 +153,7 @@ class VllmBackend(Backend):
             if got != max_new_tokens or rid not in ends:
                 raise RunFailure(
                     f"request {rid} generated {got} tokens, expected {max_new_tokens}",
-                    reason="token_count_mismatch",
+                    reason=FailureReason.TOKEN_COUNT_MISMATCH,
                 )
             timings.append(
                 RequestTiming(
@@ -173,7 +174,7 @@ class VllmBackend(Backend):
         for rid in ours:
             if engine_id.startswith(rid + "-"):
                 return rid
-        raise RunFailure(f"vLLM returned an unknown request {engine_id!r}", reason="engine_error")
+        raise RunFailure(f"vLLM returned an unknown request {engine_id!r}", reason=FailureReason.ENGINE_ERROR)
 
     def unload(self) -> None:
         """Shut the engine's processes down and drop it."""
@@ -196,6 +197,7 @@ class VllmBackend(Backend):
         settings = {k: v for k, v in self._kwargs.items() if k != "model"}
         return {
             "engine": "vllm",
+            "engine_version": str(getattr(self._vllm, "__version__", "unknown")),
             "vllm": getattr(self._vllm, "__version__", None),
             "torch": torch.__version__,
             "device": self.experiment.device,

@@ -1,0 +1,64 @@
+"""Options of the vLLM backend (``experiment.vllm``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field
+
+from harness.backends.spec import BackendOptions, length_problem
+
+if TYPE_CHECKING:
+    from harness.config.experiment import Experiment
+
+VllmQuantization = Literal[
+    "fp8", "fbgemm_fp8", "modelopt", "compressed-tensors",
+    "experts_int8", "awq", "awq_marlin", "gptq", "gptq_marlin",
+]  # fmt: skip
+#: unquantized precision -> vLLM's dtype
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+class VllmOptions(BackendOptions):
+    """Options of the vLLM engine (``vllm.LLM``)."""
+
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="share of GPU memory (on CPU: of RAM) vLLM may take"
+    )
+    max_num_seqs: int = Field(256, ge=1, description="most requests scheduled in one step")
+    max_num_batched_tokens: int | None = Field(None, ge=1)
+    max_model_len: int | None = Field(None, ge=1)
+    enforce_eager: bool = Field(False, description="no CUDA graphs / torch.compile")
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2"] = "auto"
+    enable_prefix_caching: bool = False
+    enable_chunked_prefill: bool | None = None
+    tensor_parallel_size: int = Field(1, ge=1)
+    quantization: VllmQuantization | None = Field(
+        None, description="vLLM quantization method; precision fp8 defaults to 'fp8'"
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = Field(
+        None, description="activation dtype; set by precision unless the weights are quantized"
+    )
+    kv_cache_space_gib: float | None = Field(
+        None, gt=0, description="KV-cache size in GiB (kv_cache_memory_bytes); "
+        "unset: vLLM sizes it from gpu_memory_utilization, which on CPU means RAM",
+    )
+
+    def problems(self, experiment: Experiment) -> list[str]:
+        """A dtype that contradicts the precision, or a model length shorter than a request."""
+        found = length_problem("vllm.max_model_len", self.max_model_len, experiment)
+        implied = DTYPES.get(experiment.precision)
+        if implied is not None and self.dtype not in (None, "auto", implied):
+            found.append(
+                f"vllm.dtype {self.dtype!r} contradicts precision {experiment.precision!r} "
+                f"(which runs as {implied!r}); remove vllm.dtype or change the precision"
+            )
+        return found
+
+    def gpus_per_run(self) -> int:
+        """GPUs the engine spans: its tensor-parallel size."""
+        return self.tensor_parallel_size
+
+    def quantization_scheme_given(self) -> str | None:
+        """The quantization method named, if any."""
+        return self.quantization
