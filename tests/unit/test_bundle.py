@@ -11,16 +11,14 @@ import pytest
 from _synthetic import make_study
 
 from harness.bundle import (
-    REDACTED,
     BundleInvalid,
     create,
     extract,
-    redact_text,
     sample_runs,
-    secret_name,
     verify,
 )
 from harness.errors import UserInputError
+from harness.secrets import REDACTED, is_secret_name, redact_text
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -319,9 +317,9 @@ def test_ordinary_text_is_left_alone(text: str):
 
 
 def test_secret_names():
-    assert all(secret_name(n) for n in ("HF_TOKEN", "apiKey", "api_key", "DB_PASSWORD",
+    assert all(is_secret_name(n) for n in ("HF_TOKEN", "apiKey", "api_key", "DB_PASSWORD",
                                         "GOOGLE_APPLICATION_CREDENTIALS", "client-secret"))
-    assert not any(secret_name(n) for n in ("output_tokens", "tokenizer", "keyring", "PWD"))
+    assert not any(is_secret_name(n) for n in ("output_tokens", "tokenizer", "keyring", "PWD"))
 
 
 def test_no_secret_reaches_the_bundle(tmp_path: Path):
