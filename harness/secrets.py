@@ -159,8 +159,10 @@ def _redact_pairs(text: str, regex: re.Pattern[str], found: list[Finding]) -> st
 
 def _redact_pattern(text: str, pattern: ValuePattern, found: list[Finding]) -> str:
     def value(match: re.Match[str]) -> str:
-        found.append(Finding(_line(text, match.start()), pattern.label))
         keep = match.groupdict().get("keep") or ""
+        if match.group(0) == keep + REDACTED:
+            return match.group(0)
+        found.append(Finding(_line(text, match.start()), pattern.label))
         return keep + REDACTED
 
     return pattern.regex.sub(value, text)

@@ -78,12 +78,8 @@ def _path_problem(m: tarfile.TarInfo) -> str | None:
 def _size_problem(m: tarfile.TarInfo, total: int, count: int, compressed: int,
                   limits: Limits) -> str | None:
     """Why a member's header (with those before it) is too much to extract, or None."""
-    cap = limits.of(m.name)
-    if m.size > cap:
-        kind = PurePosixPath(m.name).name if PurePosixPath(m.name).name in limits.by_name \
-            else "member"
-        return (f"{m.name}: declares {size_text(m.size)}; a {kind} may hold at most "
-                f"{size_text(cap)}")
+    if m.size > limits.of(m.name):
+        return too_large(m.name, m.size, limits, verb="declares")
     if total > limits.total_bytes:
         return (f"the members up to {m.name} declare {size_text(total)} in all; at most "
                 f"{size_text(limits.total_bytes)}")
@@ -148,19 +144,23 @@ def extract(bundle: Path, dest: Path, limits: Limits = DEFAULT_LIMITS) -> Path:
     return dest / tops.pop()
 
 
+def too_large(rel: str, size: int, limits: Limits = DEFAULT_LIMITS, *, verb: str = "is") -> str:
+    """The problem of a file larger than its kind allows, naming both sizes."""
+    name = PurePosixPath(rel).name
+    kind = f"a {name}" if name in limits.by_name else "a file"
+    return (f"too large: {rel} {verb} {size_text(size)} ({size} bytes); {kind} may hold at "
+            f"most {size_text(limits.of(rel))}")
+
+
 def read_bounded(root: Path, rel: str, limits: Limits = DEFAULT_LIMITS) -> str:
     """A bundle file's text, refused unread (BundleInvalid) when larger than its kind allows."""
     path = root / rel
     cap = limits.of(rel)
     size = path.stat().st_size
     if size > cap:
-        raise BundleInvalid(f"{rel} is too large", problems=[
-            f"too large: {rel} is {size_text(size)}; a {PurePosixPath(rel).name} may hold at "
-            f"most {size_text(cap)}"])
+        raise BundleInvalid(f"{rel} is too large", problems=[too_large(rel, size, limits)])
     with path.open("rb") as fh:
         data = fh.read(cap + 1)
     if len(data) > cap:  # it grew since stat()
-        raise BundleInvalid(f"{rel} is too large", problems=[
-            f"too large: {rel} is over {size_text(cap)}, the most a "
-            f"{PurePosixPath(rel).name} may hold"])
+        raise BundleInvalid(f"{rel} is too large", problems=[too_large(rel, len(data), limits)])
     return data.decode("utf-8")

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
-from harness.bundle.archive import DEFAULT_LIMITS, Limits, extract, read_bounded
+from harness.bundle.archive import DEFAULT_LIMITS, Limits, extract, read_bounded, too_large
 from harness.bundle.layout import SUMS, BundleInvalid, list_files
 from harness.config.sweep import Plan
 from harness.results.io import sha256_file
@@ -81,6 +81,10 @@ def _check_sums(root: Path, limits: Limits, problems: list[str]) -> int:
     for rel, digest in sorted(listed.items()):
         if rel not in present:
             problems.append(f"missing file: {rel} is listed in {SUMS} but not in the bundle")
+            continue
+        size = (root / rel).stat().st_size
+        if size > limits.of(rel):  # never read
+            problems.append(too_large(rel, size, limits))
             continue
         actual = sha256_file(root / rel)
         if actual != digest:
@@ -259,6 +263,7 @@ def verify_root(root: Path, limits: Limits = DEFAULT_LIMITS) -> Verified:
     elif manifest is not None and plan is not None:
         _check_aggregates(root, problems)
         checks.append("summary.csv matches the aggregates recomputed from the raw results")
+    problems = list(dict.fromkeys(problems))  # a file too large is found by two checks
     if problems:
         raise BundleInvalid(f"bundle {root.name} failed verification "
                             f"({len(problems)} problems)", problems=problems)
