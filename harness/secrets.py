@@ -23,9 +23,10 @@ changes (``apiKey`` is ``api key``). Two rules, by the name's case:
   ``eos_token``.
 
 **Values.** Whatever its name, a value that looks like a credential is a secret: Hugging Face
-(``hf_...``), GitHub, OpenAI-style (``sk-...``), Slack and AWS access key ids, ``Bearer ...``
+(``hf_...``), GitHub, OpenAI-style (``sk-...``) and Slack tokens, AWS access key ids, ``Bearer ...``
 headers, the password of a ``scheme://user:password@host`` URL and PEM private key blocks.
-Values shorter than MIN_SECRET_CHARS are never scrubbed by value (too likely by chance).
+So are the values of this environment's secret-named variables wherever they appear, unless
+shorter than MIN_SECRET_CHARS (too likely to occur by chance).
 """
 
 from __future__ import annotations
