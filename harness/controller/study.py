@@ -28,7 +28,6 @@ from harness.config.study import Study
 from harness.config.sweep import Plan, PlannedRun
 from harness.controller import manifest as manifest_io
 from harness.controller.runtimes.base import RunJob, RunOutcome, Runtime
-from harness.controller.secrets import Scrubber, forwarded_env
 from harness.controller.thermal import cooldown, host_gpu_uuids
 from harness.errors import (
     EnvironmentProblem,
@@ -47,6 +46,7 @@ from harness.results.schema import (
     RunRecord,
     RunSpec,
 )
+from harness.secrets import Scrubber, forwarded_env
 
 PATH_PREFIXES = ("/", "./", "../", "~")
 ATTEMPTS = ".attempts"

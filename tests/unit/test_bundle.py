@@ -1,9 +1,12 @@
+import gzip
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -11,16 +14,17 @@ import pytest
 from _synthetic import make_study
 
 from harness.bundle import (
-    REDACTED,
     BundleInvalid,
+    Limits,
     create,
     extract,
-    redact_text,
     sample_runs,
-    secret_name,
     verify,
+    verify_root,
 )
+from harness.bundle.archive import LIMITS_BY_NAME, read_bounded
 from harness.errors import UserInputError
+from harness.secrets import REDACTED, is_secret_name, redact_text
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -269,6 +273,80 @@ def test_links_and_escapes_are_refused(tmp_path: Path):
     assert not (tmp_path.parent / "outside.txt").exists()
 
 
+# -- archives made by someone else: judged by their headers before anything is extracted ------
+
+
+def write_zero_bomb(path: Path, size: int) -> Path:
+    """A real tar.gz holding one member of `size` zero bytes, in a small fraction of its size.
+
+    Concatenated gzip members are one valid gzip stream: the header, then the same compressed
+    MiB of zeros again and again, then the end-of-archive blocks.
+    """
+    info = tarfile.TarInfo("bomb/zeros.bin")
+    info.size = size
+    mib = gzip.compress(bytes(1 << 20), compresslevel=9)
+    with path.open("wb") as fh:
+        fh.write(gzip.compress(info.tobuf(format=tarfile.GNU_FORMAT)))
+        for _ in range(size >> 20):
+            fh.write(mib)
+        fh.write(gzip.compress(bytes(1024)))
+    return path
+
+
+@pytest.mark.parametrize(("limits", "says"), [
+    (Limits(), "times its size, at most 100 (an archive bomb?)"),
+    (Limits(ratio=1e9, member_bytes=1 << 30), "bomb/zeros.bin declares 2.0 GiB (2147483648 "
+                                              "bytes); a file may hold at most 1.0 GiB"),
+    (Limits(ratio=1e9, total_bytes=1 << 30), "declare 2.0 GiB in all; at most 1.0 GiB"),
+])
+def test_an_archive_bomb_is_refused_by_its_headers(tmp_path: Path, limits: Limits, says: str):
+    bomb = write_zero_bomb(tmp_path / "bomb.tar.gz", 2 << 30)
+    assert bomb.stat().st_size < 9 << 20
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    start = time.monotonic()
+    with pytest.raises(BundleInvalid, match="refusing to extract") as info:
+        extract(bomb, dest, limits)
+    assert time.monotonic() - start < 0.5
+    assert len(info.value.problems) == 1 and says in info.value.problems[0]
+    assert list(dest.iterdir()) == []  # nothing extracted
+    start = time.monotonic()
+    with pytest.raises(BundleInvalid, match="refusing to extract"):
+        verify(bomb)
+    assert time.monotonic() - start < 0.5
+
+
+def test_a_member_over_its_kinds_limit_is_refused_unread(bundle: Path, tmp_path: Path):
+    limits = Limits(by_name={**LIMITS_BY_NAME, "result.json": 1024})
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    with pytest.raises(BundleInvalid, match="refusing to extract") as info:
+        extract(bundle, dest, limits)
+    (problem,) = info.value.problems
+    assert re.fullmatch(r"too large: \S+/runs/\S+/result\.json declares \d+\.\d KiB \(\d+ "
+                        r"bytes\); a result\.json may hold at most 1\.0 KiB", problem), problem
+    assert list(dest.iterdir()) == []
+    assert verify(bundle).runs_done == 7  # the default limits take this bundle
+
+
+def test_a_file_over_its_kinds_limit_is_never_read(bundle: Path, tmp_path: Path):
+    root = unpack(bundle, tmp_path / "x")
+    run_id = a_done_run(root)
+    rel = f"runs/{run_id}/result.json"
+    with (root / rel).open("r+b") as fh:  # sparse: 4 GiB that no test could read quickly
+        fh.truncate(4 << 30)
+    start = time.monotonic()
+    with pytest.raises(BundleInvalid) as info:
+        verify_root(root)
+    assert time.monotonic() - start < 30
+    assert f"too large: {rel} is 4.0 GiB (4294967296 bytes); a result.json may hold at most " \
+           "32.0 MiB" in info.value.problems
+    assert "aggregates: not recomputed, because some files violate their schema or their size " \
+           "limit" in info.value.problems
+    with pytest.raises(BundleInvalid, match="result.json is too large"):
+        read_bounded(root, rel)
+
+
 def test_cli_verify_exit_codes(bundle: Path, tmp_path: Path):
     ok = subprocess.run([sys.executable, "-m", "harness.cli", "bundle", "verify", str(bundle)],
                         capture_output=True, text=True, cwd=REPO, timeout=300)
@@ -319,9 +397,9 @@ def test_ordinary_text_is_left_alone(text: str):
 
 
 def test_secret_names():
-    assert all(secret_name(n) for n in ("HF_TOKEN", "apiKey", "api_key", "DB_PASSWORD",
+    assert all(is_secret_name(n) for n in ("HF_TOKEN", "apiKey", "api_key", "DB_PASSWORD",
                                         "GOOGLE_APPLICATION_CREDENTIALS", "client-secret"))
-    assert not any(secret_name(n) for n in ("output_tokens", "tokenizer", "keyring", "PWD"))
+    assert not any(is_secret_name(n) for n in ("output_tokens", "tokenizer", "keyring", "PWD"))
 
 
 def test_no_secret_reaches_the_bundle(tmp_path: Path):
@@ -359,6 +437,47 @@ def test_no_secret_reaches_the_bundle(tmp_path: Path):
     assert verify(made.path).runs_done == 4  # the redacted bundle is still consistent
     # the study folder itself was not touched
     assert HF in (run / "container.log").read_text()
+
+
+BACKEND_INFO = {  # what a vLLM and a TensorRT-LLM result say about their engine: data
+    "token_timing": "engine step outputs (DELTA), timestamped when handed to the agent",
+    "engine_key": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "kv_cache_dtype": "auto", "tokenizer": "models/tiny", "max_tokens": 8,
+    "prompts_sha256": "ab" * 32,
+}
+
+
+def test_result_fields_that_say_token_are_kept_and_each_redaction_is_listed(
+        own_study: Path, tmp_path: Path):
+    """Issue 16 item 7: token_timing is data; a redaction names its file and field, no value."""
+    runs = sorted(p for p in (own_study / "runs").iterdir() if (p / "result.json").exists())
+    for run in runs:
+        path = run / "result.json"
+        data = json.loads(path.read_text())
+        data["backend_info"] = BACKEND_INFO
+        path.write_text(json.dumps(data, indent=2))
+    secret_run = runs[0]
+    path = secret_run / "result.json"
+    data = json.loads(path.read_text())
+    data["environment"]["env"] = {"WANDB_KEY": PASSWORD, "PATH": "/usr/bin"}
+    path.write_text(json.dumps(data, indent=2))
+    (secret_run / "container.log").write_text(f"starting\nHF_TOKEN={HF}\n")
+    made = harness_cli("bundle", "create", str(own_study), "-o", str(tmp_path / "b.tar.gz"))
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "redacted 2 secret-looking values" in made.stdout
+    root = unpack(tmp_path / "b.tar.gz", tmp_path / "x")
+    for run in runs[1:]:  # no secret: byte for byte as the study wrote it
+        rel = f"runs/{run.name}/result.json"
+        assert (root / rel).read_bytes() == (run / "result.json").read_bytes()
+    bundled = json.loads((root / "runs" / secret_run.name / "result.json").read_text())
+    assert bundled["backend_info"] == BACKEND_INFO
+    assert bundled["environment"]["env"] == {"WANDB_KEY": REDACTED, "PATH": "/usr/bin"}
+    listed = (root / "provenance" / "redactions.txt").read_text().splitlines()
+    assert [line for line in listed if not line.startswith("#")] == [
+        f"runs/{secret_run.name}/container.log\tHF_TOKEN (line 2)",
+        f"runs/{secret_run.name}/result.json\tenvironment.env.WANDB_KEY",
+    ]
+    assert verify(tmp_path / "b.tar.gz").runs_done == 7
 
 
 def test_a_secret_in_a_binary_file_refuses_the_bundle(own_study: Path, tmp_path: Path):

@@ -12,10 +12,10 @@ from _synthetic import make_study
 
 from harness.controller import manifest as mio
 from harness.controller.runtimes.base import RunOutcome
-from harness.controller.secrets import REDACTED, Scrubber, forwarded_env, secret_values
 from harness.controller.study import EXIT_STORAGE, RESERVE, classify, resume_study
 from harness.errors import StorageProblem, UserInputError
 from harness.results.io import atomic_write_text
+from harness.secrets import REDACTED, Scrubber, forwarded_env, secret_values
 
 SWEEP = {"batch_size": [1, 2]}
 

@@ -1,0 +1,43 @@
+"""The names inside a bundle, shared by create, verify and reproduce."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+SUMS = "SHA256SUMS"
+REVIEWERS = "REVIEWERS.md"
+PROVENANCE = "provenance"
+REDACTIONS = f"{PROVENANCE}/redactions.txt"
+BUNDLE_FORMAT = "1"
+#: files redacted as text (the others are checked for secrets and refused when they hold one)
+TEXT_SUFFIXES = frozenset({
+    ".json", ".jsonl", ".csv", ".yaml", ".yml", ".log", ".md", ".txt", ".html", ".toml", "",
+})
+
+
+def list_files(root: Path) -> list[str]:
+    """Every regular file under root as a POSIX relative path, sorted."""
+    return sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not p.is_symlink()
+    )
+
+
+def slug(tag: str) -> str:
+    """A folder name for an image tag (harness/IMAGE:cpu -> harness_IMAGE_cpu)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", tag).strip("_") or "image"
+
+
+class BundleInvalid(HarnessError):
+    """A bundle failed verification; each problem says which file and why."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, problems: list[str]) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+    def __str__(self) -> str:
+        return super().__str__() + "\n" + "\n".join(f"  - {p}" for p in self.problems)
