@@ -204,6 +204,13 @@ def test_results_table_after_a_study_fits_80_columns(three_axis_study: Path) -> 
     assert "failed" in shown[table[table["status"] == "failed"]["run_id"].iloc[0]]
 
 
+def test_resume_says_why_its_runner_was_chosen(three_axis_study: Path) -> None:
+    proc = harness("study", "resume", str(three_axis_study), "--keep-failed")
+    # the study began with the local runner (the synthetic manifest's reason: "synthetic")
+    assert "Runner: local (the runner this study last ran with: synthetic)" in proc.stdout
+    assert "requested" not in proc.stdout
+
+
 def test_results_table_wide_shows_every_headline_figure(three_axis_study: Path) -> None:
     proc = harness("study", "resume", str(three_axis_study), "--keep-failed", "--wide")
     header = next(line for line in proc.stdout.splitlines() if line.startswith("run "))
