@@ -120,7 +120,8 @@ def bundle_reproduce(
         comparison = known
     console.print("[bold]Original vs reproduced[/] (mean [95 % CI] of the original):")
     emit(fitted(_comparison_rows(comparison), _COMPARE_HEAD, [], _COMPARE_TAIL,
-                width=console.width, keep=3).lines())
+                width=console.width, keep=3,
+                everything=f"{rep.study_dir / 'comparison.csv'} has every column").lines())
     if unknown:
         console.print(f"unavailable in the original and the new runs: {', '.join(sorted(unknown))}")
     console.print("in CI: inside the original 95 % confidence interval of the mean; in PI: inside "

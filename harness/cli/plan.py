@@ -6,6 +6,7 @@ import csv
 import io
 import textwrap
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -193,7 +194,7 @@ def _summary(plan: Plan) -> None:
          for wrapped in textwrap.wrap(line, console.width, subsequent_indent="      "))
 
 
-def _footer(plan: Plan, say: Any) -> None:
+def _footer(plan: Plan, say: Callable[..., Any]) -> None:
     """The plan's warnings and its size."""
     for warning in plan.warnings:
         say(f"[yellow]warning:[/] {escape(warning)}")

@@ -154,12 +154,14 @@ def emit(lines: Iterable[str]) -> None:
 
 
 def fitted(rows: Sequence[Mapping[str, Any]], head: Sequence[Col], params: Sequence[Col],
-           tail: Sequence[Col], *, width: int, keep: int = 1) -> Grid:
+           tail: Sequence[Col], *, width: int, keep: int = 1,
+           everything: str = "--wide shows every column") -> Grid:
     """The widest arrangement of the columns that fits ``width`` characters.
 
     First every column; then the swept parameters merged into one ``setup`` column; then the
-    last columns of ``tail`` left out (``keep`` of them stay). Where nothing fits, the
-    narrowest: lines are then longer than the terminal, but no number is cut.
+    last columns of ``tail`` left out (``keep`` of them stay; a note names them and says where
+    they are: ``everything``). Where nothing fits, the narrowest: lines are then longer than
+    the terminal, but no number is cut.
     """
     texts = {id(c): c.cells(rows) for c in (*head, *params, *tail)}
 
@@ -178,7 +180,7 @@ def fitted(rows: Sequence[Mapping[str, Any]], head: Sequence[Col], params: Seque
     for k in range(1, len(tail) - keep + 1):
         hidden = ", ".join(c.header for c in tail[len(tail) - k:])
         options.append(grid([*base, *tail[:len(tail) - k]],
-                            [*notes, f"not shown: {hidden} (--wide shows every column)"]))
+                            [*notes, f"not shown: {hidden} ({everything})"]))
     return next((g for g in options if g.width() <= width), options[-1])
 
 

@@ -52,12 +52,12 @@ def _effect_rows(report: Report, *, short: bool) -> list[dict[str, Any]]:
 
 def _effects_grid(report: Report) -> Grid:
     """The ranked effects in the terminal's width: metrics by name, or by short label."""
-    grid = fitted(_effect_rows(report, short=False), _EFFECT_HEAD, [], _EFFECT_TAIL,
-                  width=console.width, keep=2)
-    if grid.width() <= console.width:
-        return grid
-    return fitted(_effect_rows(report, short=True), _EFFECT_HEAD, [], _EFFECT_TAIL,
-                  width=console.width, keep=2)
+    for short in (False, True):
+        grid = fitted(_effect_rows(report, short=short), _EFFECT_HEAD, [], _EFFECT_TAIL,
+                      width=console.width, keep=2, everything="effects.csv has every column")
+        if grid.width() <= console.width:
+            break
+    return grid
 
 
 def show_summary(report: Report) -> None:
