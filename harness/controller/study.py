@@ -851,8 +851,8 @@ def resume_study(
         manifest = manifest_io.load(study_dir)
     except FileNotFoundError as e:
         raise UserInputError(f"{study_dir}: no manifest.json; is this a study folder?") from e
-    except ValueError as e:
-        raise UserInputError(f"{study_dir}: manifest.json is not valid: {e}") from e
+    except ValueError as e:  # it names the file and what is wrong
+        raise UserInputError(str(e)) from e
     copy = study_dir / "study.yaml"
     try:
         old_plan = Plan.model_validate_json((study_dir / "plan.json").read_text("utf-8"))

@@ -256,6 +256,17 @@ def test_an_error_is_printed_once_with_its_exit_code(tmp_path: Path) -> None:
     assert proc.stdout == ""
 
 
+@pytest.mark.parametrize("command", ["status", "resume"])
+def test_an_invalid_manifest_is_named_once(tmp_path: Path, command: str) -> None:
+    (tmp_path / "manifest.json").write_text('{"study": 3}')
+    (tmp_path / "plan.json").write_text("{}")
+    (tmp_path / "study.yaml").write_text("name: x\n")
+    proc = harness("study", command, str(tmp_path))
+    assert proc.returncode == ExitCode.USAGE, proc.stdout + proc.stderr
+    assert proc.stderr.count(str(tmp_path)) == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: {tmp_path / 'manifest.json'}: does not validate")
+
+
 @pytest.mark.slow
 def test_an_input_failure_in_the_agent_is_said_once(tmp_path: Path) -> None:
     """The run's failure line and the stop are each printed once, without class names."""
