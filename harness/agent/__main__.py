@@ -14,8 +14,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.config.load import load_experiment
-from harness.errors import HarnessError, RunFailure, StorageProblem, UserInputError
+from harness.errors import (
+    EnvironmentProblem,
+    HarnessError,
+    RunFailure,
+    StorageProblem,
+    UserInputError,
+)
 from harness.results.io import atomic_write_json, read_model
+from harness.results.reasons import FailureReason
 from harness.results.schema import RunError, RunInfo, RunSpec
 
 EXIT_FAILED = 1
@@ -64,6 +71,17 @@ def _spec_from_experiment(path: Path) -> RunSpec:
         model_path=exp.model,
         runner="single",
     )
+
+
+def _reason(error: HarnessError) -> str:
+    """The failure reason recorded for one of the project's own errors."""
+    if isinstance(error, RunFailure):
+        return error.reason
+    if isinstance(error, UserInputError):
+        return FailureReason.INPUT_INVALID
+    if isinstance(error, EnvironmentProblem):
+        return FailureReason.ENVIRONMENT
+    return FailureReason.AGENT_ERROR
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,14 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         elif isinstance(e, StorageProblem):
             reason, code = "storage_error", EXIT_STORAGE
         elif isinstance(e, HarnessError):
-            reason, code = getattr(e, "reason", type(e).__name__), EXIT_FAILED
+            reason, code = _reason(e), EXIT_FAILED
         elif isinstance(e, MemoryError):
             reason, code = "out_of_memory", EXIT_FAILED
         else:
             reason, code = "agent_exception", EXIT_FAILED
         if isinstance(e, SystemExit):
             raise
-        message = f"{type(e).__name__}: {e}"
+        # the project's own messages are written for people; another exception's class names it
+        message = str(e) if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
         print(f"[agent] failed ({reason}): {message}", file=sys.stderr, flush=True)
         try:
             atomic_write_json(

@@ -861,8 +861,8 @@ def resume_study(
         manifest = manifest_io.load(study_dir)
     except FileNotFoundError as e:
         raise UserInputError(f"{study_dir}: no manifest.json; is this a study folder?") from e
-    except ValueError as e:
-        raise UserInputError(f"{study_dir}: manifest.json is not valid: {e}") from e
+    except ValueError as e:  # it names the file and what is wrong
+        raise UserInputError(str(e)) from e
     copy = study_dir / "study.yaml"
     try:
         old_plan = Plan.model_validate_json((study_dir / "plan.json").read_text("utf-8"))
@@ -911,14 +911,16 @@ def resume_study(
             )
         notes += _apply_change(study_dir, manifest, plan, source, differences)
 
-    if runner is None:
-        runner = manifest.runner if manifest.runner in ("docker", "local") else None
-    runtime, why = _runtime(runner or study.execution.runner)
+    kept = manifest.runner if runner is None and manifest.runner in ("docker", "local") else None
+    runtime, why = _runtime(kept or runner or study.execution.runner)
+    if kept:  # say why it was chosen then, not that it was requested now
+        why = f"the runner this study last ran with: {manifest.runner_reason or 'reason unknown'}"
+    else:
+        manifest.runner_reason = f"resumed: {why}"
     if manifest.runner and runtime.name != manifest.runner:
         notes.append(f"this study ran with the {manifest.runner} runner; continuing with "
                      f"{runtime.name} makes its runs less comparable")
     manifest.runner = runtime.name
-    manifest.runner_reason = f"resumed: {why}"
     run = StudyRun(study, plan, study_dir, runtime, manifest, report=report,
                    keep_failed=keep_failed, base_dir=base)
     todo = len(run.pending())

@@ -1,0 +1,62 @@
+"""The ``harness`` command line; the only place that turns errors into text and exit codes.
+
+Each command group lives in its own module and only parses options, calls the library and
+renders what comes back (``render``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+import harness
+from harness.cli import bundle, doctor, images, report, study
+from harness.cli.render import console, err_console
+from harness.errors import HarnessError
+from harness.results.reasons import ExitCode
+
+app = typer.Typer(
+    name="harness",
+    help="Measure the energy, throughput and latency of LLM inference, one container per run.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(study.app, name="study")
+app.add_typer(images.app, name="images")
+app.add_typer(doctor.model_app, name="model")
+app.add_typer(bundle.app, name="bundle")
+app.command("report")(report.report_cmd)
+app.command("doctor")(doctor.doctor)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        console.print(f"harness {harness.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version.", callback=_print_version,
+                     is_eager=True),
+    ] = False,
+) -> None:
+    """Measure the energy, throughput and latency of LLM inference, one container per run."""
+
+
+def main() -> None:
+    """Entry point of the ``harness`` console script: errors become one line and an exit code."""
+    try:
+        app()  # standalone: typer prints usage errors (exit 2) and handles Exit itself
+    except HarnessError as e:
+        err_console.print(f"[red]error:[/] {escape(str(e))}")
+        sys.exit(ExitCode(e.exit_code))
+    except KeyboardInterrupt:
+        err_console.print("[red]interrupted[/]")
+        sys.exit(ExitCode.INTERRUPTED)

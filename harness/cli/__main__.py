@@ -1,0 +1,5 @@
+"""``python -m harness.cli``: the same as the ``harness`` console script."""
+
+from harness.cli import main
+
+main()

@@ -1,0 +1,64 @@
+"""``harness images``: build the backend images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from harness.cli.options import DEFAULT_BACKEND, BackendOpt, DeviceOpt, backend_devices
+from harness.cli.render import console
+from harness.errors import UserInputError
+
+app = typer.Typer(help="Build the backend images.", no_args_is_help=True)
+
+
+def _pairs(backend: str | None, device: str | None, study: Path | None) -> list[tuple[str, str]]:
+    """The (backend, device) images to build: one named, or each one a study uses."""
+    if study is None:
+        backend, device = backend or DEFAULT_BACKEND, device or "cpu"
+        devices = backend_devices()[backend]
+        if device not in devices:
+            raise UserInputError(f"--device: backend {backend!r} has no {device!r} image "
+                                 f"(devices with an image: {', '.join(devices) or 'none'})")
+        return [(backend, device)]
+    if backend is not None or device is not None:
+        raise UserInputError("--study: give either --study or --backend/--device, not both")
+    from harness.config.load import plan_study
+    from harness.controller.study import images_needed
+
+    pairs = images_needed(*plan_study(study))
+    if not pairs:
+        console.print(f"{escape(str(study))}: every run uses an image named in its `images:` "
+                      "block; nothing to build")
+    return pairs
+
+
+@app.command("build")
+def images_build(
+    backend: BackendOpt = None,
+    device: DeviceOpt = None,
+    study: Annotated[
+        Path | None,
+        typer.Option(help="Build every default image this study's runs use "
+                     "(not with --backend/--device)."),
+    ] = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Registry-less: Debian base + host wheelhouse.")
+    ] = False,
+) -> None:
+    """Build backend images through the Docker engine."""
+    from harness.controller.images import build_image, image_tag, variant
+
+    repo_root = Path(__file__).resolve().parents[2]
+    for name, dev in _pairs(backend, device, study):
+        registry_less = offline
+        if offline and study is not None and not variant(name, dev).offline:
+            registry_less = False  # a study may mix CPU images and vendor-based CUDA ones
+            console.print(f"{image_tag(name, dev)} has no registry-less recipe: building it from "
+                          f"its vendor base {variant(name, dev).base}")
+        info = build_image(name, dev, offline=registry_less, repo_root=repo_root,
+                           progress=lambda line: console.print(line, markup=False))
+        console.print(f"[green]built[/] {info.tag} ({info.id})")

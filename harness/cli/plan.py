@@ -1,0 +1,215 @@
+"""``harness study plan``: validate a study and show its runs, in full or summarised."""
+
+from __future__ import annotations
+
+import csv
+import io
+import textwrap
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from harness.cli.options import PlanFormat, StudyFileArg, choice, choices
+from harness.cli.render import Col, console, emit, err_console, fitted, fmt, param_col
+from harness.errors import UserInputError
+
+if TYPE_CHECKING:
+    from harness.config.experiment import Experiment
+    from harness.config.sweep import Plan
+
+#: plans with more runs than this are summarised unless --all is given
+SUMMARY_RUNS = 300
+#: runs shown at each end of a summarised plan
+ENDS = 5
+#: values listed per swept axis in a summary
+VALUES_SHOWN = 12
+#: the experiment fields every plan row shows, with their headers
+FIXED = {"backend": "backend", "device": "device", "precision": "precision", "batch_size": "batch"}
+HEAD = [Col("number", "#", spec=""), Col("run_id", "run", spec="", left=True),
+        Col("cycle", "cycle", spec="")]
+
+
+def study_plan(
+    file: StudyFileArg,
+    all_runs: Annotated[bool, typer.Option("--all", help="Print every run, however many.")] = False,
+    fmt_: Annotated[
+        PlanFormat,
+        typer.Option("--format", parser=choice(choices(PlanFormat)), metavar="table|json|csv",
+                     help="table: for people; json or csv: the full plan, for programs."),
+    ] = "table",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the full plan to this file (.json or .csv) "
+                     "instead of standard output."),
+    ] = None,
+) -> None:
+    """Validate a study and show its runs without starting anything."""
+    from harness.config.load import plan_study, read_yaml
+
+    if _is_experiment(read_yaml(file)):
+        _single_experiment(file)
+        return
+    study, plan = plan_study(file)
+    if output is not None and fmt_ == "table":
+        fmt_ = _format_of(output)
+    if fmt_ == "table":
+        _show(plan, all_runs=all_runs)
+        _footer(plan, console.print)
+        return
+    text = plan.model_dump_json(indent=2) + "\n" if fmt_ == "json" else _csv(plan)
+    if output is None:
+        console.file.write(text)
+        _footer(plan, err_console.print)  # standard output holds only the plan
+        return
+    from harness.results.io import atomic_write_text
+
+    atomic_write_text(output, text)
+    _footer(plan, console.print)
+    console.print(f"wrote the plan ({fmt_}) to {escape(str(output))}")
+
+
+def _format_of(output: Path) -> PlanFormat:
+    """The format an output file's name asks for."""
+    suffix = output.suffix.lower()
+    if suffix == ".json":
+        return "json"
+    if suffix == ".csv":
+        return "csv"
+    raise UserInputError(f"--output {output}: give --format json or csv (or name a .json or "
+                         ".csv file)")
+
+
+def _is_experiment(data: Any) -> bool:
+    """Whether a file's content is a single experiment rather than a study."""
+    return (isinstance(data, dict) and "model" in data
+            and not {"experiment", "sweep", "name"} & data.keys())
+
+
+def _single_experiment(file: Path) -> None:
+    """Validate a single-experiment file and say how to run it."""
+    from harness.config.load import load_experiment
+
+    exp = load_experiment(file)
+    tag = exp.spec.image_tag(exp.device)
+    compose = ([f"or with Compose (image {tag}; docker-compose for Compose v1):",
+                f"  {_compose_command(file, tag)}"] if tag else
+               [f"(backend {exp.backend} has no image for {exp.device}: the local runner runs it)"])
+    emit([f"{file} is one experiment, not a study:", f"  {_describe(exp)}.",
+          "Run it with:", f"  harness run {file}", *compose,
+          "To sweep it, write a study: these fields under `experiment:`, and a `sweep:`."])
+
+
+def _describe(exp: Experiment) -> str:
+    return (f"experiment {exp.id}, {exp.backend} on {exp.device}, {exp.precision}, "
+            f"batch {exp.batch_size}, model {exp.model}")
+
+
+def _compose_command(file: Path, tag: str) -> str:
+    """The Compose command that runs ``file`` in the service of image ``tag``."""
+    import yaml
+
+    import harness
+
+    compose = Path(harness.__file__).resolve().parent.parent / "compose.yaml"
+    service = "SERVICE"
+    try:
+        services = yaml.safe_load(compose.read_text(encoding="utf-8"))["services"]
+        service = next(name for name, s in services.items() if s.get("image") == tag)
+    except (OSError, yaml.YAMLError, KeyError, TypeError, StopIteration):
+        compose = Path("compose.yaml")  # not a checkout: the user's own compose file
+    path = file.resolve()
+    if path.is_relative_to(compose.parent.resolve()):
+        shown = f"./{path.relative_to(compose.parent.resolve())}"
+    else:
+        shown = str(path)
+    where = "" if Path.cwd().resolve() == compose.parent.resolve() else f" -f {compose}"
+    return f"EXPERIMENT={shown} docker compose{where} run --rm {service}"
+
+
+def _extra_axes(plan: Plan) -> list[str]:
+    return [a for a in plan.axes if a not in FIXED]
+
+
+def _rows(plan: Plan, runs: list[Any]) -> list[dict[str, Any]]:
+    """One row per run: its position, id, cycle, the fixed fields and the other swept axes."""
+    extra = _extra_axes(plan)
+    by_id = {p.id: p for p in plan.experiments}
+    rows = []
+    for run in runs:
+        p = by_id[run.experiment_id]
+        e = p.experiment
+        rows.append({
+            "number": run.position + 1, "position": run.position, "run_id": run.run_id,
+            "cycle": run.cycle,
+            "experiment_id": run.experiment_id,
+            **{f"param.{k}": getattr(e, k) for k in FIXED},
+            **{f"param.{a}": p.params.get(a) for a in extra},
+        })
+    return rows
+
+
+def _params(plan: Plan) -> list[Col]:
+    fixed = [Col(f"param.{k}", header, spec="", unknown="-") for k, header in FIXED.items()]
+    return fixed + [param_col(a) for a in _extra_axes(plan)]
+
+
+def _show(plan: Plan, *, all_runs: bool) -> None:
+    """Every run, or past SUMMARY_RUNS a summary with the first and last runs."""
+    console.print(f"Plan of study [bold]{escape(plan.study)}[/]:")
+    runs = plan.runs
+    if all_runs or len(runs) <= SUMMARY_RUNS:
+        emit(fitted(_rows(plan, runs), HEAD, _params(plan), [], width=console.width).lines())
+        return
+    _summary(plan)
+    console.print(f"the first and last {ENDS} runs (--all: every run; --format json|csv: the "
+                  "full plan):")
+    grid = fitted(_rows(plan, [*runs[:ENDS], *runs[-ENDS:]]), HEAD, _params(plan), [],
+                  width=console.width)
+    lines = list(grid.lines())
+    emit([*lines[:2 + ENDS], "...", *lines[2 + ENDS:]])
+
+
+def _summary(plan: Plan) -> None:
+    """How many runs each swept value and each backend/device gets."""
+    per_experiment = Counter(r.experiment_id for r in plan.runs)
+    values: dict[str, Counter[str]] = {a: Counter() for a in plan.axes}
+    placements: Counter[str] = Counter()
+    for p in plan.experiments:
+        n = per_experiment[p.id]
+        placements[f"{p.experiment.backend}/{p.experiment.device}"] += n
+        for axis, counter in values.items():
+            counter[fmt(p.params.get(axis), "", "-")] += n
+    lines = ["runs per value of each swept axis:"]
+    for axis, counter in values.items():
+        shown = [f"{v}: {n}" for v, n in counter.items()][:VALUES_SHOWN]
+        more = len(counter) - len(shown)
+        lines.append(f"  {axis}: {', '.join(shown)}" + (f", ... {more} more values" if more else ""))
+    lines.append("runs per backend/device: " + ", ".join(f"{k}: {n}" for k, n in placements.items()))
+    emit(wrapped for line in lines
+         for wrapped in textwrap.wrap(line, console.width, subsequent_indent="      "))
+
+
+def _footer(plan: Plan, say: Callable[..., Any]) -> None:
+    """The plan's warnings and its size."""
+    for warning in plan.warnings:
+        say(f"[yellow]warning:[/] {escape(warning)}")
+    say(f"{len(plan.experiments)} experiments x {plan.execution.cycles} cycles = "
+        f"[bold]{len(plan.runs)} runs[/] (order: {plan.execution.order})")
+
+
+def _csv(plan: Plan) -> str:
+    """The plan as CSV: one row per run with its experiment's fields and swept values."""
+    extra = _extra_axes(plan)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["position", "run_id", "experiment_id", "cycle", *FIXED, *extra])
+    for row in _rows(plan, plan.runs):
+        writer.writerow([row["position"], row["run_id"], row["experiment_id"], row["cycle"],
+                         *(row[f"param.{k}"] for k in FIXED),
+                         *("" if row[f"param.{a}"] is None else row[f"param.{a}"]
+                           for a in extra)])
+    return out.getvalue()

@@ -1,0 +1,301 @@
+"""The command line: typed choices, plan output at any size, tables that fit, errors said once."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from _synthetic import make_study
+from typer.testing import CliRunner
+
+from harness.cli import app
+from harness.cli.options import backend_devices
+from harness.cli.render import Col, Grid, StudyDisplay, fitted
+from harness.config.sweep import Plan
+from harness.results.events import StudyAborted, StudyInterrupted
+from harness.results.headline import HEADLINE
+from harness.results.reasons import ExitCode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def flat(text: str) -> str:
+    """Output with the boxes and line breaks of typer's error panels taken out."""
+    return " ".join(text.replace("│", " ").split())
+
+
+def harness(*args: str, cwd: Path = REPO, columns: int = 80) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": str(columns), "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=600)
+
+
+# -- typed choices -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["study", "run", "s.yaml", "--runner", "dokcer"],
+     "'dokcer' is not one of auto, docker, local (did you mean 'docker'?)"),
+    (["images", "build", "--backend", "vlm"], "(did you mean 'vllm'?)"),
+    (["images", "build", "--device", "cdua"],
+     "'cdua' is not one of cpu, cuda (did you mean 'cuda'?)"),
+    (["study", "plan", "s.yaml", "--format", "jsn"], "(did you mean 'json'?)"),
+])
+def test_a_bad_choice_is_refused_with_the_closest(args: list[str], expected: str) -> None:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert expected in flat(result.output)
+
+
+def test_backend_choices_and_default_come_from_the_backends_table() -> None:
+    text = flat(CliRunner().invoke(app, ["images", "build", "--help"]).output)
+    names = list(backend_devices())
+    assert "|".join(names) in text
+    assert f"(default {names[0]})" in text
+
+
+def test_runner_is_a_typed_choice_everywhere_it_is_taken() -> None:
+    for command in (["study", "run"], ["study", "resume"], ["bundle", "reproduce"]):
+        text = flat(CliRunner().invoke(app, [*command, "--help"]).output)
+        assert "auto|docker|local" in text, command
+
+
+# -- study plan ---------------------------------------------------------------------------------
+
+
+def test_plan_of_a_single_experiment_says_how_to_run_it() -> None:
+    proc = harness("study", "plan", "studies/experiment-cpu.yaml")
+    assert proc.returncode == 0, proc.stderr
+    assert "studies/experiment-cpu.yaml is one experiment, not a study" in proc.stdout
+    assert "harness run studies/experiment-cpu.yaml" in proc.stdout
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]
+    assert compose["pytorch"]["image"] == "harness/pytorch:cpu"
+    assert ("EXPERIMENT=./studies/experiment-cpu.yaml docker compose run --rm pytorch"
+            in proc.stdout)
+
+
+def test_plan_of_an_invalid_experiment_file_fails_with_its_problems(tmp_path: Path) -> None:
+    bad = tmp_path / "e.yaml"
+    bad.write_text("model: m\nbatch_size: 0\n")
+    proc = harness("study", "plan", str(bad))
+    assert proc.returncode == ExitCode.USAGE
+    assert f"{bad}: batch_size:" in proc.stderr
+    assert proc.stderr.count("error:") == 1
+
+
+def big_study(tmp_path: Path) -> Path:
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "big",
+        "experiment": {"model": "m", "device": "cpu", "precision": "fp32"},
+        "sweep": {"batch_size": list(range(1, 21)), "workload.seed": list(range(25)),
+                  "precision": ["fp32", "bf16"]},
+        "execution": {"cycles": 1, "max_runs": 5000},
+    }))
+    return path
+
+
+def test_a_large_plan_is_summarised(tmp_path: Path) -> None:
+    proc = harness("study", "plan", str(big_study(tmp_path)))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "1000 experiments x 1 cycles = 1000 runs" in out
+    assert "  precision: fp32: 500, bf16: 500" in out
+    assert "runs per backend/device: pytorch/cpu: 1000" in out
+    assert "  batch_size: 1: 50, 2: 50," in out and "... 8 more values" in out
+    rows = [line for line in out.splitlines() if line.strip()[:1].isdigit() and "-c1" in line]
+    assert [r.split()[0] for r in rows] == ["1", "2", "3", "4", "5",
+                                            "996", "997", "998", "999", "1000"]
+    assert all(len(line) <= 80 for line in out.splitlines()), out
+
+
+def test_plan_all_prints_every_run(tmp_path: Path) -> None:
+    proc = harness("study", "plan", str(big_study(tmp_path)), "--all")
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "-c1 " in line]
+    assert len(rows) == 1000
+
+
+def test_plan_as_json_and_csv(tmp_path: Path) -> None:
+    study = big_study(tmp_path)
+    as_json = harness("study", "plan", str(study), "--format", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    plan = Plan.model_validate_json(as_json.stdout)  # standard output holds only the plan
+    assert len(plan.runs) == 1000 and "1000 runs" in as_json.stderr
+    as_csv = harness("study", "plan", str(study), "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert len(rows) == 1000
+    first = rows[0]
+    assert first["run_id"] == plan.runs[0].run_id and first["position"] == "0"
+    experiment = plan.experiment(plan.runs[0].experiment_id)
+    assert (first["backend"], first["device"]) == (experiment.backend, experiment.device)
+    assert first["workload.seed"] == str(experiment.workload.seed)
+    written = harness("study", "plan", str(study), "--output", str(tmp_path / "plan.csv"))
+    assert written.returncode == 0, written.stderr
+    assert (tmp_path / "plan.csv").read_text() == as_csv.stdout
+    harness("study", "plan", str(study), "-o", str(tmp_path / "plan.json"))
+    assert Plan.model_validate_json((tmp_path / "plan.json").read_text()) == plan
+    unknown = harness("study", "plan", str(study), "-o", str(tmp_path / "plan.txt"))
+    assert unknown.returncode == ExitCode.USAGE and "--format json or csv" in unknown.stderr
+
+
+# -- tables that fit ----------------------------------------------------------------------------
+
+
+def test_grid_never_cuts_a_cell_and_fitted_drops_columns_to_fit() -> None:
+    rows = [{"run": "abc-c1", "param.a": 1, "param.b": "fp16", "param.c": 32,
+             "x": 139456.25, "y": 0.000123456, "z": None}]
+    head = [Col("run", "run", left=True)]
+    params = [Col(f"param.{k}", k) for k in "abc"]
+    tail = [Col("x", "throughput", ".1f"), Col("y", "energy", ".4g"), Col("z", "latency")]
+    wide = fitted(rows, head, params, tail, width=200)
+    assert [c.header for c in wide.cols] == ["run", "a", "b", "c", "throughput", "energy",
+                                            "latency"]
+    narrow = fitted(rows, head, params, tail, width=40)
+    lines = list(narrow.lines())
+    assert all(len(line) <= 40 for line in lines), lines
+    assert "139456.2" in lines[2] and "0.0001235" in lines[2] and "1/fp16/32" in lines[2]
+    assert "setup = a/b/c" in lines and any("not shown: latency" in line for line in lines)
+    tiny = fitted(rows, head, params, tail, width=5)  # nothing fits: numbers stay whole
+    assert "139456.2" in list(tiny.lines())[2]
+    assert Grid.of(head, []).width() == len("run")
+
+
+@pytest.fixture(scope="module")
+def three_axis_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_study(
+        tmp_path_factory.mktemp("cli"), cycles=1, failed=1,
+        sweep={"batch_size": [1, 32], "precision": ["fp16", "bf16"],
+               "backend": ["pytorch", "vllm"]},
+        j_factors={"batch_size": {32: 0.0001234567}},
+        tps_factors={"batch_size": {32: 1394.56789}, "backend": {"vllm": 1.7}},
+    )
+
+
+def run_lines(out: str, run_ids: list[str]) -> dict[str, str]:
+    lines = {line.split()[0]: line for line in out.splitlines() if line.split()}
+    return {run_id: lines[run_id] for run_id in run_ids}
+
+
+def test_results_table_after_a_study_fits_80_columns(three_axis_study: Path) -> None:
+    import pandas as pd
+
+    # nothing left to run (the failed run is kept): the results at once
+    proc = harness("study", "resume", str(three_axis_study), "--keep-failed")
+    assert proc.returncode == ExitCode.FAILED, proc.stdout + proc.stderr  # one run failed
+    assert all(len(line) <= 80 for line in proc.stdout.splitlines()), proc.stdout
+    assert "…" not in proc.stdout
+    table = pd.read_csv(three_axis_study / "results.csv")
+    done = table[table["status"] == "done"]
+    shown = run_lines(proc.stdout, list(table["run_id"]))
+    for _, row in done.iterrows():
+        line = shown[row["run_id"]]
+        assert format(row["output_tokens_per_s"], ".1f") in line, line
+        assert format(row["j_per_output_token"], ".4g") in line, line
+        assert f"{row['param.backend']}/{row['param.precision']}/{row['param.batch_size']}" \
+            in line or row["param.backend"] in line
+    assert "failed" in shown[table[table["status"] == "failed"]["run_id"].iloc[0]]
+
+
+def test_resume_says_why_its_runner_was_chosen(three_axis_study: Path) -> None:
+    proc = harness("study", "resume", str(three_axis_study), "--keep-failed")
+    # the study began with the local runner (the synthetic manifest's reason: "synthetic")
+    assert "Runner: local (the runner this study last ran with: synthetic)" in proc.stdout
+    assert "requested" not in proc.stdout
+
+
+def test_results_table_wide_shows_every_headline_figure(three_axis_study: Path) -> None:
+    proc = harness("study", "resume", str(three_axis_study), "--keep-failed", "--wide")
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("run "))
+    for metric in HEADLINE:
+        assert metric.short in header
+    for axis in ("batch_size", "precision", "backend"):
+        assert axis in header
+
+
+def test_status_fits_80_columns(three_axis_study: Path) -> None:
+    from harness.controller.manifest import load
+
+    proc = harness("study", "status", str(three_axis_study))
+    assert proc.returncode == 0, proc.stderr
+    assert all(len(line) <= 80 for line in proc.stdout.splitlines()), proc.stdout
+    manifest = load(three_axis_study)
+    shown = run_lines(proc.stdout, [r.run_id for r in manifest.runs])
+    for rec in manifest.runs:
+        if rec.status == "done":
+            assert format(rec.headline["output_tokens_per_s"], ".1f") in shown[rec.run_id]
+    assert "failed: " in proc.stdout and "(agent_exit)" in proc.stdout
+    wide = harness("study", "status", str(three_axis_study), "--wide")
+    assert "attempts" in wide.stdout and "synthetic failure" not in wide.stdout
+
+
+# -- each error said once -----------------------------------------------------------------------
+
+
+def test_a_stopped_study_is_reported_by_the_error_alone(capsys: pytest.CaptureFixture) -> None:
+    display = StudyDisplay()
+    display(StudyAborted("stopped after 2 consecutive failed runs"))
+    display(StudyInterrupted("interrupted by SIGINT"))
+    display.legacy("aborted", {"message": "the disk is full"})
+    display.close()
+    assert capsys.readouterr().out == ""
+    assert display.stopped == "the disk is full"
+
+
+def test_an_error_is_printed_once_with_its_exit_code(tmp_path: Path) -> None:
+    proc = harness("study", "status", str(tmp_path))
+    assert proc.returncode == ExitCode.USAGE
+    assert proc.stderr.count("no manifest.json") == 1 and proc.stderr.count("error:") == 1
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["status", "resume"])
+def test_an_invalid_manifest_is_named_once(tmp_path: Path, command: str) -> None:
+    (tmp_path / "manifest.json").write_text('{"study": 3}')
+    (tmp_path / "plan.json").write_text("{}")
+    (tmp_path / "study.yaml").write_text("name: x\n")
+    proc = harness("study", command, str(tmp_path))
+    assert proc.returncode == ExitCode.USAGE, proc.stdout + proc.stderr
+    assert proc.stderr.count(str(tmp_path)) == 1, proc.stderr
+    assert proc.stderr.startswith(f"error: {tmp_path / 'manifest.json'}: does not validate")
+
+
+@pytest.mark.slow
+def test_an_input_failure_in_the_agent_is_said_once(tmp_path: Path) -> None:
+    """The run's failure line and the stop are each printed once, without class names."""
+    from harness.models import write_tiny_model
+
+    model = write_tiny_model(tmp_path / "tiny")
+    missing = tmp_path / "nowhere" / "prompts.jsonl"
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "once",
+        "experiment": {
+            "model": str(model), "device": "cpu", "precision": "fp32", "batch_size": 1,
+            "workload": {"dataset": str(missing), "num_prompts": 2, "input_tokens": 8,
+                         "output_tokens": 2},
+            "measurement": {"warmup_batches": 0, "baseline_s": 0, "min_window_s": 0,
+                            "prefill_split": False},
+        },
+        "sweep": {"batch_size": [1, 2]},
+        "execution": {"cycles": 1, "runner": "local", "max_consecutive_failures": 1},
+        "output_dir": str(tmp_path / "results"),
+    }))
+    proc = harness("study", "run", str(study), cwd=tmp_path, columns=200)
+    both = proc.stdout + proc.stderr
+    assert proc.returncode == ExitCode.ABORTED, both
+    assert "UserInputError" not in both
+    assert both.count("cannot read the prompt file") == 1, both
+    assert both.count("consecutive failed runs") == 1, both
+    (study_dir,) = (tmp_path / "results").iterdir()
+    (run_dir,) = [p for p in (study_dir / "runs").iterdir() if (p / "error.json").exists()]
+    error = json.loads((run_dir / "error.json").read_text())
+    assert error["reason"] == "input_invalid"
+    assert error["message"] == f"{missing}: cannot read the prompt file (No such file or directory)"
