@@ -852,9 +852,9 @@ def reproduce(
     from harness.analysis.table import collect
     from harness.config.load import load_study
     from harness.config.sweep import Plan, expand
-    from harness.controller import manifest as manifest_io
     from harness.controller.runtimes import select_runtime
     from harness.controller.study import StudyRun, new_study_dir
+    from harness.results import manifest as manifest_io
     from harness.results.io import atomic_write_json
 
     if runs is not None and runs < 1:

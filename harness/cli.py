@@ -270,7 +270,7 @@ def study_resume(
 @study_app.command("status")
 def study_status(directory: Annotated[Path, typer.Argument(help="A study results folder.")]) -> None:
     """Show the state of a study from its manifest."""
-    from harness.controller.manifest import load
+    from harness.results.manifest import load
 
     try:
         manifest = load(directory)
@@ -294,7 +294,7 @@ def study_status(directory: Annotated[Path, typer.Argument(help="A study results
     console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
     if manifest.message:
         console.print(escape(manifest.message), highlight=False)
-    from harness.controller.manifest import StudyLock, is_running
+    from harness.results.manifest import StudyLock, is_running
 
     if is_running(directory):
         console.print(f"a controller is running it ({StudyLock(directory).holder() or 'unknown'})")

@@ -25,7 +25,6 @@ from typing import Any
 
 from harness.config.study import Study
 from harness.config.sweep import Plan, PlannedRun
-from harness.controller import manifest as manifest_io
 from harness.controller.images import image_tag
 from harness.controller.runtimes.base import RunJob, RunOutcome, Runtime
 from harness.controller.secrets import Scrubber, forwarded_env
@@ -37,6 +36,7 @@ from harness.errors import (
     StorageProblem,
     UserInputError,
 )
+from harness.results import manifest as manifest_io
 from harness.results.io import atomic_write_json, atomic_write_text, read_model
 from harness.results.schema import (
     ExperimentResult,

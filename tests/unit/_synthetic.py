@@ -11,7 +11,7 @@ import yaml
 
 from harness.config.study import Study
 from harness.config.sweep import expand
-from harness.controller import manifest as mio
+from harness.results import manifest as mio
 from harness.results.io import atomic_write_json
 from harness.results.schema import (
     DeviceEnergy,

@@ -10,11 +10,11 @@ import pytest
 import yaml
 from _synthetic import make_study
 
-from harness.controller import manifest as mio
 from harness.controller.runtimes.base import RunOutcome
 from harness.controller.secrets import REDACTED, Scrubber, forwarded_env, secret_values
 from harness.controller.study import EXIT_STORAGE, RESERVE, classify, resume_study
 from harness.errors import StorageProblem, UserInputError
+from harness.results import manifest as mio
 from harness.results.io import atomic_write_text
 
 SWEEP = {"batch_size": [1, 2]}

@@ -99,9 +99,9 @@ def test_real_host_without_a_driver_is_unchecked() -> None:
 def test_study_run_records_the_cooldown_per_run(host: Host, tmp_path) -> None:
     from harness.config.study import Study
     from harness.config.sweep import expand
-    from harness.controller.manifest import new_manifest
     from harness.controller.runtimes.base import RunOutcome
     from harness.controller.study import StudyRun
+    from harness.results.manifest import new_manifest
 
     class NoRuntime:
         name = "stub"
