@@ -43,6 +43,7 @@ from pydantic import ValidationError
 import harness
 from harness.controller.secrets import REDACTED  # one marker: the controller's scrubbing is idempotent here
 from harness.errors import EnvironmentProblem, HarnessError, UserInputError
+from harness.results.reasons import ExitCode
 from harness.results.schema import (
     MANIFEST_SCHEMA_VERSION,
     RESULT_SCHEMA_VERSION,
@@ -151,7 +152,7 @@ def find_secrets(text: str) -> list[str]:
 class BundleInvalid(HarnessError):
     """A bundle failed verification; each problem says which file and why."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
     def __init__(self, message: str, *, problems: list[str]) -> None:
         super().__init__(message)

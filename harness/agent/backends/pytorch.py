@@ -8,6 +8,7 @@ from typing import Any, ClassVar, cast
 from harness.agent.backends.base import Backend, RequestTiming
 from harness.config.backends import PytorchOptions
 from harness.errors import EnvironmentProblem, RunFailure
+from harness.results.reasons import FailureReason
 
 _DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -63,7 +64,8 @@ class PytorchBackend(Backend):
                 model_path, dtype=dtype, attn_implementation=opts.attn_implementation
             )
         except OSError as e:
-            raise RunFailure(f"model {model_path!r} cannot be loaded: {e}", reason="model_not_found") from e
+            raise RunFailure(f"model {model_path!r} cannot be loaded: {e}",
+                             reason=FailureReason.MODEL_NOT_FOUND) from e
         self.model.to(exp.device)  # type: ignore[arg-type]
         self.model.eval()
         if opts.torch_compile:
@@ -115,7 +117,7 @@ class PytorchBackend(Backend):
         if new_tokens != max_new_tokens:
             raise RunFailure(
                 f"generated {new_tokens} tokens per request, expected {max_new_tokens}",
-                reason="token_count_mismatch",
+                reason=FailureReason.TOKEN_COUNT_MISMATCH,
             )
         return [
             RequestTiming(

@@ -36,6 +36,7 @@ from harness.agent.backends.base import Backend, RequestTiming
 from harness.config.backends import BACKENDS, TensorrtLlmOptions, cache_root
 from harness.config.experiment import Decoding, Experiment
 from harness.errors import EnvironmentProblem, RunFailure
+from harness.results.reasons import FailureReason
 
 NAME = "tensorrt_llm"
 #: the options' quantization -> TensorRT-LLM's QuantAlgo member name
@@ -258,7 +259,7 @@ class TensorrtLlmBackend(Backend):
         if model_dir is None:
             raise RunFailure(
                 f"model {model_path!r} is neither a folder nor in the local Hugging Face cache",
-                reason="model_not_found",
+                reason=FailureReason.MODEL_NOT_FOUND,
             )
         self._config = weights.model_config(model_dir)
         self._counts = weights.parameter_counts(model_dir)
@@ -283,7 +284,8 @@ class TensorrtLlmBackend(Backend):
                 self._load_engine(args, llmapi, model_dir, version)
         except (OSError, ValueError, RuntimeError) as e:
             raise RunFailure(
-                f"TensorRT-LLM could not build or start the engine: {e}", reason="engine_start_failed"
+                f"TensorRT-LLM could not build or start the engine: {e}",
+                reason=FailureReason.ENGINE_START_FAILED,
             ) from e
         self._tokenizer = self._llm.tokenizer
         self._loop = asyncio.new_event_loop()
@@ -354,7 +356,7 @@ class TensorrtLlmBackend(Backend):
             if len(times) != max_new_tokens:
                 raise RunFailure(
                     f"request {i} generated {len(times)} tokens, expected {max_new_tokens}",
-                    reason="token_count_mismatch",
+                    reason=FailureReason.TOKEN_COUNT_MISMATCH,
                 )
             timings.append(RequestTiming(len(prompt), len(times), start, end, times))
         return timings

@@ -19,6 +19,7 @@ from harness.agent.backends.base import Backend, RequestTiming
 from harness.config.backends import BACKENDS, VLLM_DTYPES, VllmOptions
 from harness.config.experiment import Decoding, Experiment
 from harness.errors import EnvironmentProblem, RunFailure
+from harness.results.reasons import FailureReason
 
 GIB = 1024**3
 
@@ -101,7 +102,7 @@ class VllmBackend(Backend):
         if model_dir is None:
             raise RunFailure(
                 f"model {model_path!r} is neither a folder nor in the local Hugging Face cache",
-                reason="model_not_found",
+                reason=FailureReason.MODEL_NOT_FOUND,
             )
         self._config = weights.model_config(model_dir)
         self._counts = weights.parameter_counts(model_dir)
@@ -109,7 +110,8 @@ class VllmBackend(Backend):
         try:
             self._llm = vllm.LLM(**self._kwargs)
         except (OSError, ValueError, RuntimeError) as e:
-            raise RunFailure(f"vLLM could not start the engine: {e}", reason="engine_start_failed") from e
+            raise RunFailure(f"vLLM could not start the engine: {e}",
+                             reason=FailureReason.ENGINE_START_FAILED) from e
         self._engine_start_s = time.perf_counter() - t0
         self._tokenizer = self._llm.get_tokenizer()
 
@@ -152,7 +154,7 @@ class VllmBackend(Backend):
             if got != max_new_tokens or rid not in ends:
                 raise RunFailure(
                     f"request {rid} generated {got} tokens, expected {max_new_tokens}",
-                    reason="token_count_mismatch",
+                    reason=FailureReason.TOKEN_COUNT_MISMATCH,
                 )
             timings.append(
                 RequestTiming(
@@ -173,7 +175,7 @@ class VllmBackend(Backend):
         for rid in ours:
             if engine_id.startswith(rid + "-"):
                 return rid
-        raise RunFailure(f"vLLM returned an unknown request {engine_id!r}", reason="engine_error")
+        raise RunFailure(f"vLLM returned an unknown request {engine_id!r}", reason=FailureReason.ENGINE_ERROR)
 
     def unload(self) -> None:
         """Shut the engine's processes down and drop it."""
