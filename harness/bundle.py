@@ -41,8 +41,10 @@ import pandas as pd
 from pydantic import ValidationError
 
 import harness
+from harness.config.experiment import Runner
 from harness.controller.secrets import REDACTED  # one marker: the controller's scrubbing is idempotent here
 from harness.errors import EnvironmentProblem, HarnessError, UserInputError
+from harness.results.events import Observer, ignore
 from harness.results.reasons import ExitCode
 from harness.results.schema import (
     MANIFEST_SCHEMA_VERSION,
@@ -843,9 +845,10 @@ def reproduce(
     bundle: Path,
     *,
     runs: int | None = None,
-    runner: str | None = None,
+    runner: Runner | None = None,
     output_dir: Path | None = None,
     progress: Callable[[str, dict[str, Any]], None] | None = None,
+    observer: Observer = ignore,
 ) -> Reproduction:
     """Verify a bundle, re-run its study (or a sample) with the same images, and compare."""
     from harness.analysis import report as report_mod
@@ -853,15 +856,14 @@ def reproduce(
     from harness.analysis.table import collect
     from harness.config.load import load_study
     from harness.config.sweep import Plan, expand
+    from harness.controller.lifecycle import new_study_dir
+    from harness.controller.loop import StudyRun
     from harness.controller.runtimes import select_runtime
-    from harness.controller.study import StudyRun, new_study_dir
     from harness.results import manifest as manifest_io
     from harness.results.io import atomic_write_json
 
     if runs is not None and runs < 1:
         raise UserInputError(f"--runs: expected at least 1, got {runs}")
-    if runner is not None and runner not in ("auto", "docker", "local"):
-        raise UserInputError(f"--runner: expected auto, docker or local, got {runner!r}")
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="harness-reproduce-") as tmp:
         root = extract(Path(bundle), Path(tmp))
@@ -929,7 +931,7 @@ def reproduce(
         progress("info", {"study_dir": new_dir, "runner": runtime.name, "why": why,
                           "runs": len(chosen), "of": len(plan.runs)})
     final = StudyRun(study, sub_plan, new_dir, runtime, new_manifest,
-                     report=progress).execute()
+                     observer=observer).execute()
     rep = report_mod.build(new_dir)
     comparison = compare(original, rep.summary)
     comparison.to_csv(new_dir / "comparison.csv", index=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +15,11 @@ from rich.table import Table
 
 import harness
 from harness.errors import HarnessError, Interrupted, UserInputError
+from harness.results import events
+from harness.results.reasons import FailureReason
+
+if TYPE_CHECKING:
+    from harness.config.experiment import Runner
 
 app = typer.Typer(
     name="harness",
@@ -95,6 +100,18 @@ def study_plan(file: Annotated[Path, typer.Argument(help="The study YAML file.")
     )
 
 
+def _run_line(rec: Any) -> str:
+    """One line for a finished run: its headline figures, or why it failed."""
+    if rec.status == "done":
+        h = rec.headline
+        return (
+            f"[green]done[/]   {rec.run_id}  {_fmt(h.get('output_tokens_per_s'), '.1f')} tok/s"
+            f"  {_fmt(h.get('j_per_output_token'))} J/tok"
+            f"  e2e p50 {_fmt(h.get('e2e_p50_s'))} s  ({rec.duration_s:.1f} s)"
+        )
+    return f"[red]{rec.status}[/] {rec.run_id}  {rec.reason}: {escape(rec.message or '')}"
+
+
 class _StudyDisplay:
     """A progress bar for the study and one line per run."""
 
@@ -107,49 +124,58 @@ class _StudyDisplay:
             console=console,
         )
         self.task: Any = None
+        self.engine_waiting = False
 
-    def __call__(self, event: str, data: dict[str, Any]) -> None:
+    def __call__(self, event: events.Event) -> None:
         p = self.progress
-        if event == "start":
+        if isinstance(event, events.StudyStarted):
             p.start()
-            self.task = p.add_task("study", total=data["total"], completed=data["total"] - data["todo"])
-        elif event == "run_start":
-            run, exp = data["run"], data["experiment"]
+            self.task = p.add_task("study", total=event.total, completed=event.total - event.todo)
+        elif isinstance(event, events.RunStarted):
+            run, exp = event.run, event.experiment
             p.update(
                 self.task,
                 description=f"{run.run_id} {exp.backend}/{exp.precision}/bs{exp.batch_size}",
             )
-        elif event == "run_end":
-            rec = data["record"]
-            if rec.status == "done":
-                h = rec.headline
-                line = (
-                    f"[green]done[/]   {rec.run_id}  {_fmt(h.get('output_tokens_per_s'), '.1f')} tok/s"
-                    f"  {_fmt(h.get('j_per_output_token'))} J/tok"
-                    f"  e2e p50 {_fmt(h.get('e2e_p50_s'))} s  ({rec.duration_s:.1f} s)"
-                )
-            else:
-                line = (f"[red]{rec.status}[/] {rec.run_id}  {rec.reason}: "
-                        f"{escape(rec.message or '')}")
-            p.console.print(line)
+        elif isinstance(event, events.RunFinished):
+            p.console.print(_run_line(event.record))
             p.advance(self.task)
-        elif event == "gap":
-            p.update(self.task, description=f"pause {data['seconds']:.0f} s")
-        elif event == "aborted":
-            p.console.print(f"[red]{escape(data['message'])}[/]")
-        elif event == "interrupt":
-            if data["force"]:
-                p.console.print(f"[red]{data['signal']} again: killing the run in flight[/]")
+            self.engine_waiting = False
+        elif isinstance(event, events.Pause):
+            p.update(self.task, description=f"pause {event.seconds:.0f} s")
+        elif isinstance(event, events.StudyAborted):
+            p.console.print(f"[red]{escape(event.message)}[/]")
+        elif isinstance(event, events.StudyInterrupted):
+            pass  # the command's closing error says it
+        else:
+            self._notice(event)
+
+    def _notice(self, event: events.Event) -> None:
+        """Events that print a line of their own: signals, recovery, a lost engine, notes."""
+        p = self.progress
+        if isinstance(event, events.SignalReceived):
+            if event.force:
+                p.console.print(f"[red]{event.signal} again: killing the run in flight[/]")
             else:
-                p.console.print(f"[yellow]{data['signal']}: stopping the run in flight "
+                p.console.print(f"[yellow]{event.signal}: stopping the run in flight "
                                 "gracefully (press Ctrl+C again to force)[/]")
-        elif event == "orphan":
-            p.console.print(f"[yellow]found container {data['container']} of run "
-                            f"{data['run_id']} left by a lost controller (pid {data['pid']}); "
-                            "stopping and removing it[/]")
-        elif event == "recovered":
-            p.console.print(f"recovered {data['run_id']}: {data['status']} "
-                            f"({escape(data['message'] or '')})", highlight=False)
+        elif isinstance(event, events.OrphanFound):
+            p.console.print(f"[yellow]found container {event.container} of run "
+                            f"{event.run_id} left by a lost controller (pid "
+                            f"{event.controller_pid}); stopping and removing it[/]")
+        elif isinstance(event, events.RunRecovered):
+            p.console.print(f"recovered {event.run_id}: {event.status} "
+                            f"({escape(event.message or '')})", highlight=False)
+        elif isinstance(event, events.EngineWaiting):
+            if not self.engine_waiting:
+                p.console.print(f"[yellow]{escape(event.message)}; waiting up to "
+                                f"{event.limit_s:.0f} s for it (execution.engine_wait_s)[/]",
+                                highlight=False)
+                self.engine_waiting = True
+            if self.task is not None:
+                p.update(self.task, description=f"engine gone {event.waited_s:.0f} s")
+        elif isinstance(event, events.Note):
+            p.console.print(f"[yellow]note:[/] {escape(event.message)}", highlight=False)
 
     def close(self) -> None:
         self.progress.stop()
@@ -195,6 +221,13 @@ KeepFailedOpt = Annotated[
 ]
 
 
+def _runner(text: str | None) -> Runner | None:
+    """The --runner option as a typed choice (None: the study's own)."""
+    from harness.controller.runtimes import parse_runner
+
+    return parse_runner(text) if text is not None else None
+
+
 def _execute(prepared: Any, display: _StudyDisplay) -> None:
     """Run a prepared study, show its results, and exit non-zero unless it completed."""
     from harness.errors import StudyAborted
@@ -210,13 +243,14 @@ def _execute(prepared: Any, display: _StudyDisplay) -> None:
     finally:
         display.close()
     if final.state == "aborted":
-        raise StudyAborted(f"{final.message}; finished runs are kept. Continue with: "
-                           f"harness study resume {prepared.study_dir}")
+        raise StudyAborted(final.message or f"the study in {prepared.study_dir} stopped early")
     _results_table(prepared.study_dir)
     done = sum(r.status == "done" for r in final.runs)
     console.print(f"{done}/{len(final.runs)} runs done; state {final.state}; "
                   f"results in {prepared.study_dir}")
     if final.state != "complete":
+        if final.message:
+            console.print(escape(final.message), highlight=False)
         raise typer.Exit(1)
 
 
@@ -227,44 +261,68 @@ def study_run(
     output_dir: Annotated[
         Path | None, typer.Option("--output-dir", help="Where study folders are created.")
     ] = None,
-    resume: Annotated[
-        Path | None,
-        typer.Option("--resume", help="Continue this study folder instead of starting anew."),
-    ] = None,
-    force: ForceOpt = False,
-    keep_failed: KeepFailedOpt = False,
 ) -> None:
     """Run every planned run of a study, one container per run."""
-    from harness.controller.study import resume_study, start_study
+    from harness.controller.lifecycle import start_study
 
     display = _StudyDisplay()
-    if resume is None:
-        if force or keep_failed:
-            raise UserInputError("--force and --keep-failed apply only with --resume DIR")
-        prepared = start_study(file, runner=runner, output_dir=output_dir, report=display)
-    else:
-        if output_dir is not None:
-            raise UserInputError("--output-dir does not apply with --resume: the study "
-                                 "continues in its folder")
-        prepared = resume_study(resume, file=file, runner=runner, force=force,
-                                keep_failed=keep_failed, report=display)
+    prepared = start_study(file, runner=_runner(runner), output_dir=output_dir, observer=display)
     _execute(prepared, display)
 
 
 @study_app.command("resume")
 def study_resume(
     directory: Annotated[Path, typer.Argument(help="A study results folder to continue.")],
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="Continue with this (fixed) study file instead of the "
+                     "folder's study.yaml; a changed study needs --force."),
+    ] = None,
     runner: RunnerOpt = None,
     force: ForceOpt = False,
     keep_failed: KeepFailedOpt = False,
 ) -> None:
     """Continue a study: done runs are kept, interrupted and failed ones run again."""
-    from harness.controller.study import resume_study
+    from harness.controller.lifecycle import resume_study
 
     display = _StudyDisplay()
-    prepared = resume_study(directory, runner=runner, force=force, keep_failed=keep_failed,
-                            report=display)
+    prepared = resume_study(directory, file=file, runner=_runner(runner), force=force,
+                            keep_failed=keep_failed, observer=display)
     _execute(prepared, display)
+
+
+@app.command("run")
+def run_cmd(
+    file: Annotated[Path, typer.Argument(help="A single-experiment YAML file.")],
+    runner: Annotated[
+        str | None, typer.Option("--runner", help="auto | docker | local (default auto)")
+    ] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", help="Where the run folder EXPID-STAMP is created "
+                     "(default results/single)."),
+    ] = None,
+) -> None:
+    """Run one experiment without a study (same agent and runners); exit 4 if it fails."""
+    from harness.controller.single import prepare_experiment
+    from harness.errors import RunFailure
+
+    single = prepare_experiment(file, runner=_runner(runner), output_dir=output_dir,
+                                observer=_StudyDisplay())
+    exp = single.experiment
+    console.print(f"Experiment [bold]{exp.id}[/] ({exp.backend}/{exp.precision}/"
+                  f"bs{exp.batch_size} on {exp.device}) -> {single.run_dir}")
+    console.print(f"Runner: [bold]{single.runtime.name}[/] ({escape(single.runner_why)})")
+    for note in single.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    record = single.execute()
+    console.print(_run_line(record), highlight=False)
+    if record.status == "interrupted":
+        raise Interrupted(f"interrupted; partial files are in {single.run_dir}")
+    if record.status != "done":
+        raise RunFailure(f"the run failed ({record.reason}); its log and error.json are in "
+                         f"{single.run_dir}", reason=record.reason or FailureReason.AGENT_ERROR)
+    console.print(f"result: {single.run_dir / 'result.json'}")
 
 
 @study_app.command("status")
@@ -325,7 +383,7 @@ def images_build(
         if backend is not None or device is not None:
             raise UserInputError("--study: give either --study or --backend/--device, not both")
         from harness.config.load import plan_study
-        from harness.controller.study import images_needed
+        from harness.controller.preflight import images_needed
 
         pairs = images_needed(*plan_study(study))
         if not pairs:
@@ -508,11 +566,10 @@ def bundle_reproduce(
         if event == "info":
             console.print(f"Reproducing {data['runs']} of {data['of']} runs -> {data['study_dir']}")
             console.print(f"Runner: [bold]{data['runner']}[/] ({escape(data['why'])})")
-        else:
-            display(event, data)
 
     try:
-        rep = reproduce(file, runs=runs, runner=runner, output_dir=output_dir, progress=progress)
+        rep = reproduce(file, runs=runs, runner=_runner(runner), output_dir=output_dir,
+                        progress=progress, observer=display)
     finally:
         display.close()
     for note in rep.notes:

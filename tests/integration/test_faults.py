@@ -36,8 +36,9 @@ import docker.errors
 import pytest
 
 from harness.config.load import plan_study
-from harness.controller.study import resume_study, start_study
+from harness.controller.lifecycle import resume_study, start_study
 from harness.errors import StorageProblem, UserInputError
+from harness.results.events import Event, OrphanFound, RunRecovered, ignore
 from harness.results.io import read_model
 from harness.results.schema import ExperimentResult, Manifest, RunError
 
@@ -254,10 +255,10 @@ def run_in_process(study: Study, inject: Callable[[], None] | None = None,
             injector.check()
 
 
-def resume_in_process(study: Study, events: list[tuple[str, dict[str, Any]]] | None = None,
+def resume_in_process(study: Study, events: list[Event] | None = None,
                       **kwargs: Any) -> Manifest:
-    report = (lambda event, data: events.append((event, data))) if events is not None else None
-    return resume_study(study.dir, report=report, **kwargs).run.execute()
+    observer = events.append if events is not None else ignore
+    return resume_study(study.dir, observer=observer, **kwargs).run.execute()
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -475,11 +476,11 @@ def test_controller_killed_mid_run(tmp_path, docker_client, pytorch_cpu_image, t
     assert "no controller is running it" in status.stdout, status.stdout
     before = done_snapshot(study)
     fix_prompts(model)  # the stray still hangs on the old pipe
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[Event] = []
     resume_in_process(study, events)
-    assert ("orphan", victim) in [(e, d.get("run_id")) for e, d in events]
-    assert ("recovered", victim, "interrupted") in [
-        (e, d.get("run_id"), d.get("status")) for e, d in events]
+    assert victim in [e.run_id for e in events if isinstance(e, OrphanFound)]
+    assert (victim, "interrupted") in [
+        (e.run_id, e.status) for e in events if isinstance(e, RunRecovered)]
     aside = study.dir / "runs" / ".attempts" / f"{victim}-attempt1"
     assert read_model(aside / "error.json", RunError).reason == "controller_lost"
     assert "[agent] run" in (aside / "container.log").read_text()  # the stray's log was kept
@@ -503,10 +504,10 @@ def test_controller_killed_after_the_result_was_written(tmp_path, docker_client,
     written = result.stat().st_mtime_ns
     assert study.manifest().record(victim).status == "running"
     before = done_snapshot(study)
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[Event] = []
     resume_in_process(study, events)
-    assert ("recovered", victim, "done") in [
-        (e, d.get("run_id"), d.get("status")) for e, d in events]
+    assert (victim, "done") in [
+        (e.run_id, e.status) for e in events if isinstance(e, RunRecovered)]
     manifest = check_complete(docker_client, study, before)
     rec = manifest.record(victim)
     assert rec.attempts == 1 and result.stat().st_mtime_ns == written, "the finished run re-ran"
