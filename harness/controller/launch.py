@@ -13,7 +13,7 @@ from typing import Any
 from harness.config.experiment import Experiment
 from harness.config.study import Execution
 from harness.controller.engine import wait_for_engine
-from harness.controller.outcome import Classified, classify, keep_log, write_error
+from harness.controller.outcome import Classified, classify, keep_log, mark_done, write_error
 from harness.controller.preflight import image_for, locate_model
 from harness.controller.runtimes.base import RunJob, RunOutcome, Runtime
 from harness.controller.secrets import Scrubber, forwarded_env
@@ -21,8 +21,9 @@ from harness.controller.thermal import cooldown, host_gpu_uuids
 from harness.errors import EngineUnavailable, RunFailure, StorageProblem
 from harness.results.events import Observer
 from harness.results.io import atomic_write_json
+from harness.results.manifest import now_iso
 from harness.results.reasons import FailureReason
-from harness.results.schema import ImageInfo, RunInfo, RunSpec
+from harness.results.schema import ImageInfo, RunInfo, RunRecord, RunSpec
 
 
 @dataclass
@@ -35,6 +36,28 @@ class Attempt:
     thermal: dict[str, Any] = field(default_factory=dict)
     #: the engine went away during the attempt and did not answer within engine_wait_s
     engine_gone: bool = False
+
+
+def record_attempt(record: RunRecord, attempt: Attempt, *, stopping: bool) -> None:
+    """Fill a run's record from its attempt: done, failed, or interrupted (when stopping)."""
+    outcome = attempt.outcome
+    record.finished_at = now_iso()
+    record.duration_s = outcome.duration_s
+    record.exit_code = outcome.exit_code
+    record.container_id = outcome.container_id
+    record.image = attempt.image
+    record.thermal = attempt.thermal
+    result, reason, message = attempt.verdict
+    if result is not None:
+        mark_done(record, result, record.finished_at)
+        if outcome.exit_code not in (0, None):
+            record.message = (f"result complete; the agent then exited with code "
+                              f"{outcome.exit_code}")
+        return
+    record.reason = reason
+    record.message = message
+    record.status = ("interrupted" if stopping and reason == FailureReason.INTERRUPTED
+                     else "failed")
 
 
 class Launcher:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from harness.config.study import Study
 from harness.config.sweep import Plan, PlannedRun
-from harness.controller.launch import Launcher
+from harness.controller.launch import Launcher, record_attempt
 from harness.controller.outcome import mark_done, read_result
 from harness.controller.placement import assign_gpus
 from harness.controller.recovery import Recovery
@@ -292,29 +292,11 @@ class StudyRun:
                        cycle=planned.cycle, run_id=planned.run_id)
         attempt = self.launcher.attempt(info, exp, run_dir, gpus)
         self._engine_gone = attempt.engine_gone
-        outcome = attempt.outcome
-        record.thermal = attempt.thermal
-        record.finished_at = manifest_io.now_iso()
-        record.duration_s = outcome.duration_s
-        record.exit_code = outcome.exit_code
-        record.container_id = outcome.container_id
-        record.image = attempt.image
-        result, reason, message = attempt.verdict
-        if result is not None:
-            mark_done(record, result, record.finished_at)
-            if outcome.exit_code not in (0, None):
-                record.message = (f"result complete; the agent then exited with code "
-                                  f"{outcome.exit_code}")
-        elif reason == FailureReason.INTERRUPTED and self.stopping:
-            record.status = "interrupted"
-            record.reason = reason
+        record_attempt(record, attempt, stopping=self.stopping)
+        if record.status == "interrupted":
             aside = set_aside(self.dir, planned.run_id, f"attempt{record.attempts}")
             self._aside[planned.run_id] = aside
-            record.message = f"{message}; its partial files are in {aside}"
-        else:
-            record.status = "failed"
-            record.reason = reason
-            record.message = message
+            record.message = f"{record.message}; its partial files are in {aside}"
         self.save()
-        self.observer(events.RunFinished(planned, record, result))
+        self.observer(events.RunFinished(planned, record, attempt.verdict.result))
         return record

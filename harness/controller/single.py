@@ -13,9 +13,8 @@ from pathlib import Path
 from harness.config.experiment import Experiment, Runner
 from harness.config.load import load_experiment
 from harness.config.study import Execution
-from harness.controller.launch import Launcher
+from harness.controller.launch import Launcher, record_attempt
 from harness.controller.lifecycle import new_study_dir
-from harness.controller.outcome import mark_done
 from harness.controller.placement import assign_gpus
 from harness.controller.preflight import preflight
 from harness.controller.runtimes import select_runtime
@@ -23,7 +22,6 @@ from harness.controller.runtimes.base import Runtime
 from harness.controller.signals import SignalWatch
 from harness.results import events
 from harness.results.manifest import now_iso
-from harness.results.reasons import FailureReason
 from harness.results.schema import ExperimentResult, RunInfo, RunRecord
 
 #: the study name single runs carry (in their results and container labels)
@@ -63,22 +61,8 @@ class SingleRun:
         info = RunInfo(study=SINGLE, experiment_id=exp.id, cycle=1, run_id=run_dir.name)
         with SignalWatch(self.runtime, self.observer, stop).installed():
             attempt = launcher.attempt(info, exp, run_dir, assign_gpus(self.execution, exp))
-        outcome = attempt.outcome
-        record.finished_at = now_iso()
-        record.duration_s = outcome.duration_s
-        record.exit_code = outcome.exit_code
-        record.container_id = outcome.container_id
-        record.image = attempt.image
-        record.thermal = attempt.thermal
-        result, reason, message = attempt.verdict
-        if result is not None:
-            mark_done(record, result, record.finished_at)
-        else:
-            interrupted = reason == FailureReason.INTERRUPTED and stop.is_set()
-            record.status = "interrupted" if interrupted else "failed"
-            record.reason = reason
-            record.message = message
-        self.result = result
+        record_attempt(record, attempt, stopping=stop.is_set())
+        self.result = attempt.verdict.result
         return record
 
 

@@ -689,7 +689,8 @@ def test_secret_reaches_the_agent_only_through_its_environment(
 
 def test_containers_are_hardened(tmp_path, docker_client, pytorch_cpu_image, tiny_model):
     from harness.controller.runtimes.base import RunJob
-    from harness.controller.runtimes.docker import DockerRuntime, container_problems
+    from harness.controller.runtimes.docker import DockerRuntime
+    from harness.controller.runtimes.hardening import container_problems
 
     hf_home = tmp_path / "hf"
     (hf_home / "hub").mkdir(parents=True)
