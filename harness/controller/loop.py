@@ -171,7 +171,7 @@ class StudyRun:
                 break
             if self._engine_gone:
                 return self._abort(
-                    f"stopped: the {self.runtime.name} engine did not answer within "
+                    f"stopped: the container engine did not answer within "
                     f"execution.engine_wait_s ({ex.engine_wait_s:g} s); run {planned.run_id} is "
                     f"marked {record.reason}")
             consecutive = consecutive + 1 if record.status == "failed" else 0
