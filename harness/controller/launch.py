@@ -5,6 +5,7 @@ Shared by the study loop and ``harness run``: the same agent, runtimes and failu
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,7 +152,10 @@ class Launcher:
                        thermal, gone)
 
     def _engine_back(self, run_id: str, run_dir: Path, outcome: RunOutcome) -> bool:
-        """Wait for a lost engine; once back, take the run's container's exit code and log."""
+        """Wait for a lost engine; once back, reap what it left of this controller's runs.
+
+        The run's own container gives its exit code and log.
+        """
         if not wait_for_engine(self.runtime, self.execution.engine_wait_s, self.observer,
                                sleep=self.sleep, stopping=self.stopping):
             return False
@@ -159,10 +163,13 @@ class Launcher:
             orphans = self.runtime.find_orphans(self.study)
         except EngineUnavailable:
             return False  # it went away again
+        runs = run_dir.resolve().parent
         for orphan in orphans:
-            if orphan.run_id != run_id or orphan.run_dir != run_dir.resolve():
-                continue
+            if orphan.controller_pid != os.getpid() or orphan.run_dir.parent != runs:
+                continue  # another controller's, or another folder's
             code, log = self.runtime.reap(orphan)
+            if orphan.run_id != run_id:
+                continue  # an earlier run's container the engine kept from being removed
             outcome.exit_code = code
             outcome.container_id = orphan.container_id
             outcome.error = (f"{outcome.error}; once it answered again, the run's container "

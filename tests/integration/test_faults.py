@@ -515,6 +515,66 @@ def test_controller_killed_after_the_result_was_written(tmp_path, docker_client,
     assert (study.dir / "runs" / victim / "container.log").is_file()
 
 
+# -- a Docker engine that goes away --------------------------------------------------------------
+
+DOCKER_PID = Path("/var/run/docker.pid")
+
+
+def wait_for_an_idle_engine(client, timeout_s: float = 600) -> None:
+    """The engine is shared: never restart it while anything else runs a container on it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        others = [c.name for c in client.containers.list()]
+        if not others:
+            return
+        if time.monotonic() > deadline:
+            pytest.skip(f"other containers keep running on this engine ({', '.join(others)}); "
+                        "restarting it would break them")
+        time.sleep(5)
+
+
+def ensure_engine() -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(REPO / "scripts" / "ensure-docker.sh")],
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_docker_engine_restarted_mid_run(tmp_path, docker_client, pytorch_cpu_image, tiny_model):
+    if os.getuid() != 0 or not DOCKER_PID.is_file():
+        pytest.skip("restarting the Docker engine needs root and its pid file /var/run/docker.pid")
+    model = model_copy(tiny_model, tmp_path / "model")
+    study = Study(tmp_path, "engine", model, "workload.dataset",
+                  ["synthetic", hanging_prompts(model)], top="include: [{batch_size: 2}]\n",
+                  extra="  engine_wait_s: 240\n")
+    first, victim, last = study.run_ids
+    restarted: list[subprocess.CompletedProcess[str]] = []
+
+    def restart_engine() -> None:
+        container = wait_for(lambda: running_container(docker_client, study, victim),
+                             "run 2's container")
+        wait_for(lambda: b"[agent] run" in container.logs(), "the agent to start")
+        pid = int(DOCKER_PID.read_text().strip())
+        os.kill(pid, signal.SIGTERM)  # the engine stops its containers and exits
+        wait_for(lambda: not Path(f"/proc/{pid}").exists(), "dockerd to exit", timeout=90)
+        time.sleep(3)  # the controller finds no engine for a while
+        restarted.append(ensure_engine())
+
+    wait_for_an_idle_engine(docker_client)
+    try:
+        final = run_in_process(study, restart_engine)
+    finally:
+        if not restarted or restarted[0].returncode != 0:
+            ensure_engine()  # never leave the shared engine down
+    assert restarted[0].returncode == 0, restarted[0].stdout + restarted[0].stderr
+    assert final.state == "incomplete", final.message  # it waited and went on
+    before = check_fault(docker_client, study, victim, "engine_unavailable", done=[first, last])
+    rec = study.manifest().record(victim)
+    assert "stopped answering" in rec.message and "exited with code" in rec.message
+    assert "[agent] run" in (study.dir / "runs" / victim / "container.log").read_text()
+    fix_prompts(model)
+    resume_in_process(study)
+    check_complete(docker_client, study, before)
+
+
 # -- storage -----------------------------------------------------------------------------------
 
 

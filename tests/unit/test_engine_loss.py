@@ -18,6 +18,7 @@ from harness.config.study import Study
 from harness.config.sweep import expand
 from harness.controller.engine import wait_for_engine
 from harness.controller.loop import StudyRun
+from harness.controller.runtimes.base import RunJob
 from harness.controller.runtimes.docker import DockerRuntime
 from harness.errors import EngineUnavailable
 from harness.results import events
@@ -32,6 +33,7 @@ class Engine:
         self.up = True
         self.now = 0.0
         self.down_during_wait = True
+        self.down_at_remove = False
         self.back_after_s: float | None = None  # when it answers again after going down
         self.containers: list[Container] = []
         self.removed: list[str] = []
@@ -89,6 +91,8 @@ class Container:
         self.status = "exited"
 
     def remove(self, force: bool = False) -> None:
+        if self.engine.down_at_remove:
+            self.engine.up = self.engine.down_at_remove = False
         self.engine.check()
         self.engine.containers.remove(self)
         self.engine.removed.append(self.id)
@@ -168,15 +172,16 @@ def test_the_wait_gives_up_after_its_limit(tmp_path):
                                clock=lambda: engine.now, stopping=lambda: True)
 
 
+def job_in(run_dir: Path) -> RunJob:
+    run_dir.mkdir()
+    return RunJob(run_id="r-c1", study="s", run_dir=run_dir, image="img", model_host_path=None,
+                  model_ref="m", hf_cache=None, gpus=[], device="cpu", timeout_s=600)
+
+
 def test_a_run_in_flight_when_the_engine_goes(tmp_path):
     engine = Engine()
     runtime = DockerRuntime(client=Client(engine), cache_dir=tmp_path)
-    run_dir = tmp_path / "r-c1"
-    run_dir.mkdir()
-    from harness.controller.runtimes.base import RunJob
-
-    job = RunJob(run_id="r-c1", study="s", run_dir=run_dir, image="img", model_host_path=None,
-                 model_ref="m", hf_cache=None, gpus=[], device="cpu", timeout_s=600)
+    job = job_in(tmp_path / "r-c1")
     outcome = runtime.run(job)  # no raw ConnectionError, even from the clean-up
     assert outcome.reason == FailureReason.ENGINE_UNAVAILABLE
     assert outcome.container_id and "stopped answering" in (outcome.error or "")
@@ -186,6 +191,17 @@ def test_a_run_in_flight_when_the_engine_goes(tmp_path):
     assert orphan.run_id == "r-c1" and not orphan.running
     assert runtime.reap(orphan) == (130, b"[agent] run: stopped by signal SIGTERM\n")
     assert engine.containers == []
+
+
+def test_an_engine_that_goes_as_the_run_ends(tmp_path):
+    engine = Engine()
+    engine.down_during_wait, engine.down_at_remove = False, True
+    runtime = DockerRuntime(client=Client(engine), cache_dir=tmp_path)
+    run_dir = tmp_path / "r-c1"
+    outcome = runtime.run(job_in(run_dir))
+    assert outcome.exit_code == 130 and outcome.reason == FailureReason.ENGINE_UNAVAILABLE
+    assert "as the run ended" in (outcome.error or "")
+    assert (run_dir / "container.log").is_file() and len(engine.containers) == 1
 
 
 def test_the_study_goes_on_once_the_engine_is_back(tmp_path):

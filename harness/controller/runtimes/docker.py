@@ -87,14 +87,17 @@ def _save_log(outcome: RunOutcome, path: Path, log: bytes) -> None:
         outcome.error = f"cannot write {path}: {e.strerror or e}"
 
 
-def _remove(container: Any) -> None:
-    """Remove a container; one that is gone, or an engine that does not answer, is left be."""
+def _remove(container: Any) -> Exception | None:
+    """Remove a container; the engine's error if it did not answer (the container then stays)."""
     import docker.errors
 
     try:
         container.remove(force=True)
-    except (docker.errors.APIError, *_engine_errors()):
-        pass  # a container left by a lost engine is reaped once it answers again
+    except docker.errors.APIError:
+        pass  # gone already
+    except _engine_errors() as e:
+        return e  # reaped once the engine answers again
+    return None
 
 
 def run_labels(job: RunJob) -> dict[str, str]:
@@ -239,11 +242,17 @@ class DockerRuntime:
         except _engine_errors() as e:
             return _engine_lost(start, None, None, e)
         try:
-            return self._supervise(container, job, info, start)
+            outcome = self._supervise(container, job, info, start)
         finally:
             with self._lock:
                 self._container = None
-            _remove(container)
+            lost = _remove(container)
+        if lost is not None and outcome.reason is None:
+            # it went away as the run ended (a restart stops containers first): the exit code
+            # may be the engine's doing, and the container is left for the reaper
+            outcome.reason = FailureReason.ENGINE_UNAVAILABLE
+            outcome.error = f"{_unavailable(lost)} as the run ended"
+        return outcome
 
     def _supervise(self, container: Any, job: RunJob, info: ImageInfo, start: float) -> RunOutcome:
         """Check, start and wait for a created container, then collect its outcome and log."""
