@@ -20,6 +20,7 @@ from harness.results.reasons import FailureReason
 
 if TYPE_CHECKING:
     from harness.config.experiment import Runner
+    from harness.results.schema import RunRecord
 
 app = typer.Typer(
     name="harness",
@@ -100,7 +101,7 @@ def study_plan(file: Annotated[Path, typer.Argument(help="The study YAML file.")
     )
 
 
-def _run_line(rec: Any) -> str:
+def _run_line(rec: RunRecord) -> str:
     """One line for a finished run: its headline figures, or why it failed."""
     if rec.status == "done":
         h = rec.headline
