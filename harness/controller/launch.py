@@ -6,6 +6,7 @@ Shared by the study loop and ``harness run``: the same agent, runtimes and failu
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,19 +153,30 @@ class Launcher:
                        thermal, gone)
 
     def _engine_back(self, run_id: str, run_dir: Path, outcome: RunOutcome) -> bool:
-        """Wait for a lost engine; once back, reap what it left of this controller's runs.
+        """Wait for a lost engine (execution.engine_wait_s); True once it is back for good.
 
-        The run's own container gives its exit code and log.
+        What it left of this controller's runs is then reaped; the run's own container gives
+        its exit code and log. An engine that answers and goes again (a restart under way) is
+        waited for again, within the same limit.
         """
-        if not wait_for_engine(self.runtime, self.execution.engine_wait_s, self.observer,
-                               sleep=self.sleep, stopping=self.stopping):
-            return False
-        try:
-            orphans = self.runtime.find_orphans(self.study)
-        except EngineUnavailable:
-            return False  # it went away again
+        limit_s = self.execution.engine_wait_s
+        began = time.monotonic()
+        while True:
+            left_s = limit_s - (time.monotonic() - began)
+            if not wait_for_engine(self.runtime, max(0.0, left_s), self.observer,
+                                   sleep=self.sleep, stopping=self.stopping):
+                return False
+            try:
+                self._reap_left(run_id, run_dir, outcome)
+                return True
+            except EngineUnavailable:
+                if left_s <= 0:
+                    return False
+
+    def _reap_left(self, run_id: str, run_dir: Path, outcome: RunOutcome) -> None:
+        """Reap the containers of this controller's runs in this folder that the engine kept."""
         runs = run_dir.resolve().parent
-        for orphan in orphans:
+        for orphan in self.runtime.find_orphans(self.study):
             if orphan.controller_pid != os.getpid() or orphan.run_dir.parent != runs:
                 continue  # another controller's, or another folder's
             code, log = self.runtime.reap(orphan)
@@ -176,4 +188,3 @@ class Launcher:
                              f"had exited with code {code}")
             if log:
                 keep_log(run_dir, log.decode("utf-8", "replace"))
-        return True

@@ -37,6 +37,8 @@ class Engine:
         self.back_after_s: float | None = None  # when it answers again after going down
         self.containers: list[Container] = []
         self.removed: list[str] = []
+        self.closed = 0  # pooled connections dropped by the client
+        self.goes_again = 0  # times it answers a ping, then goes again at the next request
 
     def check(self) -> None:
         if not self.up:
@@ -120,6 +122,11 @@ class Client:
 
             def list(self, **kwargs: Any) -> list[Container]:
                 client.engine.check()
+                if client.engine.goes_again and not client.engine.down_during_wait:
+                    client.engine.goes_again -= 1
+                    client.engine.up = False
+                    client.engine.back_after_s = client.engine.now + 3
+                    client.engine.check()
                 return list(client.engine.containers)
 
         self.images = Images()
@@ -128,6 +135,9 @@ class Client:
     def ping(self) -> bool:
         self.engine.check()
         return True
+
+    def close(self) -> None:
+        self.engine.closed += 1
 
 
 def study_run(tmp_path: Path, engine: Engine, wait_s: float,
@@ -204,9 +214,11 @@ def test_an_engine_that_goes_as_the_run_ends(tmp_path):
     assert (run_dir / "container.log").is_file() and len(engine.containers) == 1
 
 
-def test_the_study_goes_on_once_the_engine_is_back(tmp_path):
+@pytest.mark.parametrize("goes_again", [0, 1], ids=["back", "back-gone-back"])
+def test_the_study_goes_on_once_the_engine_is_back(tmp_path, goes_again):
     engine = Engine()
     engine.back_after_s = 4.0
+    engine.goes_again = goes_again  # a restart under way: answers, goes, answers for good
     seen: list[events.Event] = []
     run = study_run(tmp_path, engine, 120, seen)
     first, second = (r.run_id for r in run.plan.runs)
@@ -221,7 +233,9 @@ def test_the_study_goes_on_once_the_engine_is_back(tmp_path):
     assert error["reason"] == "engine_unavailable" and error["where"] == "controller"
     assert final.record(second).attempts == 1  # the study went on
     assert engine.containers == [], "what the restart left was reaped"
-    assert any(isinstance(e, events.EngineWaiting) for e in seen)
+    waits = [e for e in seen if isinstance(e, events.EngineWaiting)]
+    assert len(waits) == 2 + 2 * goes_again  # 2 s apart: 4 s, then 3 s more
+    assert engine.closed >= len(waits), "each ping is made on a new connection"
     assert mio.load(run.dir).state == "incomplete"
 
 

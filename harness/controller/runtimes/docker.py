@@ -153,8 +153,13 @@ class DockerRuntime:
         return self.image_info(image)
 
     def reconnect(self) -> None:
-        """Ping the engine; EngineUnavailable while it does not answer."""
+        """Ping the engine on a new connection; EngineUnavailable while it does not answer.
+
+        Pooled connections are dropped first: one still open to an engine that is shutting
+        down would answer although no new connection can reach it any more.
+        """
         try:
+            self.client.close()
             self.client.ping()
         except Exception as e:  # noqa: BLE001 - any failure means "no engine answers"
             raise _unavailable(e) from e
@@ -342,7 +347,10 @@ class DockerRuntime:
         return found
 
     def reap(self, orphan: Orphan) -> tuple[int | None, bytes]:
-        """Stop an orphan (SIGTERM, then SIGKILL), take its exit code and log, remove it."""
+        """Stop an orphan (SIGTERM, then SIGKILL), take its exit code and log, remove it.
+
+        Raises EngineUnavailable when the engine stops answering meanwhile.
+        """
         import docker.errors
 
         container = orphan.container
@@ -353,10 +361,13 @@ class DockerRuntime:
                 container.stop(timeout=STOP_GRACE_S)
             code = int(container.wait(timeout=STOP_GRACE_S + 60).get("StatusCode", -1))
             log = container.logs(stdout=True, stderr=True)
+        except _engine_errors() as e:
+            raise _unavailable(e) from e
         except (docker.errors.APIError, OSError, ValueError):
-            pass  # includes an engine that stopped answering (requests' errors are OSErrors)
-        finally:
-            _remove(container)
+            pass  # gone already, or its log cannot be read
+        lost = _remove(container)
+        if lost is not None:
+            raise _unavailable(lost) from lost
         return code, log
 
     def containers_of(self, study: str | None = None) -> list[Any]:
