@@ -229,16 +229,21 @@ def _runner(text: str | None) -> Runner | None:
     return parse_runner(text) if text is not None else None
 
 
+def _preamble(head: str, runner: str, why: str, notes: list[str]) -> None:
+    """What is about to run, with which runner and why, and the notes before it starts."""
+    console.print(head)
+    console.print(f"Runner: [bold]{runner}[/] ({escape(why)})")
+    for note in notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+
+
 def _execute(prepared: Any, display: _StudyDisplay) -> None:
     """Run a prepared study, show its results, and exit non-zero unless it completed."""
     from harness.errors import StudyAborted
 
     run = prepared.run
-    console.print(f"Study [bold]{run.study.name}[/]: {len(run.plan.runs)} runs -> "
-                  f"{prepared.study_dir}")
-    console.print(f"Runner: [bold]{run.runtime.name}[/] ({escape(prepared.runner_why)})")
-    for note in prepared.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    _preamble(f"Study [bold]{run.study.name}[/]: {len(run.plan.runs)} runs -> "
+              f"{prepared.study_dir}", run.runtime.name, prepared.runner_why, prepared.notes)
     try:
         final = run.execute()
     finally:
@@ -311,11 +316,9 @@ def run_cmd(
     single = prepare_experiment(file, runner=_runner(runner), output_dir=output_dir,
                                 observer=_StudyDisplay())
     exp = single.experiment
-    console.print(f"Experiment [bold]{exp.id}[/] ({exp.backend}/{exp.precision}/"
-                  f"bs{exp.batch_size} on {exp.device}) -> {single.run_dir}")
-    console.print(f"Runner: [bold]{single.runtime.name}[/] ({escape(single.runner_why)})")
-    for note in single.notes:
-        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    _preamble(f"Experiment [bold]{exp.id}[/] ({exp.backend}/{exp.precision}/"
+              f"bs{exp.batch_size} on {exp.device}) -> {single.run_dir}",
+              single.runtime.name, single.runner_why, single.notes)
     record = single.execute()
     console.print(_run_line(record), highlight=False)
     if record.status == "interrupted":
