@@ -5,17 +5,19 @@ Only ``harness.cli`` and the agent's entry point turn these into messages and ex
 
 from __future__ import annotations
 
+from harness.results.reasons import ExitCode, FailureReason
+
 
 class HarnessError(Exception):
     """Base of every error the harness raises on purpose."""
 
-    exit_code = 1
+    exit_code: ExitCode = ExitCode.FAILED
 
 
 class UserInputError(HarnessError):
     """The user's input (a study file, an option) is invalid; nothing was started."""
 
-    exit_code = 2
+    exit_code = ExitCode.USAGE
 
     def __init__(self, message: str, *, problems: list[str] | None = None) -> None:
         super().__init__(message)
@@ -31,19 +33,23 @@ class UserInputError(HarnessError):
 class EnvironmentProblem(HarnessError):
     """The machine lacks something the harness needs (engine, image, sensor, disk)."""
 
-    exit_code = 3
+    exit_code = ExitCode.ENVIRONMENT
 
 
 class StorageProblem(EnvironmentProblem):
     """The output folder cannot be written (full disk, read-only or missing folder)."""
 
 
+class EngineUnavailable(EnvironmentProblem):
+    """The container engine stopped answering (it was stopped, restarted or crashed)."""
+
+
 class RunFailure(HarnessError):
     """One run failed; the study may continue."""
 
-    exit_code = 4
+    exit_code = ExitCode.RUN_FAILED
 
-    def __init__(self, message: str, *, reason: str = "agent_error") -> None:
+    def __init__(self, message: str, *, reason: FailureReason = FailureReason.AGENT_ERROR) -> None:
         super().__init__(message)
         self.reason = reason
 
@@ -51,10 +57,10 @@ class RunFailure(HarnessError):
 class StudyAborted(HarnessError):
     """The study stopped before its plan was complete (failures, interruption, storage)."""
 
-    exit_code = 5
+    exit_code = ExitCode.ABORTED
 
 
 class Interrupted(HarnessError):
     """The user interrupted the study (Ctrl+C or SIGTERM)."""
 
-    exit_code = 130
+    exit_code = ExitCode.INTERRUPTED

@@ -22,13 +22,8 @@ from harness.errors import (
     UserInputError,
 )
 from harness.results.io import atomic_write_json, read_model
-from harness.results.reasons import FailureReason
+from harness.results.reasons import ExitCode, FailureReason
 from harness.results.schema import RunError, RunInfo, RunSpec
-
-EXIT_FAILED = 1
-EXIT_INTERRUPTED = 130
-#: the output folder could not be written (sysexits EX_IOERR); the controller stops the study
-EXIT_STORAGE = 74
 
 
 def _interrupt_on_sigterm() -> None:
@@ -73,15 +68,23 @@ def _spec_from_experiment(path: Path) -> RunSpec:
     )
 
 
-def _reason(error: HarnessError) -> str:
-    """The failure reason recorded for one of the project's own errors."""
+def failure_of(error: BaseException) -> tuple[FailureReason, ExitCode]:
+    """The reason recorded in error.json and the exit code for an error that ended the run."""
+    if isinstance(error, KeyboardInterrupt):
+        return FailureReason.INTERRUPTED, ExitCode.INTERRUPTED
+    if isinstance(error, StorageProblem):  # the controller stops the study on this code
+        return FailureReason.STORAGE_ERROR, ExitCode.STORAGE
     if isinstance(error, RunFailure):
-        return error.reason
+        return error.reason, ExitCode.FAILED
     if isinstance(error, UserInputError):
-        return FailureReason.INPUT_INVALID
+        return FailureReason.INPUT_INVALID, ExitCode.FAILED
     if isinstance(error, EnvironmentProblem):
-        return FailureReason.ENVIRONMENT
-    return FailureReason.AGENT_ERROR
+        return FailureReason.ENVIRONMENT, ExitCode.FAILED
+    if isinstance(error, HarnessError):
+        return FailureReason.AGENT_ERROR, ExitCode.FAILED
+    if isinstance(error, MemoryError):
+        return FailureReason.OUT_OF_MEMORY, ExitCode.FAILED
+    return FailureReason.AGENT_EXCEPTION, ExitCode.FAILED
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         if (out / "result.json").exists():
             raise RunFailure(
                 f"{out / 'result.json'} already exists; refusing to overwrite an earlier result",
-                reason="result_exists",
+                reason=FailureReason.RESULT_EXISTS,
             )
         if single is not None:
             spec = single
@@ -114,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 spec = read_model(config, RunSpec)
             except FileNotFoundError as e:
-                raise RunFailure(f"{config}: no run spec found", reason="config_missing") from e
+                raise RunFailure(f"{config}: no run spec found", reason=FailureReason.CONFIG_MISSING) from e
             except ValueError as e:
-                raise RunFailure(str(e), reason="config_invalid") from e
+                raise RunFailure(str(e), reason=FailureReason.CONFIG_INVALID) from e
         run_id = spec.run.run_id
         from harness.agent import protocol  # imported late: it pulls numpy and the sensors
 
@@ -129,18 +132,9 @@ def main(argv: list[str] | None = None) -> int:
             f"energy {result.energy.energy_method}",
             flush=True,
         )
-        return 0
+        return ExitCode.OK
     except BaseException as e:  # noqa: BLE001 - the boundary: everything becomes error.json
-        if isinstance(e, KeyboardInterrupt):
-            reason, code = "interrupted", EXIT_INTERRUPTED
-        elif isinstance(e, StorageProblem):
-            reason, code = "storage_error", EXIT_STORAGE
-        elif isinstance(e, HarnessError):
-            reason, code = _reason(e), EXIT_FAILED
-        elif isinstance(e, MemoryError):
-            reason, code = "out_of_memory", EXIT_FAILED
-        else:
-            reason, code = "agent_exception", EXIT_FAILED
+        reason, code = failure_of(e)
         if isinstance(e, SystemExit):
             raise
         # the project's own messages are written for people; another exception's class names it
@@ -157,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         except HarnessError as write_error:
             print(f"[agent] cannot write error.json: {write_error}", file=sys.stderr)
             if isinstance(write_error, StorageProblem):
-                code = EXIT_STORAGE
+                code = ExitCode.STORAGE
         return code
 
 

@@ -21,9 +21,9 @@ from harness.analysis.effects import EFFECT_METRICS, Effects, main_effects
 from harness.analysis.stats import METRICS, energy_unavailable_reason, param_columns, summarize
 from harness.analysis.table import load_plan, write_tables
 from harness.config.sweep import Plan
-from harness.controller.manifest import load as load_manifest
 from harness.errors import UserInputError
 from harness.results.io import read_model
+from harness.results.manifest import load as load_manifest
 from harness.results.schema import ExperimentResult, Manifest
 
 REPORT_DIR = "report"

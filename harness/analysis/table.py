@@ -8,8 +8,8 @@ from typing import Any
 import pandas as pd
 
 from harness.config.sweep import Plan
-from harness.controller.manifest import load as load_manifest
 from harness.results.io import read_model
+from harness.results.manifest import load as load_manifest
 from harness.results.schema import ExperimentResult
 
 

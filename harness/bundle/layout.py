@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.results.reasons import ExitCode
 
 SUMS = "SHA256SUMS"
 REVIEWERS = "REVIEWERS.md"
@@ -33,7 +34,7 @@ def slug(tag: str) -> str:
 class BundleInvalid(HarnessError):
     """A bundle failed verification; each problem says which file and why."""
 
-    exit_code = 1
+    exit_code = ExitCode.FAILED
 
     def __init__(self, message: str, *, problems: list[str]) -> None:
         super().__init__(message)

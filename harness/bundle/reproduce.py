@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,8 +13,10 @@ import pandas as pd
 
 from harness.bundle.archive import DEFAULT_LIMITS, Limits, extract, read_bounded
 from harness.bundle.verify import verify_root
+from harness.config.experiment import Runner
 from harness.config.sweep import Plan
 from harness.errors import UserInputError
+from harness.results.events import Note, Observer, ignore
 from harness.results.schema import Manifest
 
 
@@ -123,20 +124,18 @@ def _images_for(runtime: Any, manifest: Manifest, plan: Plan, exp_ids: set[str],
     return images
 
 
-def _check_options(runs: int | None, runner: str | None) -> None:
+def _check_options(runs: int | None) -> None:
     if runs is not None and runs < 1:
         raise UserInputError(f"--runs: expected at least 1, got {runs}")
-    if runner is not None and runner not in ("auto", "docker", "local"):
-        raise UserInputError(f"--runner: expected auto, docker or local, got {runner!r}")
 
 
 def reproduce(
     bundle: Path,
     *,
     runs: int | None = None,
-    runner: str | None = None,
+    runner: Runner | None = None,
     output_dir: Path | None = None,
-    progress: Callable[[str, dict[str, Any]], None] | None = None,
+    observer: Observer = ignore,
     limits: Limits = DEFAULT_LIMITS,
 ) -> Reproduction:
     """Verify a bundle, re-run its study (or a sample) with the same images, and compare."""
@@ -145,12 +144,13 @@ def reproduce(
     from harness.analysis.stats import summarize
     from harness.analysis.table import collect
     from harness.config.load import load_study
-    from harness.controller import manifest as manifest_io
+    from harness.controller.lifecycle import new_study_dir
+    from harness.controller.loop import StudyRun
     from harness.controller.runtimes import select_runtime
-    from harness.controller.study import StudyRun, new_study_dir
+    from harness.results import manifest as manifest_io
     from harness.results.io import atomic_write_json
 
-    _check_options(runs, runner)
+    _check_options(runs)
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="harness-reproduce-") as tmp:
         root = extract(Path(bundle), Path(tmp), limits)
@@ -176,11 +176,9 @@ def reproduce(
         new_manifest.runner_reason = f"{why}; reproducing bundle {Path(bundle).name}"
         manifest_io.save(new_manifest, new_dir)
         original.to_csv(new_dir / "original-summary.csv", index=False)
-    if progress:
-        progress("info", {"study_dir": new_dir, "runner": runtime.name, "why": why,
-                          "runs": len(chosen), "of": len(plan.runs)})
-    final = StudyRun(study, sub_plan, new_dir, runtime, new_manifest,
-                     report=progress).execute()
+    observer(Note(f"Reproducing {len(chosen)} of {len(plan.runs)} runs -> {new_dir}"))
+    observer(Note(f"Runner: {runtime.name} ({why})"))
+    final = StudyRun(study, sub_plan, new_dir, runtime, new_manifest, observer=observer).execute()
     rep = report_mod.build(new_dir)
     comparison = compare(original, rep.summary)
     comparison.to_csv(new_dir / "comparison.csv", index=False)

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 
 import harness
-from harness.cli import bundle, doctor, images, report, study
+from harness.cli import bundle, doctor, images, report, run, study
 from harness.cli.render import console, err_console
 from harness.errors import HarnessError
 from harness.results.reasons import ExitCode
@@ -29,6 +29,7 @@ app.add_typer(study.app, name="study")
 app.add_typer(images.app, name="images")
 app.add_typer(doctor.model_app, name="model")
 app.add_typer(bundle.app, name="bundle")
+app.command("run")(run.run_cmd)
 app.command("report")(report.report_cmd)
 app.command("doctor")(doctor.doctor)
 

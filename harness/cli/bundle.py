@@ -95,17 +95,8 @@ def bundle_reproduce(
     from harness.bundle import reproduce
 
     display = StudyDisplay()
-
-    def progress(event: str, data: dict[str, Any]) -> None:
-        if event == "info":
-            console.print(f"Reproducing {data['runs']} of {data['of']} runs -> "
-                          f"{escape(str(data['study_dir']))}")
-            console.print(f"Runner: [bold]{data['runner']}[/] ({escape(data['why'])})")
-        else:
-            display.legacy(event, data)
-
     try:
-        rep = reproduce(file, runs=runs, runner=runner, output_dir=output_dir, progress=progress)
+        rep = reproduce(file, runs=runs, runner=runner, output_dir=output_dir, observer=display)
     finally:
         display.close()
     if display.stopped:

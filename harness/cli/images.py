@@ -27,7 +27,7 @@ def _pairs(backend: str | None, device: str | None, study: Path | None) -> list[
     if backend is not None or device is not None:
         raise UserInputError("--study: give either --study or --backend/--device, not both")
     from harness.config.load import plan_study
-    from harness.controller.study import images_needed
+    from harness.controller.preflight import images_needed
 
     pairs = images_needed(*plan_study(study))
     if not pairs:

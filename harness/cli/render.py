@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import textwrap
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, assert_never
 
@@ -35,6 +35,7 @@ from harness.results.events import (
     StudyStarted,
 )
 from harness.results.headline import PER_RUN
+from harness.results.schema import RunRecord
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, soft_wrap=True, highlight=False)
@@ -192,6 +193,15 @@ def run_figures(headline: Mapping[str, float | None]) -> str:
     return "  ".join(f"{m.short} {fmt(headline.get(m.column), m.spec)}" for m in PER_RUN[:3])
 
 
+def run_line(rec: RunRecord) -> str:
+    """A finished run in one line of markup: its figures, or why it failed."""
+    if rec.status == "done":
+        return (f"[green]done[/]   {rec.run_id}  {escape(run_figures(rec.headline))}  "
+                f"({fmt(rec.duration_s, '.1f')} s)")
+    why = f"{rec.reason}: {rec.message}" if rec.message else str(rec.reason)
+    return f"[red]{rec.status}[/] {rec.run_id}  {escape(why)}"
+
+
 class StudyDisplay:
     """Renders a study's progress events: a progress bar and one line per finished run.
 
@@ -247,13 +257,7 @@ class StudyDisplay:
 
     def run_finished(self, event: RunFinished) -> None:
         """One line: the run's figures, or why it failed."""
-        rec = event.record
-        if rec.status == "done":
-            self.line(f"[green]done[/]   {rec.run_id}  {run_figures(rec.headline)}  "
-                      f"({fmt(rec.duration_s, '.1f')} s)")
-        else:
-            self.line(f"[red]{rec.status}[/] {rec.run_id}  ",
-                      f"{rec.reason}: {rec.message}" if rec.message else str(rec.reason))
+        self.progress.console.print(run_line(event.record))
         if self.task is not None:
             self.progress.advance(self.task)
 
@@ -282,23 +286,3 @@ class StudyDisplay:
         """Stop the progress bar (if it started)."""
         if self.task is not None:
             self.progress.stop()
-
-    def legacy(self, name: str, data: dict[str, Any]) -> None:
-        """Today's ``report(name, data)`` callback of the controller, as typed events."""
-        make = _LEGACY.get(name)
-        if make is not None:
-            self(make(data))
-
-
-#: the controller's event names and data, until it emits typed events itself
-_LEGACY: dict[str, Callable[[dict[str, Any]], Event]] = {
-    "start": lambda d: StudyStarted(d["total"], d["todo"]),
-    "run_start": lambda d: RunStarted(d["run"], d["experiment"]),
-    "run_end": lambda d: RunFinished(d["run"], d["record"], d.get("result")),
-    "gap": lambda d: Pause(d["seconds"]),
-    "aborted": lambda d: StudyAborted(d["message"]),
-    "interrupted": lambda d: StudyInterrupted(d["message"]),
-    "interrupt": lambda d: SignalReceived(d["signal"], d["force"]),
-    "orphan": lambda d: OrphanFound(d["container"], d["run_id"], d.get("pid")),
-    "recovered": lambda d: RunRecovered(d["run_id"], d["status"], d.get("message")),
-}

@@ -36,7 +36,7 @@ from harness.results.headline import HEADLINE, PER_RUN
 from harness.results.reasons import ExitCode
 
 if TYPE_CHECKING:
-    from harness.controller.study import Prepared
+    from harness.controller.lifecycle import Prepared
     from harness.results.schema import Manifest
 
 app = typer.Typer(help="Plan, run and inspect studies.", no_args_is_help=True)
@@ -81,26 +81,32 @@ def results_table(study_dir: Path, *, wide: bool) -> None:
     show_summary(report)
 
 
+def preamble(head: str, runner: str, why: str, notes: Sequence[str]) -> None:
+    """What is about to run, with which runner and why, and the notes before it starts."""
+    console.print(head)
+    console.print(f"Runner: [bold]{runner}[/] ({escape(why)})")
+    for text in notes:
+        note(text)
+
+
 def _execute(prepared: Prepared, display: StudyDisplay, *, wide: bool) -> None:
     """Run a prepared study, show its results, and exit non-zero unless it completed."""
     run = prepared.run
-    console.print(f"Study [bold]{run.study.name}[/]: {len(run.plan.runs)} runs -> "
-                  f"{prepared.study_dir}")
-    console.print(f"Runner: [bold]{run.runtime.name}[/] ({escape(prepared.runner_why)})")
-    for text in prepared.notes:
-        note(text)
+    preamble(f"Study [bold]{run.study.name}[/]: {len(run.plan.runs)} runs -> "
+             f"{prepared.study_dir}", run.runtime.name, prepared.runner_why, prepared.notes)
     try:
         final = run.execute()
     finally:
         display.close()
     if final.state == "aborted":
-        raise StudyAborted(f"{final.message}; finished runs are kept. Continue with: "
-                           f"harness study resume {prepared.study_dir}")
+        raise StudyAborted(final.message or f"the study in {prepared.study_dir} stopped early")
     results_table(prepared.study_dir, wide=wide)
     done = sum(r.status == "done" for r in final.runs)
     console.print(f"{done}/{len(final.runs)} runs done; state {final.state}; "
                   f"results in {prepared.study_dir}")
     if final.state != "complete":
+        if final.message:
+            console.print(final.message, markup=False)
         raise typer.Exit(ExitCode.FAILED)
 
 
@@ -109,29 +115,13 @@ def study_run(
     file: StudyFileArg,
     runner: RunnerOpt = None,
     output_dir: OutputDirOpt = None,
-    resume: Annotated[
-        Path | None,
-        typer.Option("--resume", help="Continue this study folder instead of starting anew."),
-    ] = None,
-    force: ForceOpt = False,
-    keep_failed: KeepFailedOpt = False,
     wide: WideOpt = False,
 ) -> None:
     """Run every planned run of a study, one container per run."""
-    from harness.controller.study import resume_study, start_study
+    from harness.controller.lifecycle import start_study
 
     display = StudyDisplay()
-    if resume is None:
-        if force or keep_failed:
-            raise UserInputError("--force and --keep-failed apply only with --resume DIR")
-        prepared = start_study(file, runner=runner, output_dir=output_dir,
-                               report=display.legacy)
-    else:
-        if output_dir is not None:
-            raise UserInputError("--output-dir does not apply with --resume: the study "
-                                 "continues in its folder")
-        prepared = resume_study(resume, file=file, runner=runner, force=force,
-                                keep_failed=keep_failed, report=display.legacy)
+    prepared = start_study(file, runner=runner, output_dir=output_dir, observer=display)
     _execute(prepared, display, wide=wide)
 
 
@@ -149,17 +139,17 @@ def study_resume(
     wide: WideOpt = False,
 ) -> None:
     """Continue a study: done runs are kept, interrupted and failed ones run again."""
-    from harness.controller.study import resume_study
+    from harness.controller.lifecycle import resume_study
 
     display = StudyDisplay()
     prepared = resume_study(directory, file=file, runner=runner, force=force,
-                            keep_failed=keep_failed, report=display.legacy)
+                            keep_failed=keep_failed, observer=display)
     _execute(prepared, display, wide=wide)
 
 
 def load_manifest(directory: Path) -> Manifest:
     """A study folder's manifest, or a UserInputError saying what is wrong with the folder."""
-    from harness.controller.manifest import load
+    from harness.results.manifest import load
 
     try:
         return load(directory)
@@ -183,7 +173,7 @@ def _planned_params(directory: Path) -> tuple[list[str], dict[str, dict[str, Any
 @app.command("status")
 def study_status(directory: StudyDirArg, wide: WideOpt = False) -> None:
     """Show the state of a study from its manifest."""
-    from harness.controller.manifest import StudyLock, is_running
+    from harness.results.manifest import StudyLock, is_running
 
     manifest = load_manifest(directory)
     axes, params = _planned_params(directory)

@@ -31,6 +31,10 @@ class Execution(BaseModel):
     runner: Runner = "auto"
     gpus: list[int] = Field(default_factory=lambda: [0])
     max_consecutive_failures: int = Field(5, ge=1)
+    engine_wait_s: float = Field(
+        120.0, ge=0, le=86_400,
+        description="how long to wait for a container engine that stopped answering",
+    )
     mem_limit: str | None = Field(
         None, pattern=r"^[0-9]+[bkmg]?$", description="memory limit per run, e.g. 16g"
     )

@@ -70,6 +70,13 @@ INPUT_REASONS = frozenset({
 })
 
 
+#: reasons that files written by earlier versions hold, and what each means now
+LEGACY_REASONS: dict[str, FailureReason] = {
+    "UserInputError": FailureReason.INPUT_INVALID,
+    "EnvironmentProblem": FailureReason.ENVIRONMENT,
+}
+
+
 def reason_of(value: str | None) -> FailureReason | None:
     """The reason named by a string from a file (None for unknown or missing)."""
     if value is None:

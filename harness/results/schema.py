@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.config.experiment import Experiment
+from harness.results.reasons import LEGACY_REASONS, FailureReason, reason_of
 
 RESULT_SCHEMA_VERSION = "1.0"
 MANIFEST_SCHEMA_VERSION = "1.0"
@@ -17,6 +18,26 @@ RunStatus = Literal["pending", "running", "done", "failed", "interrupted"]
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _known_reason(data: Any) -> Any:
+    """Map a reason string from an older file onto a FailureReason (unknown: agent_error).
+
+    An unknown reason's original string is kept at the start of the message.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("reason"), str):
+        return data
+    value = data["reason"]
+    if reason_of(value) is not None:
+        return data
+    data = dict(data)
+    if value in LEGACY_REASONS:
+        data["reason"] = LEGACY_REASONS[value]
+        return data
+    data["reason"] = FailureReason.AGENT_ERROR
+    message = data.get("message")
+    data["message"] = f"{value}: {message}" if message else value
+    return data
 
 
 class RunInfo(_Model):
@@ -212,10 +233,12 @@ class RunError(_Model):
 
     schema_version: str = RESULT_SCHEMA_VERSION
     run_id: str
-    reason: str
+    reason: FailureReason
     message: str
     where: Literal["agent", "controller"] = "agent"
     traceback: str | None = None
+
+    _legacy = model_validator(mode="before")(_known_reason)
 
 
 class RunRecord(_Model):
@@ -227,7 +250,7 @@ class RunRecord(_Model):
     position: int
     status: RunStatus = "pending"
     attempts: int = 0
-    reason: str | None = None
+    reason: FailureReason | None = None
     message: str | None = None
     runner: str | None = None
     container_id: str | None = None
@@ -239,6 +262,8 @@ class RunRecord(_Model):
     agent_s: float | None = None
     headline: dict[str, float | None] = Field(default_factory=dict)
     thermal: dict[str, Any] = Field(default_factory=dict)
+
+    _legacy = model_validator(mode="before")(_known_reason)
 
 
 class Manifest(_Model):

@@ -36,8 +36,9 @@ import docker.errors
 import pytest
 
 from harness.config.load import plan_study
-from harness.controller.study import resume_study, start_study
+from harness.controller.lifecycle import resume_study, start_study
 from harness.errors import StorageProblem, UserInputError
+from harness.results.events import Event, OrphanFound, RunRecovered, ignore
 from harness.results.io import read_model
 from harness.results.schema import ExperimentResult, Manifest, RunError
 
@@ -254,10 +255,10 @@ def run_in_process(study: Study, inject: Callable[[], None] | None = None,
             injector.check()
 
 
-def resume_in_process(study: Study, events: list[tuple[str, dict[str, Any]]] | None = None,
+def resume_in_process(study: Study, events: list[Event] | None = None,
                       **kwargs: Any) -> Manifest:
-    report = (lambda event, data: events.append((event, data))) if events is not None else None
-    return resume_study(study.dir, report=report, **kwargs).run.execute()
+    observer = events.append if events is not None else ignore
+    return resume_study(study.dir, observer=observer, **kwargs).run.execute()
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -475,11 +476,11 @@ def test_controller_killed_mid_run(tmp_path, docker_client, pytorch_cpu_image, t
     assert "no controller is running it" in status.stdout, status.stdout
     before = done_snapshot(study)
     fix_prompts(model)  # the stray still hangs on the old pipe
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[Event] = []
     resume_in_process(study, events)
-    assert ("orphan", victim) in [(e, d.get("run_id")) for e, d in events]
-    assert ("recovered", victim, "interrupted") in [
-        (e, d.get("run_id"), d.get("status")) for e, d in events]
+    assert victim in [e.run_id for e in events if isinstance(e, OrphanFound)]
+    assert (victim, "interrupted") in [
+        (e.run_id, e.status) for e in events if isinstance(e, RunRecovered)]
     aside = study.dir / "runs" / ".attempts" / f"{victim}-attempt1"
     assert read_model(aside / "error.json", RunError).reason == "controller_lost"
     assert "[agent] run" in (aside / "container.log").read_text()  # the stray's log was kept
@@ -503,15 +504,75 @@ def test_controller_killed_after_the_result_was_written(tmp_path, docker_client,
     written = result.stat().st_mtime_ns
     assert study.manifest().record(victim).status == "running"
     before = done_snapshot(study)
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[Event] = []
     resume_in_process(study, events)
-    assert ("recovered", victim, "done") in [
-        (e, d.get("run_id"), d.get("status")) for e, d in events]
+    assert (victim, "done") in [
+        (e.run_id, e.status) for e in events if isinstance(e, RunRecovered)]
     manifest = check_complete(docker_client, study, before)
     rec = manifest.record(victim)
     assert rec.attempts == 1 and result.stat().st_mtime_ns == written, "the finished run re-ran"
     assert "completely written" in rec.message and rec.exit_code == 0
     assert (study.dir / "runs" / victim / "container.log").is_file()
+
+
+# -- a Docker engine that goes away --------------------------------------------------------------
+
+DOCKER_PID = Path("/var/run/docker.pid")
+
+
+def wait_for_an_idle_engine(client, timeout_s: float = 600) -> None:
+    """The engine is shared: never restart it while anything else runs a container on it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        others = [c.name for c in client.containers.list()]
+        if not others:
+            return
+        if time.monotonic() > deadline:
+            pytest.skip(f"other containers keep running on this engine ({', '.join(others)}); "
+                        "restarting it would break them")
+        time.sleep(5)
+
+
+def ensure_engine() -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(REPO / "scripts" / "ensure-docker.sh")],
+                          capture_output=True, text=True, timeout=180)
+
+
+def test_docker_engine_restarted_mid_run(tmp_path, docker_client, pytorch_cpu_image, tiny_model):
+    if os.getuid() != 0 or not DOCKER_PID.is_file():
+        pytest.skip("restarting the Docker engine needs root and its pid file /var/run/docker.pid")
+    model = model_copy(tiny_model, tmp_path / "model")
+    study = Study(tmp_path, "engine", model, "workload.dataset",
+                  ["synthetic", hanging_prompts(model)], top="include: [{batch_size: 2}]\n",
+                  extra="  engine_wait_s: 240\n")
+    first, victim, last = study.run_ids
+    restarted: list[subprocess.CompletedProcess[str]] = []
+
+    def restart_engine() -> None:
+        container = wait_for(lambda: running_container(docker_client, study, victim),
+                             "run 2's container")
+        wait_for(lambda: b"[agent] run" in container.logs(), "the agent to start")
+        pid = int(DOCKER_PID.read_text().strip())
+        os.kill(pid, signal.SIGTERM)  # the engine stops its containers and exits
+        wait_for(lambda: not Path(f"/proc/{pid}").exists(), "dockerd to exit", timeout=90)
+        time.sleep(3)  # the controller finds no engine for a while
+        restarted.append(ensure_engine())
+
+    wait_for_an_idle_engine(docker_client)
+    try:
+        final = run_in_process(study, restart_engine)
+    finally:
+        if not restarted or restarted[0].returncode != 0:
+            ensure_engine()  # never leave the shared engine down
+    assert restarted[0].returncode == 0, restarted[0].stdout + restarted[0].stderr
+    assert final.state == "incomplete", final.message  # it waited and went on
+    before = check_fault(docker_client, study, victim, "engine_unavailable", done=[first, last])
+    rec = study.manifest().record(victim)
+    assert "stopped answering" in rec.message and "exited with code" in rec.message
+    assert "[agent] run" in (study.dir / "runs" / victim / "container.log").read_text()
+    fix_prompts(model)
+    resume_in_process(study)
+    check_complete(docker_client, study, before)
 
 
 # -- storage -----------------------------------------------------------------------------------
@@ -688,7 +749,8 @@ def test_secret_reaches_the_agent_only_through_its_environment(
 
 def test_containers_are_hardened(tmp_path, docker_client, pytorch_cpu_image, tiny_model):
     from harness.controller.runtimes.base import RunJob
-    from harness.controller.runtimes.docker import DockerRuntime, container_problems
+    from harness.controller.runtimes.docker import DockerRuntime
+    from harness.controller.runtimes.hardening import container_problems
 
     hf_home = tmp_path / "hf"
     (hf_home / "hub").mkdir(parents=True)

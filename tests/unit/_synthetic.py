@@ -11,8 +11,9 @@ import yaml
 
 from harness.config.study import Study
 from harness.config.sweep import expand
-from harness.controller import manifest as mio
+from harness.results import manifest as mio
 from harness.results.io import atomic_write_json
+from harness.results.reasons import FailureReason
 from harness.results.schema import (
     DeviceEnergy,
     Energy,
@@ -88,7 +89,7 @@ def make_study(
             continue
         run_dir.mkdir(parents=True)
         if i >= n_runs - pending - failed:
-            rec.status, rec.reason, rec.message = "failed", "agent_exit", "synthetic failure"
+            rec.status, rec.reason, rec.message = "failed", FailureReason.AGENT_EXIT, "synthetic failure"
             atomic_write_json(run_dir / "error.json", RunError(
                 run_id=run.run_id, reason="agent_exit", message="synthetic failure"))
             continue

@@ -207,7 +207,8 @@ def test_results_table_after_a_study_fits_80_columns(three_axis_study: Path) -> 
 def test_resume_says_why_its_runner_was_chosen(three_axis_study: Path) -> None:
     proc = harness("study", "resume", str(three_axis_study), "--keep-failed")
     # the study began with the local runner (the synthetic manifest's reason: "synthetic")
-    assert "Runner: local (the runner this study last ran with: synthetic)" in proc.stdout
+    assert ("Runner: local (continuing with the local runner this study used (chosen because "
+            "synthetic))") in " ".join(proc.stdout.split())
     assert "requested" not in proc.stdout
 
 
@@ -221,7 +222,7 @@ def test_results_table_wide_shows_every_headline_figure(three_axis_study: Path) 
 
 
 def test_status_fits_80_columns(three_axis_study: Path) -> None:
-    from harness.controller.manifest import load
+    from harness.results.manifest import load
 
     proc = harness("study", "status", str(three_axis_study))
     assert proc.returncode == 0, proc.stderr
@@ -243,7 +244,7 @@ def test_a_stopped_study_is_reported_by_the_error_alone(capsys: pytest.CaptureFi
     display = StudyDisplay()
     display(StudyAborted("stopped after 2 consecutive failed runs"))
     display(StudyInterrupted("interrupted by SIGINT"))
-    display.legacy("aborted", {"message": "the disk is full"})
+    display(StudyAborted("the disk is full"))
     display.close()
     assert capsys.readouterr().out == ""
     assert display.stopped == "the disk is full"

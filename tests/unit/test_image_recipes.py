@@ -171,14 +171,14 @@ def test_offline_base_present_is_reused() -> None:
 )
 def test_a_study_names_the_images_it_needs(study: str, pairs: list[tuple[str, str]]) -> None:
     from harness.config.load import plan_study
-    from harness.controller.study import images_needed
+    from harness.controller.preflight import images_needed
 
     assert sorted(images_needed(*plan_study(REPO / "studies" / study))) == sorted(pairs)
 
 
 def test_images_the_study_names_itself_are_not_built(tmp_path: Path) -> None:
     from harness.config.load import plan_study
-    from harness.controller.study import images_needed
+    from harness.controller.preflight import images_needed
 
     text = (REPO / "studies" / "backends-cpu.yaml").read_text()
     study = tmp_path / "s.yaml"

@@ -6,8 +6,8 @@ import pytest
 
 from harness.config.study import Study
 from harness.config.sweep import expand
-from harness.controller import manifest as mio
 from harness.errors import EnvironmentProblem
+from harness.results import manifest as mio
 from harness.results.io import atomic_write_text
 
 

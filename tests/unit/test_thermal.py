@@ -99,9 +99,10 @@ def test_real_host_without_a_driver_is_unchecked() -> None:
 def test_study_run_records_the_cooldown_per_run(host: Host, tmp_path) -> None:
     from harness.config.study import Study
     from harness.config.sweep import expand
-    from harness.controller.manifest import new_manifest
+    from harness.controller.loop import StudyRun
     from harness.controller.runtimes.base import RunOutcome
-    from harness.controller.study import StudyRun
+    from harness.results.manifest import new_manifest
+    from harness.results.reasons import FailureReason
 
     class NoRuntime:
         name = "stub"
@@ -113,7 +114,8 @@ def test_study_run_records_the_cooldown_per_run(host: Host, tmp_path) -> None:
             return None
 
         def run(self, job) -> RunOutcome:
-            return RunOutcome(exit_code=1, duration_s=0.0, reason="stub", error="not run")
+            return RunOutcome(exit_code=1, duration_s=0.0, reason=FailureReason.AGENT_ERROR,
+                              error="not run")
 
         def stop(self) -> None: ...
 

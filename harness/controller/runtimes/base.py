@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
+from harness.results.reasons import FailureReason
 from harness.results.schema import ImageInfo
-
-
-@dataclass(frozen=True)
-class Mount:
-    """A host path made visible to the agent."""
-
-    host: Path
-    target: str
-    read_only: bool = True
 
 
 @dataclass
@@ -35,7 +29,14 @@ class RunJob:
     backend: str = ""
     mem_limit: str | None = None
     pids_limit: int = 4096
+    #: secrets handed to the agent (HF_TOKEN); see harness.secrets
     env: dict[str, str] = field(default_factory=dict)
+
+
+def agent_env(job: RunJob) -> dict[str, str]:
+    """The variables every runtime sets for the agent: run id, offline hub, forwarded secrets."""
+    return {"HARNESS_RUN_ID": job.run_id, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+            **job.env}
 
 
 @dataclass
@@ -51,8 +52,64 @@ class RunOutcome:
     image: ImageInfo | None = None
     error: str | None = None
     #: a failure the runtime named itself (image_missing, storage_error, interrupted, ...)
-    reason: str | None = None
+    reason: FailureReason | None = None
     log_path: Path | None = None
+
+
+@dataclass
+class Orphan:
+    """A container this harness started for a study, found by its labels after the fact."""
+
+    container: Any
+    container_id: str
+    study: str
+    run_id: str
+    run_dir: Path
+    study_dir: Path
+    controller_pid: int | None
+    running: bool
+    created: str = ""
+
+    def controller_alive(self) -> bool:
+        """Whether the controller that started it still runs (its pid, not a reused one)."""
+        return process_alive_since(self.controller_pid, self.created)
+
+
+def _boot_time() -> float | None:
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def process_alive_since(pid: int | None, created: str) -> bool:
+    """Whether process ``pid`` runs and started before ``created`` (ISO time; not a reused pid)."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, owned by someone else
+    boot = _boot_time()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if fields[0] in ("Z", "X"):
+            return False  # dead, not yet reaped by its parent
+        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK") if boot else None
+    except (OSError, IndexError, ValueError):
+        started = None
+    if started is None or not created:
+        return True
+    try:
+        stamp = datetime.fromisoformat(created[:26].rstrip("Z") + "+00:00").timestamp()
+    except ValueError:
+        return True
+    return started <= stamp + 1.0
 
 
 class Runtime(Protocol):
@@ -65,7 +122,10 @@ class Runtime(Protocol):
         ...
 
     def prepare(self, image: str) -> ImageInfo | None:
-        """Check the image exists (once per study and image); return its identity."""
+        """Check the image exists (once per study and image); return its identity.
+
+        Raises EngineUnavailable when the engine does not answer.
+        """
         ...
 
     def run(self, job: RunJob) -> RunOutcome:
@@ -78,4 +138,16 @@ class Runtime(Protocol):
 
     def kill(self) -> None:
         """Kill the run in flight at once and start no more (a second interruption)."""
+        ...
+
+    def find_orphans(self, study: str) -> list[Orphan]:
+        """Agents of this study that this runtime can still see, running or exited."""
+        ...
+
+    def reap(self, orphan: Orphan) -> tuple[int | None, bytes]:
+        """Stop an orphan, take its exit code and log, and remove it."""
+        ...
+
+    def reconnect(self) -> None:
+        """Check that the engine answers again; raise EngineUnavailable while it does not."""
         ...

@@ -6,153 +6,27 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from harness.backends import registry
 from harness.backends.cache import cache_root
-from harness.controller.runtimes.base import RunJob, RunOutcome
-from harness.errors import EnvironmentProblem, RunFailure
+from harness.controller.runtimes.base import Orphan, RunJob, RunOutcome, agent_env
+from harness.controller.runtimes.hardening import (
+    WRITABLE_TARGETS,
+    container_problems,
+    container_user,
+    hand_over,
+    mount_problems,
+)
+from harness.errors import EngineUnavailable, EnvironmentProblem, RunFailure
+from harness.results.reasons import FailureReason
 from harness.results.schema import ImageInfo
 
 STOP_GRACE_S = 10
 #: after timeout_s the agent gets SIGTERM and this long to leave error.json before SIGKILL
 TIMEOUT_GRACE_S = 5
 LABEL_PREFIX = "org.harness"
-#: the user containers run as when the controller itself runs as root (nobody:nogroup)
-UNPRIVILEGED_USER = (65534, 65534)
-#: where Docker engines listen; no mount may expose one to a container
-DOCKER_SOCKETS = ("/var/run/docker.sock", "/run/docker.sock")
-#: container paths that are mounted read-write; every other mount is read-only
-WRITABLE_TARGETS = ("/results",)
-
-
-def container_user() -> tuple[int, int]:
-    """The uid:gid containers run as: the host user's, or nobody's when that would be root."""
-    uid, gid = os.getuid(), os.getgid()
-    return UNPRIVILEGED_USER if uid == 0 else (uid, gid)
-
-
-def docker_sockets() -> list[Path]:
-    """The Docker engine sockets on this host (the usual places and DOCKER_HOST's)."""
-    found = [Path(p) for p in DOCKER_SOCKETS]
-    host = os.environ.get("DOCKER_HOST", "")
-    if host.startswith("unix://"):
-        found.append(Path(host.removeprefix("unix://")))
-    return found
-
-
-def mount_problems(volumes: dict[str, dict[str, str]], writable: set[str]) -> list[str]:
-    """Why these bind mounts would weaken the container (a Docker socket, a writable model)."""
-    problems = []
-    sockets = sorted({s.resolve() for s in docker_sockets()})
-    for host, spec in volumes.items():
-        source = Path(host).resolve()
-        for sock in sockets:
-            if sock == source or source in sock.parents:
-                problems.append(f"{host} (mounted at {spec['bind']}) would expose the Docker "
-                                f"socket {sock} to the container")
-        if spec.get("mode") != "ro" and spec["bind"] not in writable:
-            problems.append(f"{host} would be mounted read-write at {spec['bind']}; only "
-                            f"{', '.join(sorted(writable))} may be")
-    return problems
-
-
-def container_problems(attrs: dict[str, Any], writable: set[str]) -> list[str]:
-    """What in a created container's configuration breaks the hardening rules, if anything."""
-    host = attrs.get("HostConfig") or {}
-    problems = []
-    if host.get("NetworkMode") != "none":
-        problems.append(f"network mode is {host.get('NetworkMode')!r}, not 'none'")
-    if host.get("Privileged"):
-        problems.append("the container is privileged")
-    if "ALL" not in (host.get("CapDrop") or []) or host.get("CapAdd"):
-        problems.append("not every capability is dropped")
-    if not any(str(o).startswith("no-new-privileges") for o in host.get("SecurityOpt") or []):
-        problems.append("no-new-privileges is not set")
-    if not host.get("PidsLimit") or host["PidsLimit"] <= 0:
-        problems.append("there is no pids limit")
-    user = (attrs.get("Config") or {}).get("User") or ""
-    if user.split(":")[0] in ("", "0", "root"):
-        problems.append(f"the container would run as root (user {user!r})")
-    for mount in attrs.get("Mounts") or []:
-        if mount.get("RW") and mount.get("Destination") not in writable:
-            problems.append(f"{mount.get('Source')} is mounted read-write at "
-                            f"{mount.get('Destination')}")
-    return problems
-
-
-def _hand_over(path: Path, user: tuple[int, int]) -> None:
-    """Give a folder the container writes into to the container's user (needs root)."""
-    if os.getuid() != 0 or user[0] == 0:
-        return
-    try:
-        if path.stat().st_uid == user[0]:
-            return  # handed over before (a cache reused across runs)
-        for root, dirs, files in os.walk(path):
-            os.chown(root, *user)
-            for name in dirs + files:
-                os.chown(os.path.join(root, name), *user, follow_symlinks=False)
-    except OSError:
-        pass  # the agent then reports what it cannot write
-
-
-@dataclass
-class Orphan:
-    """A container this harness started whose controller is gone (found by its labels)."""
-
-    container: Any
-    container_id: str
-    study: str
-    run_id: str
-    run_dir: Path
-    study_dir: Path
-    controller_pid: int | None
-    running: bool
-    created: str = ""
-
-    def controller_alive(self) -> bool:
-        """Whether the controller that started it still runs (its pid, not a reused one)."""
-        return process_alive_since(self.controller_pid, self.created)
-
-
-def _boot_time() -> float | None:
-    try:
-        for line in Path("/proc/stat").read_text().splitlines():
-            if line.startswith("btime "):
-                return float(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def process_alive_since(pid: int | None, created: str) -> bool:
-    """Whether process ``pid`` runs and started before ``created`` (ISO time; not a reused pid)."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # it exists, owned by someone else
-    boot = _boot_time()
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        if fields[0] in ("Z", "X"):
-            return False  # dead, not yet reaped by its parent
-        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK") if boot else None
-    except (OSError, IndexError, ValueError):
-        started = None
-    if started is None or not created:
-        return True
-    try:
-        stamp = datetime.fromisoformat(created[:26].rstrip("Z") + "+00:00").timestamp()
-    except ValueError:
-        return True
-    return started <= stamp + 1.0
 
 
 def connect() -> Any:
@@ -165,6 +39,66 @@ def connect() -> Any:
         return client
     except Exception as e:  # noqa: BLE001 - any failure means "no engine answers"
         raise EnvironmentProblem(f"no Docker engine answers ({type(e).__name__}: {e})") from e
+
+
+def _engine_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean the engine stopped answering (not that it refused a request)."""
+    import requests
+
+    return (requests.exceptions.ConnectionError, requests.exceptions.Timeout, EngineUnavailable)
+
+
+def _unavailable(error: Exception) -> EngineUnavailable:
+    return EngineUnavailable(f"the Docker engine stopped answering ({type(error).__name__}: {error})")
+
+
+def _engine_lost(start: float, info: ImageInfo | None, container_id: str | None,
+                 error: Exception) -> RunOutcome:
+    """The outcome of a run during which the engine went away."""
+    message = str(error) if isinstance(error, EngineUnavailable) else str(_unavailable(error))
+    return RunOutcome(exit_code=None, duration_s=time.perf_counter() - start, image=info,
+                      container_id=container_id, reason=FailureReason.ENGINE_UNAVAILABLE,
+                      error=f"{message} during the run")
+
+
+def _wait(container: Any, timeout_s: float) -> tuple[int, bool]:
+    """Wait for a started container: its exit code, and whether it was stopped at the timeout."""
+    import requests
+
+    began = time.monotonic()
+    try:
+        return int(container.wait(timeout=timeout_s).get("StatusCode", -1)), False
+    except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
+        # the SDK reports a read timeout on the engine's socket as a ConnectionError; one that
+        # comes before the timeout is the engine going away
+        if time.monotonic() - began < timeout_s:
+            raise
+    # SIGTERM first: the agent's error.json then shows where it was stuck
+    container.stop(timeout=TIMEOUT_GRACE_S)
+    return int(container.wait(timeout=60).get("StatusCode", -1)), True
+
+
+def _save_log(outcome: RunOutcome, path: Path, log: bytes) -> None:
+    """Write the container's log into the run folder (a failure to do so is a storage error)."""
+    try:
+        path.write_bytes(log)
+        outcome.log_path = path
+    except OSError as e:
+        outcome.reason = FailureReason.STORAGE_ERROR
+        outcome.error = f"cannot write {path}: {e.strerror or e}"
+
+
+def _remove(container: Any) -> Exception | None:
+    """Remove a container; the engine's error if it did not answer (the container then stays)."""
+    import docker.errors
+
+    try:
+        container.remove(force=True)
+    except docker.errors.APIError:
+        pass  # gone already
+    except _engine_errors() as e:
+        return e  # reaped once the engine answers again
+    return None
 
 
 def run_labels(job: RunJob) -> dict[str, str]:
@@ -210,6 +144,8 @@ class DockerRuntime:
             img = self.client.images.get(image)
         except docker.errors.ImageNotFound:
             return None
+        except _engine_errors() as e:
+            raise _unavailable(e) from e
         digests = img.attrs.get("RepoDigests") or []
         return ImageInfo(tag=image, id=img.id, digest=digests[0] if digests else None)
 
@@ -217,12 +153,23 @@ class DockerRuntime:
         """The image's identity (None when missing; the run then fails with a reason)."""
         return self.image_info(image)
 
+    def reconnect(self) -> None:
+        """Ping the engine on a new connection; EngineUnavailable while it does not answer.
+
+        Pooled connections are dropped first: one still open to an engine that is shutting
+        down would answer although no new connection can reach it any more.
+        """
+        try:
+            self.client.close()
+            self.client.ping()
+        except Exception as e:  # noqa: BLE001 - any failure means "no engine answers"
+            raise _unavailable(e) from e
+
     def _create(self, job: RunJob) -> Any:
         import docker.types
 
         volumes = {str(job.run_dir.resolve()): {"bind": "/results", "mode": "rw"}}
-        env = {"HARNESS_RUN_ID": job.run_id, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        env.update(job.env)
+        env = agent_env(job)
         if job.model_host_path is not None:
             volumes[str(job.model_host_path)] = {"bind": "/model", "mode": "ro"}
         if job.hf_cache is not None:
@@ -246,10 +193,10 @@ class DockerRuntime:
         unsafe = mount_problems(volumes, self._writable(job))
         if unsafe:
             raise RunFailure("refusing to start the container: " + "; ".join(unsafe),
-                             reason="unsafe_container")
+                             reason=FailureReason.UNSAFE_CONTAINER)
         for host_path, spec in volumes.items():
             if spec["mode"] == "rw":
-                _hand_over(Path(host_path), user)
+                hand_over(Path(host_path), user)
         kwargs: dict[str, Any] = {}
         if job.device == "cuda":
             kwargs["device_requests"] = [
@@ -281,58 +228,65 @@ class DockerRuntime:
     def run(self, job: RunJob) -> RunOutcome:
         """Create, start and wait for the container; save its log; remove it."""
         import docker.errors
-        import requests
 
         start = time.perf_counter()
         if job.image is None:
             return RunOutcome(
-                exit_code=None, duration_s=0.0, reason="image_missing",
+                exit_code=None, duration_s=0.0, reason=FailureReason.IMAGE_MISSING,
                 error=f"backend {job.backend!r} has no image for device {job.device}; name one "
                 "in the study's images: block, or run with the local runner",
             )
-        info = self.image_info(job.image)
-        if info is None:
-            return RunOutcome(
-                exit_code=None, duration_s=0.0, reason="image_missing",
-                error=f"image {job.image!r} is not present; build it with "
-                "'harness images build' (or 'make images')",
-            )
         try:
+            info = self.image_info(job.image)
+            if info is None:
+                return RunOutcome(
+                    exit_code=None, duration_s=0.0, reason=FailureReason.IMAGE_MISSING,
+                    error=f"image {job.image!r} is not present; build it with "
+                    "'harness images build' (or 'make images')",
+                )
             container = self._create(job)
         except RunFailure as e:
-            return RunOutcome(exit_code=None, duration_s=time.perf_counter() - start, image=info,
+            return RunOutcome(exit_code=None, duration_s=time.perf_counter() - start,
                               reason=e.reason, error=str(e))
         except docker.errors.APIError as e:
-            return RunOutcome(
-                exit_code=None, duration_s=time.perf_counter() - start, image=info,
-                reason="container_create_failed", error=str(e),
-            )
-        log_path = job.run_dir / "container.log"
-        timed_out = False
+            return RunOutcome(exit_code=None, duration_s=time.perf_counter() - start,
+                              reason=FailureReason.CONTAINER_CREATE_FAILED, error=str(e))
+        except _engine_errors() as e:
+            return _engine_lost(start, None, None, e)
+        try:
+            outcome = self._supervise(container, job, info, start)
+        finally:
+            with self._lock:
+                self._container = None
+            lost = _remove(container)
+        if lost is not None and outcome.reason is None:
+            # it went away as the run ended (a restart stops containers first): the exit code
+            # may be the engine's doing, and the container is left for the reaper
+            outcome.reason = FailureReason.ENGINE_UNAVAILABLE
+            outcome.error = f"{_unavailable(lost)} as the run ended"
+        return outcome
+
+    def _supervise(self, container: Any, job: RunJob, info: ImageInfo, start: float) -> RunOutcome:
+        """Check, start and wait for a created container, then collect its outcome and log."""
+        import docker.errors
+
         code: int | None = None
         try:
             unsafe = container_problems(container.attrs, self._writable(job))
             if unsafe:
                 return RunOutcome(
                     exit_code=None, duration_s=time.perf_counter() - start, image=info,
-                    container_id=container.id, reason="unsafe_container",
+                    container_id=container.id, reason=FailureReason.UNSAFE_CONTAINER,
                     error="the created container is not hardened as required: " + "; ".join(unsafe),
                 )
             with self._lock:  # stop() waits for this, so a started container is always seen
                 if self._stopping:
                     return RunOutcome(exit_code=None, duration_s=time.perf_counter() - start,
-                                      image=info, reason="interrupted",
+                                      image=info, reason=FailureReason.INTERRUPTED,
                                       error="interrupted before the container started")
                 self._container = container
                 container.start()
-            try:
-                status = container.wait(timeout=job.timeout_s)
-                code = int(status.get("StatusCode", -1))
-            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):
-                timed_out = True
-                # SIGTERM first: the agent's error.json then shows where it was stuck
-                container.stop(timeout=TIMEOUT_GRACE_S)
-                code = int(container.wait(timeout=60).get("StatusCode", -1))
+            code, timed_out = _wait(container, job.timeout_s)
             container.reload()
             state = container.attrs.get("State", {})
             outcome = RunOutcome(
@@ -343,27 +297,17 @@ class DockerRuntime:
                 oom_killed=bool(state.get("OOMKilled")),
                 container_id=container.id,
                 image=info,
-                log_path=log_path,
             )
-            try:
-                log_path.write_bytes(container.logs(stdout=True, stderr=True))
-            except OSError as e:
-                outcome.reason = "storage_error"
-                outcome.error = f"cannot write {log_path}: {e.strerror or e}"
-                outcome.log_path = None
+            _save_log(outcome, job.run_dir / "container.log",
+                      container.logs(stdout=True, stderr=True))
             return outcome
         except docker.errors.APIError as e:
             return RunOutcome(
                 exit_code=code, duration_s=time.perf_counter() - start, container_id=container.id,
-                image=info, reason="docker_error", error=str(e),
+                image=info, reason=FailureReason.DOCKER_ERROR, error=str(e),
             )
-        finally:
-            with self._lock:
-                self._container = None
-            try:
-                container.remove(force=True)
-            except docker.errors.APIError:
-                pass
+        except _engine_errors() as e:
+            return _engine_lost(start, info, container.id, e)
 
     def _writable(self, job: RunJob) -> set[str]:
         """Container paths allowed to be read-write: /results and the backend's cache mount."""
@@ -410,7 +354,10 @@ class DockerRuntime:
         return found
 
     def reap(self, orphan: Orphan) -> tuple[int | None, bytes]:
-        """Stop an orphan (SIGTERM, then SIGKILL), take its exit code and log, remove it."""
+        """Stop an orphan (SIGTERM, then SIGKILL), take its exit code and log, remove it.
+
+        Raises EngineUnavailable when the engine stops answering meanwhile.
+        """
         import docker.errors
 
         container = orphan.container
@@ -421,17 +368,20 @@ class DockerRuntime:
                 container.stop(timeout=STOP_GRACE_S)
             code = int(container.wait(timeout=STOP_GRACE_S + 60).get("StatusCode", -1))
             log = container.logs(stdout=True, stderr=True)
+        except _engine_errors() as e:
+            raise _unavailable(e) from e
         except (docker.errors.APIError, OSError, ValueError):
-            pass
-        finally:
-            try:
-                container.remove(force=True)
-            except docker.errors.APIError:
-                pass
+            pass  # gone already, or its log cannot be read
+        lost = _remove(container)
+        if lost is not None:
+            raise _unavailable(lost) from lost
         return code, log
 
     def containers_of(self, study: str | None = None) -> list[Any]:
         """Containers this harness started (optionally of one study), running or not."""
         label = f"{LABEL_PREFIX}.study" + (f"={study}" if study else "")
-        return list(self.client.containers.list(all=True, filters={"label": label},
-                                                ignore_removed=True))
+        try:
+            return list(self.client.containers.list(all=True, filters={"label": label},
+                                                    ignore_removed=True))
+        except _engine_errors() as e:
+            raise _unavailable(e) from e

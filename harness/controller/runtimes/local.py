@@ -9,15 +9,39 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
-from harness.controller.runtimes.base import RunJob, RunOutcome
+from harness.controller.runtimes.base import Orphan, RunJob, RunOutcome, agent_env
+from harness.results.reasons import FailureReason
 from harness.results.schema import ImageInfo
 
 STOP_GRACE_S = 10.0
 #: after timeout_s the agent gets SIGTERM and this long to leave error.json before SIGKILL
 TIMEOUT_GRACE_S = 5.0
 _PR_SET_PDEATHSIG = 1
+#: the controller's variables the agent inherits; everything else (secrets included) stays out
+INHERITED = frozenset({"PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER", "PYTHONPATH",
+                       "VIRTUAL_ENV", "HF_HOME"})
+#: prefixes of inherited variables (locale, CUDA, NVIDIA and OpenMP settings)
+INHERITED_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "OMP_")
+
+
+def inherited_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The controller's variables on the allow-list (no secrets: those come from job.env)."""
+    env = os.environ if environ is None else environ
+    return {name: value for name, value in env.items()
+            if name in INHERITED or name.startswith(INHERITED_PREFIXES)}
+
+
+def local_agent_env(job: RunJob, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The whole environment of a local agent: the allow-list plus what the harness sets."""
+    env = inherited_env(environ)
+    env.update(agent_env(job))
+    if job.hf_cache is not None:
+        env["HF_HOME"] = str(job.hf_cache)
+    if job.device == "cuda":
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in job.gpus)
+    return env
 
 
 def _die_with_parent() -> None:
@@ -48,27 +72,31 @@ class LocalRuntime:
         """No image: the agent runs in this Python environment."""
         return None
 
+    def find_orphans(self, study: str) -> list[Orphan]:
+        """None: an agent dies with its controller (PR_SET_PDEATHSIG), so none is left."""
+        return []
+
+    def reap(self, orphan: Orphan) -> tuple[int | None, bytes]:
+        """Nothing to reap (find_orphans finds none)."""
+        return None, b""
+
+    def reconnect(self) -> None:
+        """Nothing to reconnect to: the agent is a process of this machine."""
+
     def run(self, job: RunJob) -> RunOutcome:
         """Run the agent; at the timeout, SIGTERM its process group, then SIGKILL."""
-        env = dict(os.environ)
-        env.update(job.env)
-        env["HF_HUB_OFFLINE"] = "1"
-        env["TRANSFORMERS_OFFLINE"] = "1"
-        if job.hf_cache is not None:
-            env["HF_HOME"] = str(job.hf_cache)
-        if job.device == "cuda":
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in job.gpus)
+        env = local_agent_env(job)
         log_path = job.run_dir / "container.log"
         start = time.perf_counter()
         try:
             log = log_path.open("wb")
         except OSError as e:
-            return RunOutcome(exit_code=None, duration_s=0.0, reason="storage_error",
+            return RunOutcome(exit_code=None, duration_s=0.0, reason=FailureReason.STORAGE_ERROR,
                               error=f"cannot write {log_path}: {e.strerror or e}")
         with log:
             with self._lock:
                 if self._stopping:
-                    return RunOutcome(exit_code=None, duration_s=0.0, reason="interrupted",
+                    return RunOutcome(exit_code=None, duration_s=0.0, reason=FailureReason.INTERRUPTED,
                                       error="interrupted before the agent started")
                 self._proc = subprocess.Popen(
                     [self.python, "-m", "harness.agent", "--config",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import socket
 from datetime import UTC, datetime
@@ -12,7 +11,7 @@ from pathlib import Path
 import harness
 from harness.config.sweep import Plan
 from harness.errors import StorageProblem, UserInputError
-from harness.results.io import atomic_write_json, read_model
+from harness.results.io import atomic_write_json, read_model, sha256_file
 from harness.results.schema import Manifest, RunRecord
 
 MANIFEST = "manifest.json"
@@ -22,11 +21,6 @@ LOCK = ".controller.lock"
 def now_iso() -> str:
     """The current UTC time, ISO 8601 with a Z."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def new_records(plan: Plan) -> list[RunRecord]:
