@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from collections.abc import Mapping
+from functools import cached_property
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -121,6 +123,8 @@ class Experiment(_Strict):
 
     def resolved(self) -> Experiment:
         """This experiment with only its own backend's options block, defaults filled in."""
+        if getattr(self, self.backend) is not None and not self.foreign_blocks():
+            return self
         blocks: dict[str, Any] = {name: None for name in BACKENDS}
         blocks[self.backend] = self.options
         return self.model_copy(update=blocks)
@@ -130,10 +134,17 @@ class Experiment(_Strict):
         data = self.resolved().model_dump(mode="json", exclude_none=False)
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
-    @property
+    @cached_property
     def id(self) -> str:
-        """A short stable hash of the canonical resolved config."""
+        """A short stable hash of the canonical resolved config (computed once per instance)."""
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:10]
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy, as pydantic makes it; a copy with changed fields drops the cached id."""
+        copied = super().model_copy(update=update, deep=deep)
+        if update:
+            copied.__dict__.pop("id", None)
+        return copied
 
 
 Order = Literal["sequential", "interleaved", "shuffled"]
