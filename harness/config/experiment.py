@@ -131,13 +131,12 @@ class Experiment(_Strict):
 
     def canonical_json(self) -> str:
         """The resolved config as canonical JSON (sorted keys, no whitespace)."""
-        data = self.resolved().model_dump(mode="json", exclude_none=False)
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return canonical_text(self.resolved().model_dump(mode="json", exclude_none=False))
 
     @cached_property
     def id(self) -> str:
         """A short stable hash of the canonical resolved config (computed once per instance)."""
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:10]
+        return id_of(self.canonical_json())
 
     def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
         """A copy, as pydantic makes it; a copy with changed fields drops the cached id."""
@@ -145,6 +144,20 @@ class Experiment(_Strict):
         if update:
             copied.__dict__.pop("id", None)
         return copied
+
+
+#: the canonical form that ids hash: sorted keys, no whitespace (one encoder, made once)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+def canonical_text(data: dict[str, Any]) -> str:
+    """A resolved experiment's JSON-mode dump as canonical JSON: what its id hashes."""
+    return _CANONICAL.encode(data)
+
+
+def id_of(canonical: str) -> str:
+    """The id of a canonical JSON text: the first 10 hex digits of its SHA-256."""
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
 Order = Literal["sequential", "interleaved", "shuffled"]

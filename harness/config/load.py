@@ -11,9 +11,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from harness.config.experiment import Experiment
+from harness.config.paths import check_path
 from harness.config.problems import describe, model_of
 from harness.config.study import Study
-from harness.config.sweep import Plan, check_path, expand
+from harness.config.sweep import Plan, expand
 from harness.errors import UserInputError
 
 MAX_FILE_BYTES = 1024 * 1024
