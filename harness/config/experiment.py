@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, Literal, Self
@@ -19,6 +17,7 @@ from harness.config.backends import (
     TensorrtLlmOptions,
     VllmOptions,
 )
+from harness.config.canonical import canonical_text, id_of
 
 
 class _Strict(BaseModel):
@@ -144,20 +143,6 @@ class Experiment(_Strict):
         if update:
             copied.__dict__.pop("id", None)
         return copied
-
-
-#: the canonical form that ids hash: sorted keys, no whitespace (one encoder, made once)
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
-
-
-def canonical_text(data: dict[str, Any]) -> str:
-    """A resolved experiment's JSON-mode dump as canonical JSON: what its id hashes."""
-    return _CANONICAL.encode(data)
-
-
-def id_of(canonical: str) -> str:
-    """The id of a canonical JSON text: the first 10 hex digits of its SHA-256."""
-    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
 Order = Literal["sequential", "interleaved", "shuffled"]

@@ -1,20 +1,24 @@
 """The sweep's grid: every combination's experiment, each distinct sub-model value validated once.
 
 A combination's experiment is the base experiment with each axis's value written at its dotted
-path (an axis scoped to a backend only where that backend runs). ``Grid.data`` builds that dict
-the plain way; ``Grid.build`` builds the same experiment faster and is exact by construction:
+path (an axis scoped to a backend only where that backend runs), validated, then resolved.
+``Grid.data`` builds that dict the plain way (its validation gives the problems' messages);
+``Grid.build`` builds the same resolved experiment faster:
 
-- A field that holds a sub-model (``workload``, an options block, ...) validates a dict exactly
-  as the sub-model alone validates it, and keeps an instance of that sub-model as it is. So each
-  distinct value of such a field (the base's, or the base's with the axes under it written in)
-  is validated once, and the instance is handed to every combination that has that value.
-- The experiment itself is still validated in full for every combination, from the same keys:
-  its own fields, its model validators (which see every field: the checks between backend,
-  device, precision and options) and unknown keys.
+- A field holding a sub-model (``workload``, an options block) validates a dict exactly as the
+  sub-model alone validates it, and keeps an instance of the sub-model as it is. So each distinct
+  value of such a field (the base's, or the base's with the axes under it written in) is
+  validated once and the instance is shared by every combination with that value.
+- The experiment is validated in full for every combination, in its resolved form: only its
+  backend's options block, defaults filled in (what ``Experiment.resolved`` makes, the form that
+  is planned and that the agent validates again from config.json). Other backends' blocks are
+  validated on their own and dropped, as ``resolved`` drops them. Every model validator sees
+  every field: the checks between backend, device, precision and options run per combination.
 
-Where a part fails, ``build`` returns None and the caller validates ``data`` for the messages.
-Fields with validators of their own, or an experiment model with validators that read the raw
-input, are left to full validation (they are never pre-validated).
+``build`` returns None where any part is invalid; the caller then validates ``data`` for the
+messages. Fields with validators of their own, and an experiment model with validators that see
+the raw input, are never pre-validated (full validation does all of it). ``dumped`` gives the
+JSON-mode dump and the shared sub-models' canonical texts without serialising each experiment.
 """
 
 from __future__ import annotations
@@ -26,15 +30,19 @@ import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 
+from harness.config.backends import BACKENDS
+from harness.config.canonical import canonical_text
 from harness.config.experiment import Experiment
 from harness.config.paths import scope_of, set_path
 
 _INVALID = object()
 _MISSING = object()
+#: field value types whose JSON-mode dump is the value itself
+_PLAIN = (str, int, float, bool, type(None))
 
 Point = tuple[int, ...]
 """A combination: the index of its value on each axis."""
@@ -53,6 +61,14 @@ class Axis:
     def of(cls, path: str, values: list[Any]) -> Axis:
         """The axis at ``path`` with these values."""
         return cls(path, values, path.split(".", 1)[0], scope_of(path))
+
+
+class _Shared(NamedTuple):
+    """A validated sub-model shared by many experiments, dumped and encoded once."""
+
+    value: BaseModel
+    dumped: dict[str, Any]
+    text: str
 
 
 def sole_model(annotation: Any) -> type[BaseModel] | None:
@@ -83,6 +99,17 @@ def independent_blocks(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
     return blocks
 
 
+def plain_serialization(schema: Any) -> bool:
+    """Whether no part of a pydantic core schema changes how values are dumped."""
+    if isinstance(schema, dict):
+        if schema.get("computed_fields") or any(k.startswith("serialization") for k in schema):
+            return False
+        return all(plain_serialization(v) for v in schema.values())
+    if isinstance(schema, list | tuple):
+        return all(plain_serialization(v) for v in schema)
+    return True
+
+
 class Grid:
     """The Cartesian product of the sweep's axes over the base experiment."""
 
@@ -93,8 +120,17 @@ class Grid:
             (i for i, axis in enumerate(self.axes) if axis.path == "backend"), None
         )
         self._blocks = independent_blocks(Experiment)
+        self._options = [name for name in BACKENDS if name in self._blocks]
+        self._plain = plain_serialization(Experiment.__pydantic_core_schema__)
+        self._fields = list(Experiment.model_fields)
+        #: id -> the shared sub-model; the entry keeps the object, so its id stays its own
+        self._shared: dict[int, _Shared] = {}
+        for name in self._blocks:
+            default = Experiment.model_fields[name].default
+            if isinstance(default, BaseModel):
+                self._remember(default)
         self._memo: dict[tuple[str, Point, Point], Any] = {}
-        self._groups: dict[str, list[tuple[str, Point]]] = {}
+        self._groups: dict[str, list[tuple[str, Point, list[Any] | None]]] = {}
         self._fast_base = {key: self._validated(key, value) for key, value in base.items()}
         self._invalid_base = [k for k, v in self._fast_base.items() if v is _INVALID]
 
@@ -129,55 +165,112 @@ class Grid:
         return data
 
     def build(self, point: Point) -> Experiment | None:
-        """The combination's experiment, validated; None where it is invalid (see ``data``)."""
+        """The combination's resolved experiment, validated; None where a part is invalid."""
         backend = self.backend(point)
         if not isinstance(backend, str):
             return None
         data = dict(self._fast_base)
-        for field, axis_ids in self._group(backend):
-            value = self._part(field, axis_ids, tuple(point[a] for a in axis_ids))
+        for field, axis_ids, values in self._group(backend):
+            if values is not None:  # one axis that is the whole field: its value as given
+                data[field] = values[point[axis_ids[0]]]
+                continue
+            value = self._part(field, axis_ids, tuple([point[a] for a in axis_ids]))
             if value is _INVALID:
                 return None
             data[field] = value
         if any(data[key] is _INVALID for key in self._invalid_base):
             return None
+        if not self._resolve(data, backend):
+            return None
         try:
-            return Experiment.model_validate(data)
+            exp = Experiment.model_validate(data)
         except ValidationError:
             return None
+        return exp.resolved()  # itself, unless the model resolves more than the blocks here
 
-    def _group(self, backend: str) -> list[tuple[str, Point]]:
-        """The fields that the axes applying to ``backend`` write, with those axes."""
+    def dumped(self, exp: Experiment) -> tuple[dict[str, Any], dict[str, str]]:
+        """``exp``'s JSON-mode dump and the canonical texts of its shared sub-models."""
+        values = exp.__dict__
+        if self._plain:
+            dumped: dict[str, Any] = {}
+            known: dict[str, str] = {}
+            for name in self._fields:
+                value = values[name]
+                if type(value) in _PLAIN:
+                    dumped[name] = value
+                elif (shared := self._shared.get(id(value))) is not None:
+                    dumped[name] = shared.dumped
+                    known[name] = shared.text
+                else:
+                    break
+            else:
+                return dumped, known
+        return exp.model_dump(mode="json", exclude_none=False), {}
+
+    def _resolve(self, data: dict[str, Any], backend: str) -> bool:
+        """Keep only ``backend``'s options block, its defaults where none is given."""
+        for name in self._options:
+            value = data.get(name)
+            if not (value is None or isinstance(value, BaseModel)):
+                return False  # not validated here: let full validation of ``data`` say why
+            if name != backend:
+                data.pop(name, None)
+            elif value is None:
+                data[name] = self._part(name, (), ())
+        return True
+
+    def _group(self, backend: str) -> list[tuple[str, Point, list[Any] | None]]:
+        """The fields that the axes applying to ``backend`` write, with those axes.
+
+        The third item is the axis's values where one axis sets a whole plain field.
+        """
         group = self._groups.get(backend)
         if group is None:
             fields: dict[str, list[int]] = {}
             for i, axis in enumerate(self.axes):
                 if axis.scope is None or axis.scope == backend:
                     fields.setdefault(axis.field, []).append(i)
-            group = self._groups[backend] = [(f, tuple(ids)) for f, ids in fields.items()]
+            group = self._groups[backend] = [
+                (field, tuple(ids), self._whole(field, ids)) for field, ids in fields.items()
+            ]
         return group
 
-    def _part(self, field: str, axis_ids: Point, index: Point) -> Any:
-        """The value of one field with these axes' values written in, validated once."""
+    def _whole(self, field: str, axis_ids: list[int]) -> list[Any] | None:
+        """The values of the one axis that sets all of a field that is not a block, or None."""
         if len(axis_ids) == 1 and field not in self._blocks:
             axis = self.axes[axis_ids[0]]
             if axis.path == field:
-                return axis.values[index[0]]
+                return axis.values
+        return None
+
+    def _part(self, field: str, axis_ids: Point, index: Point) -> Any:
+        """One field's value with these axes' values written in (validated once, if a block).
+
+        With no axes it is the block's defaults (the base's value is in ``_fast_base``).
+        """
         key = (field, axis_ids, index)
         value = self._memo.get(key, _MISSING)
         if value is _MISSING:
-            holder = {field: copy.deepcopy(self.base[field])} if field in self.base else {}
+            holder: dict[str, Any] = {field: {}}
+            if axis_ids:
+                holder = {field: copy.deepcopy(self.base[field])} if field in self.base else {}
             for a, i in zip(axis_ids, index, strict=True):
                 set_path(holder, self.axes[a].path, self.axes[a].values[i])
             value = self._memo[key] = self._validated(field, holder[field])
         return value
 
     def _validated(self, field: str, raw: Any) -> Any:
-        """A sub-model field's dict as its validated instance; anything else as given."""
+        """A block's dict as its validated, shared instance; anything else as given."""
         model = self._blocks.get(field)
         if model is None or not isinstance(raw, dict):
             return raw
         try:
-            return model.model_validate(raw)
+            return self._remember(model.model_validate(raw))
         except ValidationError:
             return _INVALID
+
+    def _remember(self, value: BaseModel) -> BaseModel:
+        """Dump and encode a shared sub-model once."""
+        dumped = value.model_dump(mode="json", exclude_none=False)
+        self._shared[id(value)] = _Shared(value, dumped, canonical_text(dumped))
+        return value

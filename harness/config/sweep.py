@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from typing import Any
@@ -9,7 +10,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from harness.config.backends import BACKENDS
-from harness.config.experiment import Experiment, canonical_text, id_of
+from harness.config.canonical import canonical_text, id_of
+from harness.config.experiment import Experiment
 from harness.config.grid import Grid
 from harness.config.paths import check_path, get_path, merge, scope_of, set_path
 from harness.config.problems import describe
@@ -72,16 +74,15 @@ def expand(study: Study, *, source: str = "study") -> Plan:
     kept = _Kept(study, source)
     for point in grid.points():
         exp = grid.build(point)
-        if exp is None:
-            exp = kept.validate(grid.data(point), grid.where(point))
         if exp is not None:
-            kept.keep(exp.resolved(), from_include=False)
+            kept.keep(exp, *grid.dumped(exp))
+        elif (exp := kept.validate(grid.data(point), grid.where(point))) is not None:
+            kept.keep(exp.resolved())
     swept = len(kept.chosen)
     for i, inc in enumerate(study.include):
         where = f"include[{i}]"
-        exp = kept.validate(merge(study.experiment, inc), where)
-        if exp is not None:
-            kept.keep(exp.resolved(), where=where, from_include=True)
+        if (exp := kept.validate(merge(study.experiment, inc), where)) is not None:
+            kept.keep(exp.resolved(), where=where)
 
     problems += kept.problems + kept.failures(len(grid) + len(study.include))
     warnings = [
@@ -157,21 +158,33 @@ class _Kept:
                 self.failing.setdefault(line, []).append(where)
             return None
 
-    def keep(self, exp: Experiment, *, where: str = "", from_include: bool) -> None:
-        """Keep a resolved experiment unless an exclude rule matches it or it is kept already."""
-        dumped = exp.model_dump(mode="json", exclude_none=False)
+    def keep(
+        self,
+        exp: Experiment,
+        dumped: dict[str, Any] | None = None,
+        known: dict[str, str] | None = None,
+        *,
+        where: str = "",
+    ) -> None:
+        """Keep a resolved experiment unless an exclude rule matches it or it is kept already.
+
+        ``dumped`` is its JSON-mode dump and ``known`` the canonical texts of some of its parts
+        where the caller has them; ``where`` names an include (which no rule may exclude).
+        """
+        if dumped is None:
+            dumped = exp.model_dump(mode="json", exclude_none=False)
         for i, rule in enumerate(self.exclude):
             if all(get_path(dumped, k) == v for k, v in rule.items()):
-                if from_include:
+                if where:
                     self.problems.append(
                         f"{self.source}: {where}: also matched by exclude[{i}] {rule}; "
                         "the include and the exclude contradict each other"
                     )
                 self.exclude_hits[i] += 1
                 return
-        eid = id_of(canonical_text(dumped))  # exp.id, from the dump made here already
+        eid = id_of(canonical_text(dumped, known))  # exp.id, from this dump
         if eid not in self.chosen:
-            params = {axis: get_path(dumped, axis) for axis in self.axes}
+            params = {axis: _copied(get_path(dumped, axis)) for axis in self.axes}
             # built from values already validated (validating would run the experiment's
             # model validators a second time)
             self.chosen[eid] = PlannedExperiment.model_construct(
@@ -190,6 +203,11 @@ class _Kept:
                 shown = "; ".join(wheres[:3]) + ("; ..." if len(wheres) > 3 else "")
                 problems.append(f"{self.source}: {line} (in {len(wheres)} of {combos}: {shown})")
         return problems
+
+
+def _copied(value: Any) -> Any:
+    """A value of a dump, copied where it is a container (dumps may share their parts)."""
+    return copy.deepcopy(value) if isinstance(value, dict | list) else value
 
 
 def _bounded_runs(experiment_ids: list[str], execution: Execution, source: str) -> list[PlannedRun]:
