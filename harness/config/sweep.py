@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import gc
 import math
 import random
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -69,45 +72,45 @@ class Plan(BaseModel):
 
 def expand(study: Study, *, source: str = "study") -> Plan:
     """Expand the study's sweep, exclude and include rules into an ordered plan."""
-    problems, bad_axes = _rule_problems(study, source)
-    grid = Grid(study.experiment, {k: v for k, v in study.sweep.items() if k not in bad_axes})
-    kept = _Kept(study, source)
-    for point in grid.points():
-        exp = grid.build(point)
-        if exp is not None:
-            kept.keep(exp, *grid.dumped(exp))
-        elif (exp := kept.validate(grid.data(point), grid.where(point))) is not None:
-            kept.keep(exp.resolved())
-    swept = len(kept.chosen)
-    for i, inc in enumerate(study.include):
-        where = f"include[{i}]"
-        if (exp := kept.validate(merge(study.experiment, inc), where)) is not None:
-            kept.keep(exp.resolved(), where=where)
+    with _collection_paused():
+        problems, bad_axes = _rule_problems(study, source)
+        kept = _Kept(study, source)
+        swept = kept.sweep(Grid(study.experiment, {
+            k: v for k, v in study.sweep.items() if k not in bad_axes
+        }))
+        kept.include(study.experiment, study.include)
+        problems += kept.problems + kept.failures()
+        if not problems and swept == 0 and any(kept.exclude_hits) and not study.include:
+            problems.append(f"{source}: exclude: the exclude rules remove every experiment")
+        if problems:
+            raise UserInputError(f"{source}: the study is invalid", problems=problems)
+        if not kept.chosen:
+            raise UserInputError(f"{source}: the study plans no experiment")
+        experiments = list(kept.chosen.values())
+        return Plan(
+            study=study.name,
+            axes=list(study.sweep),
+            experiments=experiments,
+            runs=_bounded_runs([p.id for p in experiments], study.execution, source),
+            execution=study.execution,
+            warnings=kept.warnings(study),
+        )
 
-    problems += kept.problems + kept.failures(len(grid) + len(study.include))
-    warnings = [
-        f"exclude[{i}] {study.exclude[i]} matches no experiment"
-        for i, hits in enumerate(kept.exclude_hits)
-        if hits == 0
-    ]
-    if kept.chosen:
-        used: set[str] = {p.experiment.backend for p in kept.chosen.values()}
-        warnings += unused_backend_options(study, used)
-    if not problems and swept == 0 and any(kept.exclude_hits) and not study.include:
-        problems.append(f"{source}: exclude: the exclude rules remove every experiment")
-    if problems:
-        raise UserInputError(f"{source}: the study is invalid", problems=problems)
-    if not kept.chosen:
-        raise UserInputError(f"{source}: the study plans no experiment")
-    experiments = list(kept.chosen.values())
-    return Plan(
-        study=study.name,
-        axes=list(study.sweep),
-        experiments=experiments,
-        runs=_bounded_runs([p.id for p in experiments], study.execution, source),
-        execution=study.execution,
-        warnings=warnings,
-    )
+
+@contextlib.contextmanager
+def _collection_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a plan is made.
+
+    Expansion makes several objects per experiment and frees few; with the collector on, its
+    passes over the growing heap took about 40 % of expanding 100 000 experiments.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _rule_problems(study: Study, source: str) -> tuple[list[str], set[str]]:
@@ -148,6 +151,27 @@ class _Kept:
         self.failing: dict[str, list[str]] = {}
         self.exclude_hits = [0] * len(study.exclude)
         self.problems: list[str] = []
+        #: combinations of the sweep plus includes, which ``failures`` counts against
+        self.combinations = 0
+
+    def sweep(self, grid: Grid) -> int:
+        """Keep the grid's experiments; how many distinct ones it gave."""
+        self.combinations += len(grid)
+        for point in grid.points():
+            exp = grid.build(point)
+            if exp is not None:
+                self.keep(exp, *grid.dumped(exp))
+            elif (exp := self.validate(grid.data(point), grid.where(point))) is not None:
+                self.keep(exp.resolved())
+        return len(self.chosen)
+
+    def include(self, base: dict[str, Any], includes: list[dict[str, Any]]) -> None:
+        """Keep each include merged over the base experiment."""
+        self.combinations += len(includes)
+        for i, inc in enumerate(includes):
+            where = f"include[{i}]"
+            if (exp := self.validate(merge(base, inc), where)) is not None:
+                self.keep(exp.resolved(), where=where)
 
     def validate(self, data: dict[str, Any], where: str) -> Experiment | None:
         """The experiment, or None after recording why it is invalid."""
@@ -191,8 +215,9 @@ class _Kept:
                 id=eid, params=params, experiment=exp
             )
 
-    def failures(self, combos: int) -> list[str]:
+    def failures(self) -> list[str]:
         """One problem per distinct validation failure, saying where it happened."""
+        combos = self.combinations
         problems = []
         for line, wheres in self.failing.items():
             if len(wheres) == combos and combos > 1:
@@ -203,6 +228,18 @@ class _Kept:
                 shown = "; ".join(wheres[:3]) + ("; ..." if len(wheres) > 3 else "")
                 problems.append(f"{self.source}: {line} (in {len(wheres)} of {combos}: {shown})")
         return problems
+
+    def warnings(self, study: Study) -> list[str]:
+        """Exclude rules that matched nothing, and options for backends that nothing runs."""
+        found = [
+            f"exclude[{i}] {rule} matches no experiment"
+            for i, (rule, hits) in enumerate(zip(self.exclude, self.exclude_hits, strict=True))
+            if hits == 0
+        ]
+        if self.chosen:
+            used: set[str] = {p.experiment.backend for p in self.chosen.values()}
+            found += unused_backend_options(study, used)
+        return found
 
 
 def _copied(value: Any) -> Any:
