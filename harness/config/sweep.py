@@ -7,8 +7,9 @@ import copy
 import gc
 import math
 import random
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from functools import cached_property
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -16,15 +17,10 @@ from harness.config.backends import BACKENDS
 from harness.config.canonical import canonical_text, id_of
 from harness.config.experiment import Experiment
 from harness.config.grid import Grid
-from harness.config.paths import check_path, get_path, merge, scope_of, set_path
+from harness.config.paths import check_path, get_path, merge, scope_of
 from harness.config.problems import describe
 from harness.config.study import Execution, Study
 from harness.errors import UserInputError
-
-__all__ = [
-    "RAW_COMBINATION_LIMIT", "Plan", "PlannedExperiment", "PlannedRun", "check_path", "expand",
-    "get_path", "merge", "order_runs", "scope_of", "set_path", "unused_backend_options",
-]
 
 RAW_COMBINATION_LIMIT = 1_000_000
 
@@ -64,10 +60,19 @@ class Plan(BaseModel):
 
     def experiment(self, experiment_id: str) -> Experiment:
         """The experiment with this id."""
-        for planned in self.experiments:
-            if planned.id == experiment_id:
-                return planned.experiment
-        raise KeyError(experiment_id)
+        return self._by_id[experiment_id].experiment
+
+    @cached_property
+    def _by_id(self) -> dict[str, PlannedExperiment]:
+        """The planned experiments by id (looked up once per run; a plan can hold 100 000)."""
+        return {planned.id: planned for planned in self.experiments}
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy, as pydantic makes it; a copy with changed fields drops the index by id."""
+        copied = super().model_copy(update=update, deep=deep)
+        if update:
+            copied.__dict__.pop("_by_id", None)
+        return copied
 
 
 def expand(study: Study, *, source: str = "study") -> Plan:
