@@ -105,21 +105,14 @@ def _phase_warnings(
         return found
     for dev in sensor.devices:
         found += _device_warnings(dev, phase, reading, loaded, own_pid)
+    counters = {
+        "counter_not_advancing": (reading.counter_stalled, "did not advance over the window"),
+        "counter_reset": (reading.counter_resets, "was reset during the window"),
+    }
     found += [
-        Warning_(
-            code="counter_not_advancing",
-            message=f"{dev}: the energy counter did not advance over the window",
-            phase=phase,
-        )
-        for dev in reading.counter_stalled
-    ]
-    found += [
-        Warning_(
-            code="counter_reset",
-            message=f"{dev}: the energy counter was reset during the window",
-            phase=phase,
-        )
-        for dev in reading.counter_resets
+        Warning_(code=code, message=f"{dev}: the energy counter {what}", phase=phase)
+        for code, (devs, what) in counters.items()
+        for dev in devs
     ]
     return found
 
