@@ -37,7 +37,7 @@ from pydantic import BaseModel, ValidationError
 from harness.config.backends import BACKENDS
 from harness.config.canonical import canonical_text
 from harness.config.experiment import Experiment
-from harness.config.paths import scope_of, set_path
+from harness.config.paths import copied, scope_of, set_path
 
 _INVALID = object()
 _MISSING = object()
@@ -161,7 +161,7 @@ class Grid:
         backend = self.backend(point)
         for axis, i in zip(self.axes, point, strict=True):
             if axis.scope is None or axis.scope == backend:
-                set_path(data, axis.path, axis.values[i])
+                set_path(data, axis.path, copied(axis.values[i]))
         return data
 
     def build(self, point: Point) -> Experiment | None:
@@ -255,7 +255,7 @@ class Grid:
             if axis_ids:
                 holder = {field: copy.deepcopy(self.base[field])} if field in self.base else {}
             for a, i in zip(axis_ids, index, strict=True):
-                set_path(holder, self.axes[a].path, self.axes[a].values[i])
+                set_path(holder, self.axes[a].path, copied(self.axes[a].values[i]))
             value = self._memo[key] = self._validated(field, holder[field])
         return value
 

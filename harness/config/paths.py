@@ -31,6 +31,11 @@ def set_path(data: dict[str, Any], path: str, value: Any) -> None:
     data[parts[-1]] = value
 
 
+def copied(value: Any) -> Any:
+    """``value``, copied where it is a container (so that writing into it changes no original)."""
+    return copy.deepcopy(value) if isinstance(value, dict | list) else value
+
+
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Deep-merge ``override`` (nested dicts or dotted keys) over a copy of ``base``."""
     out = copy.deepcopy(base)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import gc
 import math
 import random
@@ -17,7 +16,7 @@ from harness.config.backends import BACKENDS
 from harness.config.canonical import canonical_text, id_of
 from harness.config.experiment import Experiment
 from harness.config.grid import Grid
-from harness.config.paths import check_path, get_path, merge, scope_of
+from harness.config.paths import check_path, copied, get_path, merge, scope_of
 from harness.config.problems import describe
 from harness.config.study import Execution, Study
 from harness.errors import UserInputError
@@ -213,7 +212,7 @@ class _Kept:
                 return
         eid = id_of(canonical_text(dumped, known))  # exp.id, from this dump
         if eid not in self.chosen:
-            params = {axis: _copied(get_path(dumped, axis)) for axis in self.axes}
+            params = {axis: copied(get_path(dumped, axis)) for axis in self.axes}  # dumps share parts
             # built from values already validated (validating would run the experiment's
             # model validators a second time)
             self.chosen[eid] = PlannedExperiment.model_construct(
@@ -245,11 +244,6 @@ class _Kept:
             used: set[str] = {p.experiment.backend for p in self.chosen.values()}
             found += unused_backend_options(study, used)
         return found
-
-
-def _copied(value: Any) -> Any:
-    """A value of a dump, copied where it is a container (dumps may share their parts)."""
-    return copy.deepcopy(value) if isinstance(value, dict | list) else value
 
 
 def _bounded_runs(experiment_ids: list[str], execution: Execution, source: str) -> list[PlannedRun]:

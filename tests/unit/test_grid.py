@@ -1,5 +1,6 @@
 """The grid's fast build gives exactly what validating each combination's plain dict gives."""
 
+import copy
 import json
 import math
 
@@ -62,6 +63,7 @@ def plain(grid: Grid, point) -> Experiment | None:
 @pytest.mark.parametrize("name", sorted(GRIDS))
 def test_build_is_validation_of_the_plain_dict(name):
     base, sweep = GRIDS[name]
+    before = copy.deepcopy((base, sweep))
     grid = Grid(base, sweep)
     for point in grid.points():
         expected = plain(grid, point)
@@ -75,6 +77,7 @@ def test_build_is_validation_of_the_plain_dict(name):
         dumped, known = grid.dumped(built)
         assert dumped == expected.model_dump(mode="json", exclude_none=False), where
         assert id_of(canonical_text(dumped, known)) == expected.id, where
+    assert (base, sweep) == before, "building the grid changed the study"
 
 
 @pytest.mark.parametrize("name", sorted(GRIDS))

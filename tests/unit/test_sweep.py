@@ -216,3 +216,12 @@ def test_expansion_leaves_the_garbage_collector_as_it_found_it():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_expansion_leaves_the_study_as_it_was():
+    s = study(sweep={"workload": [{"num_prompts": 3}], "workload.seed": [1, 2]},
+              include=[{"workload": {"seed": 9}}])
+    before = s.model_dump()
+    plan = expand(s)
+    assert s.model_dump() == before
+    assert sorted(p.experiment.workload.seed for p in plan.experiments) == [1, 2, 9]
