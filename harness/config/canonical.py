@@ -20,22 +20,21 @@ def canonical_text(data: Mapping[str, Any], known: Mapping[str, str] | None = No
     """
     if not known:
         return _ENCODER.encode(data)
-    parts = [
-        f"{encode_basestring_ascii(key)}:{known[key] if key in known else _scalar(data[key])}"
-        for key in sorted(data)
-    ]
+    parts = []
+    for key in sorted(data):
+        text = known.get(key)
+        if text is None:
+            value = data[key]
+            if value is None:
+                text = "null"
+            elif type(value) is str:
+                text = encode_basestring_ascii(value)
+            elif type(value) is int:
+                text = int.__repr__(value)
+            else:  # the encoder for anything else (floats, booleans, containers)
+                text = _ENCODER.encode(value)
+        parts.append(f"{encode_basestring_ascii(key)}:{text}")
     return "{" + ",".join(parts) + "}"
-
-
-def _scalar(value: Any) -> str:
-    """One value as the encoder writes it (common scalars without starting the encoder)."""
-    if value is None:
-        return "null"
-    if isinstance(value, str):
-        return encode_basestring_ascii(value)
-    if type(value) is int:
-        return int.__repr__(value)
-    return _ENCODER.encode(value)
 
 
 def id_of(text: str) -> str:

@@ -178,7 +178,7 @@ class Grid:
             if value is _INVALID:
                 return None
             data[field] = value
-        if any(data[key] is _INVALID for key in self._invalid_base):
+        if self._invalid_base and any(data[key] is _INVALID for key in self._invalid_base):
             return None
         if not self._resolve(data, backend):
             return None
@@ -190,19 +190,20 @@ class Grid:
 
     def dumped(self, exp: Experiment) -> tuple[dict[str, Any], dict[str, str]]:
         """``exp``'s JSON-mode dump and the canonical texts of its shared sub-models."""
-        values = exp.__dict__
         if self._plain:
+            values = exp.__dict__
             dumped: dict[str, Any] = {}
             known: dict[str, str] = {}
             for name in self._fields:
                 value = values[name]
                 if type(value) in _PLAIN:
                     dumped[name] = value
-                elif (shared := self._shared.get(id(value))) is not None:
-                    dumped[name] = shared.dumped
-                    known[name] = shared.text
-                else:
+                    continue
+                shared = self._shared.get(id(value))
+                if shared is None:
                     break
+                dumped[name] = shared.dumped
+                known[name] = shared.text
             else:
                 return dumped, known
         return exp.model_dump(mode="json", exclude_none=False), {}

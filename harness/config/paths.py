@@ -12,7 +12,12 @@ from harness.config.problems import model_of, suggest
 
 def get_path(data: Any, path: str) -> Any:
     """Read a dotted path from nested dicts; None where a level is missing or null."""
-    for part in path.split("."):
+    return get_parts(data, path.split("."))
+
+
+def get_parts(data: Any, parts: list[str]) -> Any:
+    """``get_path`` with the path already split at its dots."""
+    for part in parts:
         if not isinstance(data, dict) or part not in data:
             return None
         data = data[part]

@@ -16,7 +16,7 @@ from harness.config.backends import BACKENDS
 from harness.config.canonical import canonical_text, id_of
 from harness.config.experiment import Experiment
 from harness.config.grid import Grid
-from harness.config.paths import check_path, copied, get_path, merge, scope_of
+from harness.config.paths import check_path, copied, get_parts, get_path, merge, scope_of
 from harness.config.problems import describe
 from harness.config.study import Execution, Study
 from harness.errors import UserInputError
@@ -149,7 +149,7 @@ class _Kept:
     def __init__(self, study: Study, source: str) -> None:
         self.source = source
         self.exclude = study.exclude
-        self.axes = list(study.sweep)
+        self.axes = [(axis, axis.split(".")) for axis in study.sweep]
         self.chosen: dict[str, PlannedExperiment] = {}
         #: problem line -> where it happened (combinations or includes)
         self.failing: dict[str, list[str]] = {}
@@ -212,7 +212,8 @@ class _Kept:
                 return
         eid = id_of(canonical_text(dumped, known))  # exp.id, from this dump
         if eid not in self.chosen:
-            params = {axis: copied(get_path(dumped, axis)) for axis in self.axes}  # dumps share parts
+            # copies of containers: dumps share their parts
+            params = {axis: copied(get_parts(dumped, parts)) for axis, parts in self.axes}
             # built from values already validated (validating would run the experiment's
             # model validators a second time)
             self.chosen[eid] = PlannedExperiment.model_construct(
