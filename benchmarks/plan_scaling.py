@@ -16,6 +16,7 @@ Usage: python benchmarks/plan_scaling.py [--sizes 1000 10000 100000] [--repeat 3
 from __future__ import annotations
 
 import argparse
+import gc
 import tempfile
 import time
 from collections.abc import Callable
@@ -53,6 +54,8 @@ def best_of(repeat: int, work: Callable[[], Any]) -> tuple[float, float, Any]:
     """The least wall and CPU seconds of ``repeat`` calls, and the last call's result."""
     walls, cpus, result = [], [], None
     for _ in range(repeat):
+        result = None  # the last try's objects are freed and collected outside the timing
+        gc.collect()
         wall, cpu = time.perf_counter(), time.process_time()
         result = work()
         walls.append(time.perf_counter() - wall)

@@ -130,7 +130,7 @@ class Experiment(_Strict):
 
     def canonical_json(self) -> str:
         """The resolved config as canonical JSON (sorted keys, no whitespace)."""
-        return canonical_text(self.resolved().model_dump(mode="json", exclude_none=False))
+        return id_text(self.resolved())
 
     @cached_property
     def id(self) -> str:
@@ -143,6 +143,22 @@ class Experiment(_Strict):
         if update:
             copied.__dict__.pop("id", None)
         return copied
+
+
+def id_text(
+    value: BaseModel,
+    dumped: dict[str, Any] | None = None,
+    known: Mapping[str, str] | None = None,
+) -> str:
+    """What an id hashes: a resolved experiment's (or one of its parts') canonical JSON.
+
+    The one rule for ids. A caller that has ``value``'s JSON-mode dump passes it as ``dumped``
+    (never changed here), and ``known`` maps fields to the ``id_text`` of their values where
+    it has them (sub-models that many experiments share); the text is the same either way.
+    """
+    if dumped is None:
+        dumped = value.model_dump(mode="json", exclude_none=False)
+    return canonical_text(dumped, known)
 
 
 Order = Literal["sequential", "interleaved", "shuffled"]

@@ -18,7 +18,8 @@ path (an axis scoped to a backend only where that backend runs), validated, then
 ``build`` returns None where any part is invalid; the caller then validates ``data`` for the
 messages. Fields with validators of their own, and an experiment model with validators that see
 the raw input, are never pre-validated (full validation does all of it). ``dumped`` gives the
-JSON-mode dump and the shared sub-models' canonical texts without serialising each experiment.
+JSON-mode dump, and the ``id_text`` of the shared sub-models, without serialising each
+experiment again.
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel, ValidationError
 
 from harness.config.backends import BACKENDS
-from harness.config.canonical import canonical_text
-from harness.config.experiment import Experiment
+from harness.config.experiment import Experiment, id_text
 from harness.config.paths import copied, scope_of, set_path
 
 _INVALID = object()
@@ -68,6 +68,7 @@ class _Shared(NamedTuple):
 
     value: BaseModel
     dumped: dict[str, Any]
+    #: its ``id_text``
     text: str
 
 
@@ -189,7 +190,7 @@ class Grid:
         return exp.resolved()  # itself, unless the model resolves more than the blocks here
 
     def dumped(self, exp: Experiment) -> tuple[dict[str, Any], dict[str, str]]:
-        """``exp``'s JSON-mode dump and the canonical texts of its shared sub-models."""
+        """``exp``'s JSON-mode dump, and the ``id_text`` of its shared sub-models by field."""
         if self._plain:
             values = exp.__dict__
             dumped: dict[str, Any] = {}
@@ -273,5 +274,5 @@ class Grid:
     def _remember(self, value: BaseModel) -> BaseModel:
         """Dump and encode a shared sub-model once."""
         dumped = value.model_dump(mode="json", exclude_none=False)
-        self._shared[id(value)] = _Shared(value, dumped, canonical_text(dumped))
+        self._shared[id(value)] = _Shared(value, dumped, id_text(value, dumped))
         return value

@@ -13,8 +13,8 @@ from typing import Any, Self
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from harness.config.backends import BACKENDS
-from harness.config.canonical import canonical_text, id_of
-from harness.config.experiment import Experiment
+from harness.config.canonical import id_of
+from harness.config.experiment import Experiment, id_text
 from harness.config.grid import Grid
 from harness.config.paths import check_path, copied, get_parts, get_path, merge, scope_of
 from harness.config.problems import describe
@@ -196,8 +196,8 @@ class _Kept:
     ) -> None:
         """Keep a resolved experiment unless an exclude rule matches it or it is kept already.
 
-        ``dumped`` is its JSON-mode dump and ``known`` the canonical texts of some of its parts
-        where the caller has them; ``where`` names an include (which no rule may exclude).
+        ``dumped`` is its JSON-mode dump and ``known`` the ``id_text`` of some of its fields'
+        values, where the caller has them; ``where`` names an include (which no rule may exclude).
         """
         if dumped is None:
             dumped = exp.model_dump(mode="json", exclude_none=False)
@@ -210,7 +210,7 @@ class _Kept:
                     )
                 self.exclude_hits[i] += 1
                 return
-        eid = id_of(canonical_text(dumped, known))  # exp.id, from this dump
+        eid = id_of(id_text(exp, dumped, known))  # exp.id, from the dump made already
         if eid not in self.chosen:
             # copies of containers: dumps share their parts
             params = {axis: copied(get_parts(dumped, parts)) for axis, parts in self.axes}

@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from harness.config.canonical import canonical_text, id_of
-from harness.config.experiment import Experiment
+from harness.config.experiment import Experiment, id_text
 from harness.config.grid import Grid, independent_blocks, plain_serialization
 from harness.config.study import Study
 from harness.config.sweep import expand
@@ -76,7 +76,7 @@ def test_build_is_validation_of_the_plain_dict(name):
         assert built.model_dump() == expected.model_dump(), where
         dumped, known = grid.dumped(built)
         assert dumped == expected.model_dump(mode="json", exclude_none=False), where
-        assert id_of(canonical_text(dumped, known)) == expected.id, where
+        assert id_of(id_text(built, dumped, known)) == expected.id, where
     assert (base, sweep) == before, "building the grid changed the study"
 
 
