@@ -468,11 +468,3 @@ def run(
     atomic_write_json(out_dir / "result.json", result)
     return result
 
-
-def describe_result(result: ExperimentResult) -> dict[str, Any]:
-    """Headline figures of a result, for logs and the manifest."""
-    return {
-        "output_tokens_per_s": result.throughput.output_tokens_per_s,
-        "j_per_output_token": result.energy.j_per_output_token,
-        "e2e_p50_s": result.latency.e2e.p50_s,
-    }

@@ -15,6 +15,7 @@ from typing import Any
 from harness.agent.metrics import known, ratio
 from harness.agent.sensors.base import Sensor, WindowReading
 from harness.agent.sensors.nvml import PERFORMANCE_THROTTLE_MASK, throttle_names
+from harness.config.experiment import Measurement
 from harness.results.schema import ExperimentResult, Warning_
 
 MIN_SAMPLES = 10
@@ -50,132 +51,163 @@ def check(
     own_pid: int | None = None,
 ) -> list[Warning_]:
     """Every validity warning that applies to this result and its measured phases."""
-    warnings: list[Warning_] = []
-    m = result.experiment.measurement
     own_pid = os.getpid() if own_pid is None else own_pid
     devices = _devices_info(sensor)
-
-    def warn(code: str, message: str, phase: str | None = None) -> None:
-        warnings.append(Warning_(code=code, message=message, phase=phase))
-
-    if result.energy.energy_method == "unavailable":
-        warn(
-            "energy_unavailable",
-            f"energy is unknown: {result.energy.unavailable_reason or 'no reason given'}",
-        )
-    if result.warmup.converged is False:
-        warn(
-            "warmup_not_converged",
-            f"batch-latency CV {result.warmup.final_cv} did not fall below "
-            f"{result.warmup.target_cv} within {result.warmup.batches} warmup batches",
-        )
-
+    warnings = _result_warnings(result)
     for phase, reading in phases.items():
-        loaded = phase in LOADED_PHASES
-        if loaded and reading.duration_s < m.min_window_s:
-            warn(
-                "window_too_short",
-                f"measured window {reading.duration_s:.2f} s is shorter than min_window_s "
-                f"{m.min_window_s} s",
-                phase,
-            )
-        if not sensor.available:
-            continue
-        for dev in sensor.devices:
-            rows = reading.device_samples(dev)
-            powers = known(rows, "power_w")
-            if len(powers) < MIN_SAMPLES:
-                warn(
-                    "too_few_samples",
-                    f"{dev}: {len(powers)} power samples in the window, fewer than {MIN_SAMPLES}",
-                    phase,
-                )
-            temps = known(rows, "temperature_c")
-            if loaded and temps and max(temps) - min(temps) > MAX_TEMPERATURE_DRIFT_C:
-                warn(
-                    "temperature_drift",
-                    f"{dev}: temperature moved {max(temps) - min(temps):.0f} °C over the window "
-                    f"({min(temps):.0f}-{max(temps):.0f} °C), more than "
-                    f"{MAX_TEMPERATURE_DRIFT_C:.0f} °C",
-                    phase,
-                )
-            masks = [int(v) for v in known(rows, "throttle_reasons")]
-            hit = [v & PERFORMANCE_THROTTLE_MASK for v in masks]
-            seen = 0
-            for v in hit:
-                seen |= v
-            if loaded and seen:
-                share = sum(1 for v in hit if v) / len(hit)
-                warn(
-                    "throttling",
-                    f"{dev}: clocks held down ({', '.join(throttle_names(seen))}) in "
-                    f"{share:.0%} of samples",
-                    phase,
-                )
-            pids = reading.gpu_processes.get(dev)
-            if pids:
-                count, exact = foreign_pids(pids, own_pid, loaded)
-                if count > 0:
-                    how = "" if exact else " (this process's PID is not in NVML's list, as in a " \
-                        "container PID namespace; one listed process was taken to be this one)"
-                    warn(
-                        "other_gpu_processes",
-                        f"{dev}: {count} other process(es) on the GPU{how}",
-                        phase,
-                    )
-        for dev in reading.counter_stalled:
-            warn(
-                "counter_not_advancing",
-                f"{dev}: the energy counter did not advance over the window",
-                phase,
-            )
-        for dev in reading.counter_resets:
-            warn("counter_reset", f"{dev}: the energy counter was reset during the window", phase)
-
+        warnings += _phase_warnings(phase, reading, result.experiment.measurement, sensor, own_pid)
     window = phases.get("window")
-    idle_by_dev = {d.device: d.idle_power_w for d in result.energy.devices}
     if window is not None and sensor.available:
-        for dev, energy in window.energy_j.items():
-            mean_w = ratio(energy, window.duration_s)
-            if mean_w is None:
-                continue
-            limit = devices.get(dev, {}).get("power_limit_w")
-            if limit and mean_w > POWER_LIMIT_FACTOR * limit:
-                warn(
-                    "power_above_limit",
-                    f"{dev}: mean power {mean_w:.1f} W is above {POWER_LIMIT_FACTOR} x the "
-                    f"power limit {limit:.0f} W",
-                    "window",
-                )
-            idle = idle_by_dev.get(dev)
-            if idle is not None and mean_w < idle:
-                warn(
-                    "power_below_idle",
-                    f"{dev}: mean power {mean_w:.1f} W under load is below the idle power "
-                    f"{idle:.1f} W",
-                    "window",
-                )
-
-    for dev, info in devices.items():
-        if info.get("persistence_mode") is False:
-            warn(
-                "persistence_mode_off",
-                f"{dev}: persistence mode is off (the driver may unload between runs, resetting "
-                "clocks and counters; enable it with nvidia-smi -pm 1)",
-            )
-        if info.get("mig_mode") is True:
-            warn(
-                "mig_enabled",
-                f"{dev}: MIG is enabled; NVML power and energy cover the whole GPU, not the "
-                "instance",
-            )
-
+        warnings += _power_warnings(result, window, devices)
+    warnings += _device_mode_warnings(devices)
     decode = result.prefill.decode_energy_j
     if decode is not None and decode < 0:
-        warn(
-            "prefill_exceeds_total",
-            f"the prefill-only passes used more energy than the full run (decode energy "
-            f"{decode:.1f} J); the split is within the measurement noise",
-            "prefill",
-        )
+        warnings.append(Warning_(
+            code="prefill_exceeds_total",
+            message=f"the prefill-only passes used more energy than the full run (decode "
+            f"energy {decode:.1f} J); the split is within the measurement noise",
+            phase="prefill",
+        ))
     return warnings
+
+
+def _result_warnings(result: ExperimentResult) -> list[Warning_]:
+    """Energy that is unknown, and a warmup that did not converge."""
+    found = []
+    if result.energy.energy_method == "unavailable":
+        found.append(Warning_(
+            code="energy_unavailable",
+            message=f"energy is unknown: {result.energy.unavailable_reason or 'no reason given'}",
+        ))
+    if result.warmup.converged is False:
+        found.append(Warning_(
+            code="warmup_not_converged",
+            message=f"batch-latency CV {result.warmup.final_cv} did not fall below "
+            f"{result.warmup.target_cv} within {result.warmup.batches} warmup batches",
+        ))
+    return found
+
+
+def _phase_warnings(
+    phase: str, reading: WindowReading, m: Measurement, sensor: Sensor, own_pid: int
+) -> list[Warning_]:
+    """A phase's window length, each device's samples, and its energy counters."""
+    found = []
+    loaded = phase in LOADED_PHASES
+    if loaded and reading.duration_s < m.min_window_s:
+        found.append(Warning_(
+            code="window_too_short",
+            message=f"measured window {reading.duration_s:.2f} s is shorter than min_window_s "
+            f"{m.min_window_s} s",
+            phase=phase,
+        ))
+    if not sensor.available:
+        return found
+    for dev in sensor.devices:
+        found += _device_warnings(dev, phase, reading, loaded, own_pid)
+    counters = {
+        "counter_not_advancing": (reading.counter_stalled, "did not advance over the window"),
+        "counter_reset": (reading.counter_resets, "was reset during the window"),
+    }
+    found += [
+        Warning_(code=code, message=f"{dev}: the energy counter {what}", phase=phase)
+        for code, (devs, what) in counters.items()
+        for dev in devs
+    ]
+    return found
+
+
+def _device_warnings(
+    dev: str, phase: str, reading: WindowReading, loaded: bool, own_pid: int
+) -> list[Warning_]:
+    """One device in one phase: samples, temperature drift, throttling, other processes."""
+    found = []
+    rows = reading.device_samples(dev)
+    powers = known(rows, "power_w")
+    if len(powers) < MIN_SAMPLES:
+        found.append(Warning_(
+            code="too_few_samples",
+            message=f"{dev}: {len(powers)} power samples in the window, fewer than {MIN_SAMPLES}",
+            phase=phase,
+        ))
+    temps = known(rows, "temperature_c")
+    if loaded and temps and max(temps) - min(temps) > MAX_TEMPERATURE_DRIFT_C:
+        found.append(Warning_(
+            code="temperature_drift",
+            message=f"{dev}: temperature moved {max(temps) - min(temps):.0f} °C over the "
+            f"window ({min(temps):.0f}-{max(temps):.0f} °C), more than "
+            f"{MAX_TEMPERATURE_DRIFT_C:.0f} °C",
+            phase=phase,
+        ))
+    hit = [int(v) & PERFORMANCE_THROTTLE_MASK for v in known(rows, "throttle_reasons")]
+    seen = 0
+    for v in hit:
+        seen |= v
+    if loaded and seen:
+        share = sum(1 for v in hit if v) / len(hit)
+        found.append(Warning_(
+            code="throttling",
+            message=f"{dev}: clocks held down ({', '.join(throttle_names(seen))}) in "
+            f"{share:.0%} of samples",
+            phase=phase,
+        ))
+    pids = reading.gpu_processes.get(dev)
+    if pids:
+        count, exact = foreign_pids(pids, own_pid, loaded)
+        if count > 0:
+            how = "" if exact else " (this process's PID is not in NVML's list, as in a " \
+                "container PID namespace; one listed process was taken to be this one)"
+            found.append(Warning_(
+                code="other_gpu_processes",
+                message=f"{dev}: {count} other process(es) on the GPU{how}",
+                phase=phase,
+            ))
+    return found
+
+
+def _power_warnings(
+    result: ExperimentResult, window: WindowReading, devices: dict[str, dict[str, Any]]
+) -> list[Warning_]:
+    """Mean power in the measured window above the power limit or below idle power."""
+    found = []
+    idle_by_dev = {d.device: d.idle_power_w for d in result.energy.devices}
+    for dev, energy in window.energy_j.items():
+        mean_w = ratio(energy, window.duration_s)
+        if mean_w is None:
+            continue
+        limit = devices.get(dev, {}).get("power_limit_w")
+        if limit and mean_w > POWER_LIMIT_FACTOR * limit:
+            found.append(Warning_(
+                code="power_above_limit",
+                message=f"{dev}: mean power {mean_w:.1f} W is above {POWER_LIMIT_FACTOR} x the "
+                f"power limit {limit:.0f} W",
+                phase="window",
+            ))
+        idle = idle_by_dev.get(dev)
+        if idle is not None and mean_w < idle:
+            found.append(Warning_(
+                code="power_below_idle",
+                message=f"{dev}: mean power {mean_w:.1f} W under load is below the idle power "
+                f"{idle:.1f} W",
+                phase="window",
+            ))
+    return found
+
+
+def _device_mode_warnings(devices: dict[str, dict[str, Any]]) -> list[Warning_]:
+    """GPUs without persistence mode, and GPUs split by MIG."""
+    found = []
+    for dev, info in devices.items():
+        if info.get("persistence_mode") is False:
+            found.append(Warning_(
+                code="persistence_mode_off",
+                message=f"{dev}: persistence mode is off (the driver may unload between runs, "
+                "resetting clocks and counters; enable it with nvidia-smi -pm 1)",
+            ))
+        if info.get("mig_mode") is True:
+            found.append(Warning_(
+                code="mig_enabled",
+                message=f"{dev}: MIG is enabled; NVML power and energy cover the whole GPU, not "
+                "the instance",
+            ))
+    return found

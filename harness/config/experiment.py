@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
+from collections.abc import Mapping
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import (
@@ -19,6 +19,8 @@ from pydantic_core import PydanticCustomError
 
 from harness.backends import registry
 from harness.backends.spec import BackendOptions, BackendSpec, Device, Precision
+from harness.config.canonical import canonical_text, id_of
+from harness.config.problems import model_of
 
 
 class _Strict(BaseModel):
@@ -143,6 +145,8 @@ class ExperimentBase(_Strict):
 
     def resolved(self) -> Self:
         """This experiment with only its own backend's options block, defaults filled in."""
+        if self.block(self.backend) is not None and not self.foreign_blocks():
+            return self
         blocks: dict[str, Any] = {name: None for name in registry.names()}
         blocks[self.backend] = self.options
         return self.model_copy(update=blocks)
@@ -150,34 +154,66 @@ class ExperimentBase(_Strict):
     def canonical_json(self) -> str:
         """The resolved config as canonical JSON (sorted keys, no whitespace).
 
-        Fields marked ``ID_OMIT_DEFAULT`` are left out while at their default, and so are the
-        empty blocks of backends whose spec does not list them (see BackendSpec.null_block_in_id):
-        adding a backend or an optional setting does not change existing experiments' ids.
+        Fields marked ``ID_OMIT_DEFAULT`` are left out while at their default (the blocks of
+        backends added after the built-in ones, optional settings added later): adding a
+        backend or a setting does not change existing experiments' ids.
         """
-        resolved = self.resolved()
-        data = resolved.model_dump(mode="json", exclude_none=False)
-        _drop_id_neutral(type(resolved), resolved, data)
-        for spec in registry.specs():
-            if not spec.null_block_in_id and data.get(spec.name) is None:
-                data.pop(spec.name, None)
-        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return id_text(self.resolved())
 
-    @property
+    @cached_property
     def id(self) -> str:
-        """A short stable hash of the canonical resolved config."""
-        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:10]
+        """A short stable hash of the canonical resolved config (computed once per instance)."""
+        return id_of(self.canonical_json())
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy, as pydantic makes it; a copy with changed fields drops the cached id."""
+        copied = super().model_copy(update=update, deep=deep)
+        if update:
+            copied.__dict__.pop("id", None)
+        return copied
 
 
-def _drop_id_neutral(model: type[BaseModel], value: BaseModel, data: dict[str, Any]) -> None:
-    """Remove fields marked ID_OMIT_DEFAULT that hold their default, at every level."""
+def id_text(
+    value: BaseModel,
+    dumped: dict[str, Any] | None = None,
+    known: Mapping[str, str] | None = None,
+) -> str:
+    """What an id hashes: a resolved experiment's (or one of its parts') canonical JSON.
+
+    The one rule for ids. A caller that has ``value``'s JSON-mode dump passes it as ``dumped``
+    (never changed here), and ``known`` maps fields to the ``id_text`` of their values where
+    it has them (sub-models that many experiments share); the text is the same either way.
+    """
+    if dumped is None:
+        dumped = value.model_dump(mode="json", exclude_none=False)
+    fields = type(value).model_fields
+    omit = {name for name in _neutral_fields(type(value))
+            if getattr(value, name) == fields[name].get_default(call_default_factory=True)}
+    nested = {name: id_text(getattr(value, name), dumped[name])
+              for name in _fields_with_neutral_parts(type(value))
+              if name not in omit and (known is None or name not in known)
+              and isinstance(getattr(value, name), BaseModel) and isinstance(dumped.get(name), dict)}
+    if nested:
+        known = {**(known or {}), **nested}
+    return canonical_text(dumped, known, omit)
+
+
+@cache
+def _neutral_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of ``model`` marked ID_OMIT_DEFAULT."""
+    return frozenset(name for name, info in model.model_fields.items()
+                     if info.json_schema_extra == ID_OMIT_DEFAULT)
+
+
+@cache
+def _fields_with_neutral_parts(model: type[BaseModel]) -> frozenset[str]:
+    """Fields of ``model`` holding a sub-model that has marked fields somewhere inside."""
+    found = set()
     for name, info in model.model_fields.items():
-        current = getattr(value, name, None)
-        if info.json_schema_extra == ID_OMIT_DEFAULT and current == info.get_default(
-            call_default_factory=True
-        ):
-            data.pop(name, None)
-        elif isinstance(current, BaseModel) and isinstance(data.get(name), dict):
-            _drop_id_neutral(type(current), current, data[name])
+        sub = model_of(info.annotation)
+        if sub is not None and (_neutral_fields(sub) or _fields_with_neutral_parts(sub)):
+            found.add(name)
+    return frozenset(found)
 
 
 def _with_backend_blocks() -> type[ExperimentBase]:

@@ -11,9 +11,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from harness.config.experiment import Experiment
+from harness.config.paths import check_path
 from harness.config.problems import describe, model_of
 from harness.config.study import Study
-from harness.config.sweep import Plan, check_path, expand
+from harness.config.sweep import Plan, expand
 from harness.errors import UserInputError
 
 MAX_FILE_BYTES = 1024 * 1024
@@ -63,6 +64,11 @@ class _AliasRefusingComposer(_StrictLoader):
 
 def read_yaml(path: Path) -> Any:
     """Read a YAML (or JSON) file with size, encoding, duplicate-key and alias checks."""
+    return _parse(_decode(_read_bytes(path), path), path)
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The file's bytes: a regular file no larger than a study file may be."""
     try:
         size = path.stat().st_size
     except FileNotFoundError as e:
@@ -84,17 +90,26 @@ def read_yaml(path: Path) -> Any:
         raise UserInputError(f"{path}: cannot be read ({e.strerror})") from e
     if len(raw) > MAX_FILE_BYTES:
         raise UserInputError(f"{path}: larger than a study file may be ({MAX_FILE_BYTES} bytes)")
+    return raw
+
+
+def _decode(raw: bytes, path: Path) -> str:
+    """The file's text: UTF-8, not another encoding, not binary."""
     for bom, encoding in _OTHER_BOMS.items():
         if raw.startswith(bom):
             raise UserInputError(f"{path}: is {encoding} text; save it as UTF-8")
     if b"\x00" in raw:
         raise UserInputError(f"{path}: looks like a binary file, expected YAML text")
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise UserInputError(
             f"{path}: is not UTF-8 text (byte {e.start}); save it as UTF-8"
         ) from e
+
+
+def _parse(text: str, path: Path) -> Any:
+    """One YAML document of plain values: no tags, anchors, aliases or duplicate keys."""
     try:
         return yaml.load(text, Loader=_AliasRefusingComposer)  # noqa: S506 - safe subclass
     except RecursionError as e:

@@ -190,3 +190,38 @@ def test_merge_handles_dotted_and_nested_keys():
     assert merge(base, {"a.b": 5}) == {"a": {"b": 5, "c": 2}, "d": 3}
     assert merge(base, {"a": {"c": 9}}) == {"a": {"b": 1, "c": 9}, "d": 3}
     assert base == {"a": {"b": 1, "c": 2}, "d": 3}
+
+
+def test_plan_finds_experiments_by_id_and_a_changed_copy_forgets_the_index():
+    plan = expand(study(sweep={"batch_size": [1, 8]}))
+    first, second = plan.experiments
+    assert plan.experiment(second.id) is second.experiment
+    with pytest.raises(KeyError):
+        plan.experiment("nope")
+    narrowed = plan.model_copy(update={"experiments": [first]})
+    assert narrowed.experiment(first.id) is first.experiment
+    with pytest.raises(KeyError):
+        narrowed.experiment(second.id)
+
+
+def test_expansion_leaves_the_garbage_collector_as_it_found_it():
+    import gc
+
+    assert gc.isenabled()
+    expand(study(sweep={"batch_size": [1, 8]}))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        expand(study(sweep={"batch_size": [1, 8]}))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_expansion_leaves_the_study_as_it_was():
+    s = study(sweep={"workload": [{"num_prompts": 3}], "workload.seed": [1, 2]},
+              include=[{"workload": {"seed": 9}}])
+    before = s.model_dump()
+    plan = expand(s)
+    assert s.model_dump() == before
+    assert sorted(p.experiment.workload.seed for p in plan.experiments) == [1, 2, 9]
