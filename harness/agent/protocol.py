@@ -19,7 +19,7 @@ from harness.agent import environment, validity
 from harness.agent.baseline import Baseline, measure_baseline
 from harness.agent.compute import compute_figures
 from harness.agent.energy import energy_figures
-from harness.agent.files import write_requests, write_timeseries
+from harness.agent.files import TIMESERIES_COLUMNS, write_requests, write_timeseries
 from harness.agent.identity import check_devices
 from harness.agent.interference import HostProbe, interference
 from harness.agent.latency import latency_summary
@@ -51,6 +51,9 @@ from harness.results.schema import (
     Tokens,
     Warmup,
 )
+
+#: timeseries.csv's columns live in files.py; named here too, where sensors and tests look
+__all__ = ["TIMESERIES_COLUMNS", "run"]
 
 
 def prompt_texts(exp: Experiment) -> list[str] | None:
