@@ -56,7 +56,7 @@ def test_engine_is_built_once_then_reused(tmp_path, model):
 
 def test_pytorch_runtime(tmp_path, model):
     result = run_agent(tmp_path, experiment(model, runtime="pytorch"))
-    check_run(result)
+    check_run(result, bursts=True)
     assert result.backend_info["runtime"] == "pytorch"
 
 
@@ -67,6 +67,6 @@ def test_tensor_parallel_on_one_node(tmp_path, model):
     env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     # the LLM API starts its own MPI workers on one node: the agent runs as in the image
     result = run_agent(tmp_path, experiment(model, tensor_parallel_size=2), env=env)
-    check_run(result)
+    check_run(result, bursts=True)
     assert result.backend_info["world_size"] == 2
     assert "-tp2pp1-" in result.backend_info["engine_key"]
