@@ -217,6 +217,8 @@ class VllmEngine(Engine):
             "each step()'s tokens (DELTA outputs) timestamped when step() returns, after the "
             "step's forward pass and sampling",
             "max_num_batched_tokens": self.scheduler_token_budget(),
+            "engine_core_client": type(getattr(getattr(self._llm, "llm_engine", None),
+                                               "engine_core", None)).__name__,
             "num_layers": self._config.get("num_hidden_layers"),
             "hidden_size": self._config.get("hidden_size"),
         }
