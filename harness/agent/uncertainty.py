@@ -26,7 +26,7 @@ SQRT3 = math.sqrt(3.0)
 #: counter, which is taken to share it); applied as a rectangular gain error
 SENSOR_ACCURACY = 0.05
 #: the counter's update period when the samples cannot show it (s): NVML 20-100 ms on recent
-#: GPUs (PETSc manual, PetscLogGpuEnergyMeter), so the upper end; RAPL about 1 ms (Intel SDM)
+#: GPUs (PETSc manual, PetscLogGpuEnergyMeter), so the upper end; RAPL about 1 ms (Khan et al. 2018)
 DEFAULT_COUNTER_PERIOD_S = 0.1
 RAPL_COUNTER_PERIOD_S = 0.001
 #: NVML power readings are averages over the last second on Ampere (except GA100) and newer
