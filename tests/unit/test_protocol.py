@@ -13,13 +13,12 @@ import json
 import os
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from _scripted import FakeClock, patch_clock, quiet_host
 
 from harness.agent import baseline, files, protocol, warmup, window
-from harness.agent.interference import HostProbe
 from harness.agent.sensors.base import Sensor, WindowReading
 from harness.agent.sensors.null import UnavailableSensor
 from harness.backends.engine import Engine, RequestTiming
@@ -107,15 +106,6 @@ def spec_for(exp: Experiment) -> RunSpec:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny", layers=1, hidden_size=64)
-
-
-def quiet_host(root: Path) -> HostProbe:
-    """A probe of a machine where nothing else runs: its counters never move."""
-    proc = root / "proc"
-    proc.mkdir(parents=True, exist_ok=True)
-    (proc / "stat").write_text("cpu  100 0 100 1000 0 0 0 0 0 0\ncpu0 100 0 100 1000 0 0 0 0\n")
-    (proc / "loadavg").write_text("0.00 0.00 0.00 1/100 1\n")
-    return HostProbe(proc=proc, cgroup=root / "cgroup", pid=1)
 
 
 @pytest.fixture(scope="module")
@@ -253,20 +243,6 @@ def test_blind_sensor_gives_unknown_energy_never_zero(tiny: Path, tmp_path: Path
 # --- deterministic timing: a scripted backend on a fake clock ----------------------------------
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def perf_counter(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 class ScriptedBackend(Engine):
     """generate() takes the next scripted latency (per prompt when ``per_prompt``)."""
 
@@ -305,9 +281,7 @@ class ScriptedBackend(Engine):
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    clock = SimpleNamespace(perf_counter=fake.perf_counter, time=fake.time, sleep=fake.sleep)
-    for module in (baseline, warmup, window):
-        monkeypatch.setattr(module, "time", clock)
+    patch_clock(monkeypatch, fake)
     return fake
 
 
