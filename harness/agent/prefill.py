@@ -8,9 +8,11 @@ calls cost loaded-idle power only, so they add nothing to it. docs/methodology.m
 
 from __future__ import annotations
 
+import math
+
 from harness.agent.baseline import Baseline
 from harness.agent.interference import HostProbe
-from harness.agent.metrics import known, ratio
+from harness.agent.metrics import coefficient_of_variation, known, ratio
 from harness.agent.sensors.base import Sensor
 from harness.agent.uncertainty import Budget, above_baseline, energy_budget, reported, total
 from harness.agent.window import Window, WindowTarget, measure_window
@@ -26,6 +28,19 @@ def device_idle_share(window: Window, devices: list[str]) -> float | None:
     return 1.0 - sum(util) / len(util) / 100.0 if util else None
 
 
+def repeatability(main: Window, prefill: Window) -> float | None:
+    """Relative standard uncertainty of transferring the prefill passes' cost to the main window.
+
+    The prefill passes' mean cost and the (unseen) mean cost of the main window's prefills are
+    two samples of the same calls: with the calls' coefficient of variation ``cv``, their
+    difference has relative standard uncertainty ``cv * sqrt(1/n_prefill + 1/n_main)``.
+    """
+    cv = coefficient_of_variation(prefill.call_s)
+    if cv is None or not main.call_s:
+        return None
+    return cv * math.sqrt(1 / len(prefill.call_s) + 1 / len(main.call_s))
+
+
 def _budgets(
     main: Window, prefill: Window, dev: str, idle: Budget, scale: float
 ) -> tuple[Budget, Budget] | None:
@@ -38,6 +53,10 @@ def _budgets(
     prefill_j = above_baseline(e_prefill, idle, t_prefill).scaled(scale)
     decode_j = above_baseline(e_main + e_prefill.scaled(-scale), idle,
                               main.window_s - scale * t_prefill)
+    rel = repeatability(main, prefill)
+    if rel is not None:  # the same amount moves between prefill and decode
+        prefill_j.random["prefill_repeatability"] = rel * abs(prefill_j.value)
+        decode_j.random["prefill_repeatability"] = rel * abs(prefill_j.value)
     return prefill_j, decode_j
 
 

@@ -69,6 +69,8 @@ class Window:
     generate_s: float = 0.0
     ended_by: str | None = None
     target: WindowTarget | None = None
+    #: the duration of each generate() call, in order (agent clock)
+    call_s: list[float] = field(default_factory=list)
     host: tuple[HostSnapshot, HostSnapshot] | None = field(default=None, repr=False)
 
     @property
@@ -104,13 +106,13 @@ def measure_window(
     sensor.begin(interval_ms)
     start = time.perf_counter()
     iterations = 0
-    generate_s = 0.0
+    calls: list[float] = []
     ended_by = None
     while ended_by is None:
         for b, batch in enumerate(work):
             t0 = time.perf_counter()
             timings = backend.generate(batch, max_new_tokens)
-            generate_s += time.perf_counter() - t0
+            calls.append(time.perf_counter() - t0)
             requests.extend((iterations, b, timing) for timing in timings)
         iterations += 1
         ended_by = target.ended_by(time.perf_counter() - start)
@@ -119,4 +121,4 @@ def measure_window(
     reading = sensor.end()
     edges = (host_start, host.snapshot()) if host is not None and host_start else None
     return Window(reading, requests, iterations, duration, start_unix, time.time(),
-                  generate_s, ended_by, target, edges)
+                  sum(calls), ended_by, target, calls, edges)

@@ -88,7 +88,7 @@ class ScriptedEngine(Engine):
                        timestamp_source="engine_step")
 
     def __init__(self, experiment: Experiment, clock: FakeClock, timeline: Timeline, *,
-                 prefill_s: float = 0.05, step_s: float = 0.01, sync_s: float = 0.0,
+                 prefill_s: Any = 0.05, step_s: float = 0.01, sync_s: float = 0.0,
                  burst: int = 1, uuids: list[str] | None = None,
                  decode_w: Any = DECODE_W, interleaving: str | None = None) -> None:
         super().__init__(experiment)
@@ -96,7 +96,7 @@ class ScriptedEngine(Engine):
         self.prefill_s, self.step_s, self.sync_s, self.burst = prefill_s, step_s, sync_s, burst
         self.uuids, self.decode_w, self.interleaving = uuids, decode_w, interleaving
         self.log: list[str] = []
-        self.busy_s = {"prefill": 0.0, "decode": 0.0}
+        self.busy: list[tuple[float, float, str]] = []  # (start, seconds, prefill | decode)
 
     def load(self, model_path: str) -> None:
         self.log.append("load")
@@ -126,14 +126,19 @@ class ScriptedEngine(Engine):
 
     def _run(self, seconds: float, watts: float, kind: str) -> None:
         self.timeline.set(self.clock.now, watts)
+        self.busy.append((self.clock.now, seconds, kind))
         self.clock.now += seconds
-        self.busy_s[kind] += seconds
         self.timeline.set(self.clock.now, LOADED_W)
+
+    def busy_s(self, kind: str, t0: float, t1: float) -> float:
+        """Seconds spent in ``kind`` that started between ``t0`` and ``t1``."""
+        return sum(s for start, s, k in self.busy if k == kind and t0 <= start < t1)
 
     def generate(self, prompts: list[list[int]], max_new_tokens: int) -> list[RequestTiming]:
         self.log.append("generate")
         start = self.clock.now
-        self._run(self.prefill_s, PREFILL_W, "prefill")
+        self._run(self.prefill_s() if callable(self.prefill_s) else self.prefill_s, PREFILL_W,
+                  "prefill")
         made = [self.clock.now]
         decode_w = self.decode_w(self.clock.now) if callable(self.decode_w) else self.decode_w
         for _ in range(max_new_tokens - 1):

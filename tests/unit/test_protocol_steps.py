@@ -8,6 +8,7 @@ figure can be compared with the truth, and with the uncertainty the result state
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,19 @@ def test_prefill_split_on_dynamic_energy_ignores_host_gaps(tmp_path, clock):
     assert p.host_overhead_share == pytest.approx(0.3 / window_s, rel=1e-6)
     assert p.prefill_engine_s == pytest.approx(0.05 * batches * t.iterations, rel=1e-6)
     assert p.device_idle_share is not None and 0 < p.device_idle_share < 1
+
+
+def test_prefill_cost_that_varies_from_call_to_call_is_in_the_budget(tmp_path, clock):
+    rng = random.Random(5)
+    result, sensor, engine = run(tmp_path, clock, prefill_s=lambda: rng.uniform(0.02, 0.08))
+    p = result.prefill
+    t0, t1 = sensor.windows[2]
+    truth = (PREFILL_W - LOADED_W) * engine.busy_s("prefill", t0, t1)
+    budget = p.uncertainty["prefill_energy_j"]
+    assert "prefill_repeatability" in [t.name for t in budget.terms]
+    assert within(p.prefill_energy_j, truth, budget)
+    decode = (DECODE_W - LOADED_W) * engine.busy_s("decode", t0, t1)
+    assert within(p.decode_energy_j, decode, p.uncertainty["decode_energy_j"])
 
 
 def test_prefill_split_is_unavailable_for_engines_that_interleave(tmp_path, clock):
