@@ -1,4 +1,4 @@
-"""Derived metrics: latency statistics, power and temperature summaries, FLOPs estimate."""
+"""Derived metrics: latency statistics, ratios, power summaries (FLOPs: compute.py)."""
 
 from __future__ import annotations
 
@@ -37,35 +37,6 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     if numerator is None or denominator is None or denominator == 0:
         return None
     return numerator / denominator
-
-
-FLOPS_FORMULA = (
-    "2*N_nonemb*(input+output tokens) + 2*layers*hidden*(input*ctx_in + output*ctx_out), "
-    "ctx_in = prompt/2, ctx_out = prompt + generated/2 per request "
-    "(Kaplan et al. 2020, table 1; forward pass only)"
-)
-
-
-def flops_estimate(
-    non_embedding_params: int, input_tokens: int, output_tokens: int, requests: int,
-    layers: int | None = None, hidden: int | None = None,
-) -> float:
-    """Analytic forward FLOPs: 2·N per token, plus attention 2·layers·context·hidden per token.
-
-    Kaplan et al. (2020), "Scaling Laws for Neural Language Models", table 1: a forward pass
-    costs about 2·N + 2·n_layer·n_ctx·d_attn FLOPs per token.
-    """
-    tokens = input_tokens + output_tokens
-    flops = 2.0 * non_embedding_params * tokens
-    if layers and hidden and requests:
-        per_req_in = input_tokens / requests
-        per_req_out = output_tokens / requests
-        # prompt tokens attend to on average half the prompt; generated tokens to the prompt
-        # plus half of what was generated so far
-        ctx_in = per_req_in / 2
-        ctx_out = per_req_in + per_req_out / 2
-        flops += 2.0 * layers * hidden * (input_tokens * ctx_in + output_tokens * ctx_out)
-    return flops
 
 
 def peak_total_power_w(samples: Iterable[dict[str, Any]], devices: Sequence[str]) -> float | None:

@@ -1,39 +1,49 @@
-"""The measurement protocol: baseline, load, warmup, measured window, prefill pass, metrics.
+"""The measurement protocol: its steps in order (docs/methodology.md, section 1, same order).
 
-docs/methodology.md describes each step; the order here is the order there.
+Prompts are read and checked before anything starts; then the pre-load idle baseline, the
+engine's load and the device check, warmup, the loaded-idle baseline, an optional settling
+warmup, the measured window, the prefill window, and the figures. Each step lives in its own
+module: baseline, warmup, window, prefill, identity, and the figures in energy, steady,
+latency, compute and interference; files writes timeseries.csv and requests.jsonl.
 """
 
 from __future__ import annotations
 
-import csv
-import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.agent import environment, validity
-from harness.agent.metrics import (
-    FLOPS_FORMULA,
-    coefficient_of_variation,
-    flops_estimate,
-    known,
-    latency_stats,
-    peak_total_power_w,
-    ratio,
-)
+from harness.agent.baseline import Baseline, measure_baseline
+from harness.agent.compute import compute_figures
+from harness.agent.energy import energy_figures
+from harness.agent.files import TIMESERIES_COLUMNS, write_requests, write_timeseries
+from harness.agent.identity import check_devices
+from harness.agent.interference import HostProbe, interference
+from harness.agent.latency import latency_summary
+from harness.agent.prefill import prefill_split
 from harness.agent.sensors import select_sensor
 from harness.agent.sensors.base import Sensor, WindowReading
-from harness.agent.workload import batches, file_prompts, prompts_sha256, synthetic_prompts
-from harness.backends.engine import Engine, RequestTiming, create_engine, engine_info
-from harness.config.experiment import Measurement
-from harness.results.io import atomic_write_json, atomic_write_text
+from harness.agent.steady import steady_state
+from harness.agent.warmup import run_warmup, settle
+from harness.agent.window import Window, measure_window, slowest_counter_s, window_target
+from harness.agent.workload import (
+    batches,
+    encode_prompts,
+    prompts_sha256,
+    read_prompt_texts,
+    synthetic_prompts,
+)
+from harness.backends.engine import Engine, create_engine, engine_info
+from harness.config.experiment import Experiment
+from harness.results.io import atomic_write_json
 from harness.results.schema import (
     Compute,
-    DeviceEnergy,
     Energy,
     ExperimentResult,
-    Latency,
+    Interference,
     PrefillSplit,
     RunSpec,
     Throughput,
@@ -42,332 +52,107 @@ from harness.results.schema import (
     Warmup,
 )
 
-#: the warmup CV is taken over this many of the latest batches of the same shape
-CV_WINDOW = 5
+#: timeseries.csv's columns live in files.py; named here too, where sensors and tests look
+__all__ = ["TIMESERIES_COLUMNS", "run"]
+
+
+def prompt_texts(exp: Experiment) -> list[str] | None:
+    """The prompt file's texts, read and checked before the engine starts (None: synthetic)."""
+    if exp.workload.dataset == "synthetic":
+        return None
+    return read_prompt_texts(exp.workload, Path(exp.workload.dataset))
+
+
+def encoded_prompts(exp: Experiment, texts: list[str] | None, backend: Engine) -> list[list[int]]:
+    """Token ids of the prompts: the file's texts encoded, or synthetic ones from the seed."""
+    if texts is None:
+        vocab_size, special = backend.vocab()
+        return synthetic_prompts(exp.workload, vocab_size, special)
+    return encode_prompts(exp.workload, texts, backend.encode, Path(exp.workload.dataset))
+
+
+def other_gpu_processes(reading: WindowReading, devices: list[str]) -> int | None:
+    """Processes other than this one on the measured GPUs at the window's edges (None: unknown)."""
+    if not devices:
+        return None
+    found = 0
+    for dev in devices:
+        pids = reading.gpu_processes.get(dev)
+        if pids is None:
+            return None
+        found += validity.foreign_pids(list(pids), os.getpid(), True)[0]
+    return found
 
 
 @dataclass
-class Window:
-    """What one measured window produced."""
+class Measured:
+    """What the protocol's steps produced, in the order they ran."""
 
-    reading: WindowReading
-    requests: list[tuple[int, int, RequestTiming]]
-    iterations: int
-    duration_s: float
-    start_unix: float
-    end_unix: float
+    prompts: list[list[int]]
+    load_s: float
+    warm: Warmup
+    main: Window
+    split: PrefillSplit
+    energy: Energy
+    compute: Compute
+    backend_info: dict[str, Any]
+    device_check: dict[str, Any]
+    preload: Baseline | None = None
+    loaded: Baseline | None = None
+    prefill_window: Window | None = None
 
-    @property
-    def input_tokens(self) -> int:
-        """Prompt tokens processed in the window."""
-        return sum(r.input_tokens for _, _, r in self.requests)
-
-    @property
-    def output_tokens(self) -> int:
-        """Tokens generated in the window."""
-        return sum(r.output_tokens for _, _, r in self.requests)
-
-
-def measure_idle(
-    sensor: Sensor, m: Measurement
-) -> tuple[dict[str, float | None], WindowReading | None]:
-    """Idle power per device over ``baseline_s`` before the model loads (skipped if blind).
-
-    This thread sleeps for the whole baseline; only the sensor's sampler thread wakes up.
-    """
-    if not sensor.available or m.baseline_s <= 0:
-        return {}, None
-    sensor.begin(m.sample_interval_ms)
-    time.sleep(m.baseline_s)
-    reading = sensor.end()
-    idle = {dev: ratio(e, reading.duration_s) for dev, e in reading.energy_j.items()}
-    return idle, reading
+    def phases(self) -> dict[str, WindowReading]:
+        """Every measured phase's reading, in the order they ran (timeseries.csv, validity)."""
+        found = {"idle": self.preload, "loaded_idle": self.loaded}
+        phases = {name: b.reading for name, b in found.items() if b is not None}
+        phases["window"] = self.main.reading
+        if self.prefill_window is not None:
+            phases["prefill"] = self.prefill_window.reading
+        return phases
 
 
-def _shape(batch: list[list[int]]) -> tuple[int, int]:
-    return len(batch), max((len(p) for p in batch), default=0)
-
-
-def run_warmup(
-    backend: Engine, work: list[list[list[int]]], m: Measurement, output_tokens: int
-) -> Warmup:
-    """Fixed warmup batches, or batches until the batch-latency CV falls below a target.
-
-    The CV compares batches of the same shape (size and prompt length), so a smaller last
-    batch does not keep the CV high; ``final_cv`` is None with fewer than two such batches.
-    """
-    start = time.perf_counter()
-    by_shape: dict[tuple[int, int], list[float]] = {}
-    target = m.warmup_until_cv
-    limit = m.warmup_max_batches if target is not None else m.warmup_batches
-    final_cv = None
-    converged: bool | None = None if target is None else False
-    done = 0
-    for i in range(limit):
-        batch = work[i % len(work)]
-        t0 = time.perf_counter()
-        backend.generate(batch, output_tokens)
-        same = by_shape.setdefault(_shape(batch), [])
-        same.append(time.perf_counter() - t0)
-        done += 1
-        final_cv = coefficient_of_variation(same[-CV_WINDOW:])
-        if target is not None and len(same) >= CV_WINDOW:
-            if final_cv is not None and final_cv < target:
-                converged = True
-                break
-    return Warmup(
-        batches=done,
-        duration_s=time.perf_counter() - start,
-        final_cv=final_cv,
-        target_cv=target,
-        converged=converged,
-    )
-
-
-def measure_window(
-    backend: Engine,
-    sensor: Sensor,
-    work: list[list[list[int]]],
-    m: Measurement,
-    max_new_tokens: int,
-) -> Window:
-    """Run whole passes over the batches until the window lasts ``min_window_s``."""
-    requests: list[tuple[int, int, RequestTiming]] = []
+def _measure(
+    spec: RunSpec, sensor: Sensor, backend: Engine, texts: list[str] | None, host: HostProbe | None
+) -> Measured:
+    """Load, check, warm up, and measure every window (the engine is unloaded by the caller)."""
+    exp = spec.experiment
+    m = exp.measurement
+    preload = measure_baseline(sensor, m.baseline_s, m.sample_interval_ms)
+    t_load = time.perf_counter()
+    backend.load(spec.model_path)
+    load_s = time.perf_counter() - t_load
+    # the engine is loaded and idle from here (model resident, no request)
+    device_check = check_devices(backend.device_uuids(), sensor)
+    prompts = encoded_prompts(exp, texts, backend)
+    work = batches(prompts, exp.batch_size)
+    out_tokens = exp.workload.output_tokens
+    warm = run_warmup(backend, work, m, out_tokens)
     backend.synchronize()
-    start_unix = time.time()
-    sensor.begin(m.sample_interval_ms)
-    start = time.perf_counter()
-    iterations = 0
-    while True:
-        for b, batch in enumerate(work):
-            for timing in backend.generate(batch, max_new_tokens):
-                requests.append((iterations, b, timing))
-        iterations += 1
-        if time.perf_counter() - start >= m.min_window_s:
-            break
-    backend.synchronize()
-    duration = time.perf_counter() - start
-    reading = sensor.end()
-    return Window(reading, requests, iterations, duration, start_unix, time.time())
-
-
-def device_figures(
-    reading: WindowReading, dev: str, idle_w: float | None
-) -> DeviceEnergy:
-    """Energy, power, temperature and memory of one device over one window."""
-    rows = reading.device_samples(dev)
-    energy = reading.energy_j.get(dev)
-    powers = known(rows, "power_w")
-    temps = known(rows, "temperature_c")
-    memory = known(rows, "memory_used_bytes")
-    return DeviceEnergy(
-        device=dev,
-        energy_j=energy,
-        energy_method=reading.methods.get(dev),
-        idle_power_w=idle_w,
-        dynamic_energy_j=(
-            energy - idle_w * reading.duration_s
-            if energy is not None and idle_w is not None else None
-        ),
-        mean_power_w=ratio(energy, reading.duration_s),
-        peak_power_w=max(powers) if powers else None,
-        samples=len(powers),
-        temperature_start_c=temps[0] if temps else None,
-        temperature_end_c=temps[-1] if temps else None,
-        temperature_max_c=max(temps) if temps else None,
-        peak_memory_used_bytes=int(max(memory)) if memory else None,
+    loaded = measure_baseline(sensor, m.loaded_idle_s, m.sample_interval_ms)
+    settle(backend, sensor, work, m, out_tokens, warm)
+    backend.reset_memory_peak()
+    baselines = [b.reading for b in (loaded, preload) if b is not None]
+    target = window_target(m, exp.device, slowest_counter_s(baselines, sensor.devices))
+    main = measure_window(backend, sensor, work, m.sample_interval_ms, out_tokens, target, host)
+    split, prefill = prefill_split(backend, sensor, work, m, main, loaded, target)
+    readings = [main.reading] + ([prefill.reading] if prefill is not None else [])
+    return Measured(
+        prompts=prompts, load_s=load_s, warm=warm, main=main, split=split,
+        energy=energy_figures(main, sensor, preload, loaded, m.sample_interval_ms),
+        compute=compute_figures(backend, main, readings, sensor.devices, spec.model_path),
+        backend_info=engine_info(backend), device_check=device_check,
+        preload=preload, loaded=loaded, prefill_window=prefill,
     )
 
 
-def energy_figures(
-    window: Window,
-    idle_w: dict[str, float | None],
-    sensor: Sensor,
-    idle: WindowReading | None = None,
-    interval_ms: int | None = None,
-) -> Energy:
-    """Energy over the window and the per-token, per-request and power figures."""
-    reading = window.reading
-    total = reading.total_energy_j
-    devices = [device_figures(reading, dev, idle_w.get(dev)) for dev in sensor.devices]
-    notes = list(reading.notes)
-    if idle is not None:
-        notes += [f"idle: {n}" for n in idle.notes]
-    if reading.sampler_missed_ticks:
-        notes.append(f"the sampler missed {reading.sampler_missed_ticks} ticks")
-    common: dict[str, Any] = {
-        "devices": devices,
-        "samples": min((d.samples for d in devices), default=0),
-        "window_s": reading.duration_s,
-        "idle_window_s": idle.duration_s if idle is not None else None,
-        "idle_samples": (
-            min((len(known(idle.device_samples(d), "power_w")) for d in sensor.devices), default=0)
-            if idle is not None else 0
-        ),
-        "sample_interval_ms": interval_ms if sensor.available else None,
-        "sampler_cpu_s": reading.sampler_cpu_s,
-        "notes": notes,
-    }
-    if reading.method == "unavailable" or total is None:
-        reason = sensor.reason or "; ".join(reading.notes) or "the sensor gave no energy"
-        return Energy(energy_method="unavailable", unavailable_reason=reason, **common)
-    requests = len(window.requests)
-    idle_values = [idle_w.get(dev) for dev in sensor.devices]
-    idle_total = (
-        float(sum(v for v in idle_values if v is not None))
-        if idle_values and all(v is not None for v in idle_values)
-        else None
-    )
-    j_per_request = ratio(total, requests)
-    return Energy(
-        energy_method=reading.method,
-        energy_j=total,
-        idle_power_w=idle_total,
-        dynamic_energy_j=(
-            total - idle_total * reading.duration_s if idle_total is not None else None
-        ),
-        mean_power_w=ratio(total, reading.duration_s),
-        peak_power_w=peak_total_power_w(reading.samples, sensor.devices),
-        j_per_output_token=ratio(total, window.output_tokens),
-        j_per_token=ratio(total, window.input_tokens + window.output_tokens),
-        j_per_request=j_per_request,
-        wh_per_1k_requests=j_per_request * 1000 / 3600 if j_per_request is not None else None,
-        output_tokens_per_j=ratio(window.output_tokens, total),
-        **common,
-    )
-
-
-def prefill_split(
-    backend: Engine, sensor: Sensor, work: list[list[list[int]]], m: Measurement,
-    main: Window,
-) -> tuple[PrefillSplit, Window | None]:
-    """Energy of prefill-only passes (one new token), scaled to the main window's passes.
-
-    The prefill window repeats whole passes until ``min_window_s`` like the main window;
-    its energy per pass times the main window's passes is the prefill energy, and decode
-    energy is the main window's energy minus that.
-    """
-    if not m.prefill_split:
-        return PrefillSplit(measured=False, reason="prefill_split is off"), None
-    if not backend.prefill_only_pass:
-        return PrefillSplit(measured=False, reason="the backend has no prefill-only pass"), None
-    window = measure_window(backend, sensor, work, m, 1)
-    scale = main.iterations / window.iterations
-    energy = window.reading.total_energy_j
-    total = main.reading.total_energy_j
-    prefill_s = window.duration_s * scale
-    split = PrefillSplit(
-        measured=True,
-        prefill_window_s=prefill_s,
-        decode_window_s=main.duration_s - prefill_s,
-        prefill_iterations=window.iterations,
-        prefill_energy_method=window.reading.method,
-        prefill_samples=min(
-            (len(known(window.reading.device_samples(d), "power_w")) for d in sensor.devices),
-            default=0,
-        ),
-    )
-    if energy is None or total is None:
-        split.reason = "energy is unavailable, so prefill and decode energy are unknown"
-        return split, window
-    prefill_j = energy * scale
-    split.prefill_energy_j = prefill_j
-    split.decode_energy_j = total - prefill_j
-    split.prefill_j_per_input_token = ratio(prefill_j, main.input_tokens)
-    split.decode_j_per_output_token = ratio(total - prefill_j, main.output_tokens)
-    return split, window
-
-
-def latency_summary(window: Window, per_token: bool) -> Latency:
-    """TTFT, inter-token latency, TPOT and end-to-end statistics over the window's requests."""
-    timings = [r for _, _, r in window.requests]
-    itl = [x for r in timings for x in r.itl_s]
-    return Latency(
-        ttft=latency_stats([r.ttft_s for r in timings]),
-        itl=latency_stats(itl),
-        tpot=latency_stats([r.tpot_s for r in timings]),
-        e2e=latency_stats([r.e2e_s for r in timings]),
-        per_token_timestamps=per_token,
-    )
-
-
-def write_requests(path: Path, window: Window) -> None:
-    """One JSON line per request of the window."""
-    lines = []
-    for iteration, batch, r in window.requests:
-        lines.append(
-            json.dumps(
-                {
-                    "iteration": iteration,
-                    "batch": batch,
-                    "input_tokens": r.input_tokens,
-                    "output_tokens": r.output_tokens,
-                    "ttft_s": r.ttft_s,
-                    "tpot_s": r.tpot_s,
-                    "e2e_s": r.e2e_s,
-                    "itl_s": r.itl_s,
-                },
-                separators=(",", ":"),
-            )
-        )
-    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
-
-
-TIMESERIES_COLUMNS = [
-    "phase", "t_s", "device", "power_w", "energy_j", "temperature_c", "sm_clock_mhz",
-    "mem_clock_mhz", "memory_used_bytes", "utilization_gpu_pct", "throttle_reasons", "tick",
-]
-"""timeseries.csv: t_s from the phase's start; energy_j is the energy since the phase began;
-throttle_reasons is NVML's clock-event bit mask; empty cells are unknown."""
-
-
-def write_timeseries(path: Path, phases: dict[str, WindowReading]) -> None:
-    """Every sample of every measured phase, one row per device and sample."""
-    rows = []
-    for phase, reading in phases.items():
-        for sample in reading.samples:
-            rows.append({"phase": phase, **{k: sample.get(k) for k in TIMESERIES_COLUMNS[1:]}})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=TIMESERIES_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-
-
-def peak_memory_used_bytes(readings: list[WindowReading], devices: list[str]) -> int | None:
-    """Peak NVML used memory per device over the readings, summed over devices."""
-    peaks = []
-    for dev in devices:
-        values = [v for r in readings for v in known(r.device_samples(dev), "memory_used_bytes")]
-        if not values:
-            return None
-        peaks.append(int(max(values)))
-    return sum(peaks) if peaks else None
-
-
-def compute_figures(
-    backend: Engine, window: Window, readings: list[WindowReading], devices: list[str]
-) -> Compute:
-    """FLOPs estimate from the parameter count, and peak memory (allocator and NVML)."""
-    counts = backend.parameter_counts()
-    compute = Compute(
-        peak_memory_allocated_bytes=backend.memory_peak_bytes(),
-        peak_memory_used_bytes=peak_memory_used_bytes(readings, devices),
-    )
-    if counts is not None:
-        total, embedding = counts
-        info = backend.info()
-        non_emb = total - embedding
-        compute.non_embedding_params = non_emb
-        compute.flops = flops_estimate(
-            non_emb, window.input_tokens, window.output_tokens, len(window.requests),
-            layers=info.get("num_layers"), hidden=info.get("hidden_size"),
-        )
-        compute.flops_per_s = ratio(compute.flops, window.duration_s)
-        compute.flops_formula = FLOPS_FORMULA
-    return compute
+def _interference(got: Measured, sensor: Sensor, host: HostProbe | None) -> Interference:
+    """What else used the machine during the measured window."""
+    main = got.main
+    others = other_gpu_processes(main.reading, sensor.devices)
+    if host is None or main.host is None:
+        return Interference(other_gpu_processes=others)
+    start, end = main.host
+    return interference(start, end, main.window_s, host.cpu_count(), others)
 
 
 def run(
@@ -376,72 +161,63 @@ def run(
     *,
     sensor: Sensor | None = None,
     backend: Engine | None = None,
+    host: HostProbe | None = None,
 ) -> ExperimentResult:
-    """Run the whole protocol for one experiment and write its files into ``out_dir``."""
+    """Run the whole protocol for one experiment and write its files into ``out_dir``.
+
+    ``host`` reads the machine's CPU counters at the window's edges (default: this machine's
+    /proc and cgroup).
+    """
     t_start = time.perf_counter()
     exp = spec.experiment
-    m = exp.measurement
+    texts = prompt_texts(exp)  # a bad prompts file costs no engine start
+    host = host or HostProbe()
     sensor = sensor or select_sensor(exp.device, spec.gpu_uuids)
-    prefill_window: Window | None = None
     try:
-        idle_w, idle = measure_idle(sensor, m)
         backend = backend or create_engine(exp)
-        t_load = time.perf_counter()
-        backend.load(spec.model_path)
-        load_s = time.perf_counter() - t_load
-
-        vocab_size, special = backend.vocab()
-        if exp.workload.dataset == "synthetic":
-            prompts = synthetic_prompts(exp.workload, vocab_size, special)
-        else:
-            prompts = file_prompts(exp.workload, Path(exp.workload.dataset), backend.encode)
-        work = batches(prompts, exp.batch_size)
-        out_tokens = exp.workload.output_tokens
-
-        warm = run_warmup(backend, work, m, out_tokens)
-        backend.reset_memory_peak()
-        main = measure_window(backend, sensor, work, m, out_tokens)
-        split, prefill_window = prefill_split(backend, sensor, work, m, main)
-        loaded = [main.reading] + ([prefill_window.reading] if prefill_window else [])
-        compute = compute_figures(backend, main, loaded, sensor.devices)
-        energy = energy_figures(main, idle_w, sensor, idle, m.sample_interval_ms)
-        backend_info = engine_info(backend)
-        per_token = backend.per_token_timestamps
+        got = _measure(spec, sensor, backend, texts, host)
     finally:
         if backend is not None:
             backend.unload()
+            # the engine is unloaded from here (no model, no context)
         sensor.close()
+    return _finish(spec, out_dir, sensor, got, _interference(got, sensor, host), t_start)
 
-    phases: dict[str, WindowReading] = {}
-    if idle is not None:
-        phases["idle"] = idle
-    phases["window"] = main.reading
-    if prefill_window is not None:
-        phases["prefill"] = prefill_window.reading
+
+def _finish(
+    spec: RunSpec, out_dir: Path, sensor: Sensor, got: Measured, host: Interference,
+    t_start: float,
+) -> ExperimentResult:
+    """Write timeseries.csv, requests.jsonl and, last, result.json with its warnings."""
+    exp = spec.experiment
+    main = got.main
+    phases = got.phases()
     write_timeseries(out_dir / "timeseries.csv", phases)
     write_requests(out_dir / "requests.jsonl", main)
-
     requests = len(main.requests)
-    prompts_digest = prompts_sha256(prompts)
+    window_s = main.window_s
+    prompts_digest = prompts_sha256(got.prompts)
     result = ExperimentResult(
         run=spec.run,
         experiment=exp,
-        backend_info=backend_info,
+        backend_info=got.backend_info,
         environment=environment.capture(
             {
                 "sensor": sensor.provenance(),
                 "image": spec.image.model_dump() if spec.image else None,
                 "runner": spec.runner,
                 "gpu_uuids_requested": list(spec.gpu_uuids),
+                "device_check": got.device_check,
                 "seeds": {"workload": exp.workload.seed},
                 "prompts_sha256": prompts_digest,
             }
         ),
         timings=Timings(
-            baseline_s=idle.duration_s if idle is not None else 0.0,
-            load_s=load_s,
-            warmup_s=warm.duration_s,
-            window_s=main.duration_s,
+            baseline_s=got.preload.reading.duration_s if got.preload is not None else 0.0,
+            load_s=got.load_s,
+            loaded_idle_s=got.loaded.reading.duration_s if got.loaded is not None else None,
+            warmup_s=got.warm.duration_s,
+            window_s=window_s,
             total_s=time.perf_counter() - t_start,
             window_start_unix=main.start_unix,
             window_end_unix=main.end_unix,
@@ -454,17 +230,19 @@ def run(
             prompts_sha256=prompts_digest,
         ),
         throughput=Throughput(
-            output_tokens_per_s=main.output_tokens / main.duration_s,
-            total_tokens_per_s=(main.input_tokens + main.output_tokens) / main.duration_s,
-            requests_per_s=requests / main.duration_s,
+            output_tokens_per_s=main.output_tokens / window_s,
+            total_tokens_per_s=(main.input_tokens + main.output_tokens) / window_s,
+            requests_per_s=requests / window_s,
         ),
-        latency=latency_summary(main, per_token),
-        energy=energy,
-        prefill=split,
-        warmup=warm,
-        compute=compute,
+        latency=latency_summary(main, got.backend_info.get("timestamp_source") != "none",
+                                got.backend_info),
+        energy=got.energy,
+        prefill=got.split,
+        warmup=got.warm,
+        compute=got.compute,
+        steady_state=steady_state(main, sensor.devices, exp.measurement),
+        interference=host,
     )
     result.warnings = validity.check(result, phases, sensor)
     atomic_write_json(out_dir / "result.json", result)
     return result
-

@@ -3,7 +3,9 @@
 Codes (docs/methodology.md explains each): window_too_short, too_few_samples,
 counter_not_advancing, counter_reset, temperature_drift, throttling, power_above_limit,
 power_below_idle, persistence_mode_off, other_gpu_processes, mig_enabled,
-energy_unavailable, prefill_exceeds_total, warmup_not_converged.
+energy_unavailable, prefill_exceeds_total, warmup_not_converged, too_few_counter_updates,
+not_steady, baseline_too_short, baseline_hot, idle_power_high, preload_idle_above_loaded,
+host_contention (the last seven with results schema 1.1; thresholds below).
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from harness.agent.checks import baseline_warnings, window_warnings
 from harness.agent.metrics import known, ratio
 from harness.agent.sensors.base import Sensor, WindowReading
 from harness.agent.sensors.nvml import PERFORMANCE_THROTTLE_MASK, throttle_names
-from harness.config.experiment import Measurement
+from harness.agent.window import window_target
+from harness.config.experiment import Experiment
 from harness.results.schema import ExperimentResult, Warning_
 
 MIN_SAMPLES = 10
@@ -23,6 +27,8 @@ MAX_TEMPERATURE_DRIFT_C = 10.0
 POWER_LIMIT_FACTOR = 1.1
 #: phases in which the model runs (the idle phase is measured before it loads)
 LOADED_PHASES = ("window", "prefill")
+#: phases in which this process holds a context on the GPU
+CONTEXT_PHASES = ("loaded_idle", "window", "prefill")
 
 
 def _devices_info(sensor: Sensor) -> dict[str, dict[str, Any]]:
@@ -55,10 +61,12 @@ def check(
     devices = _devices_info(sensor)
     warnings = _result_warnings(result)
     for phase, reading in phases.items():
-        warnings += _phase_warnings(phase, reading, result.experiment.measurement, sensor, own_pid)
+        warnings += _phase_warnings(phase, reading, result.experiment, sensor, own_pid)
     window = phases.get("window")
     if window is not None and sensor.available:
         warnings += _power_warnings(result, window, devices)
+    warnings += baseline_warnings(result, phases, devices)
+    warnings += window_warnings(result, phases, sensor)
     warnings += _device_mode_warnings(devices)
     decode = result.prefill.decode_energy_j
     if decode is not None and decode < 0:
@@ -89,16 +97,17 @@ def _result_warnings(result: ExperimentResult) -> list[Warning_]:
 
 
 def _phase_warnings(
-    phase: str, reading: WindowReading, m: Measurement, sensor: Sensor, own_pid: int
+    phase: str, reading: WindowReading, exp: Experiment, sensor: Sensor, own_pid: int
 ) -> list[Warning_]:
     """A phase's window length, each device's samples, and its energy counters."""
     found = []
     loaded = phase in LOADED_PHASES
-    if loaded and reading.duration_s < m.min_window_s:
+    target = window_target(exp.measurement, exp.device, None).min_s
+    if loaded and reading.duration_s < target:
         found.append(Warning_(
             code="window_too_short",
-            message=f"measured window {reading.duration_s:.2f} s is shorter than min_window_s "
-            f"{m.min_window_s} s",
+            message=f"measured window {reading.duration_s:.2f} s is shorter than its target "
+            f"{target:g} s (min_window_s{', gpu_min_window_s' if exp.device == 'cuda' else ''})",
             phase=phase,
         ))
     if not sensor.available:
@@ -153,7 +162,7 @@ def _device_warnings(
         ))
     pids = reading.gpu_processes.get(dev)
     if pids:
-        count, exact = foreign_pids(pids, own_pid, loaded)
+        count, exact = foreign_pids(pids, own_pid, phase in CONTEXT_PHASES)
         if count > 0:
             how = "" if exact else " (this process's PID is not in NVML's list, as in a " \
                 "container PID namespace; one listed process was taken to be this one)"
@@ -170,7 +179,8 @@ def _power_warnings(
 ) -> list[Warning_]:
     """Mean power in the measured window above the power limit or below idle power."""
     found = []
-    idle_by_dev = {d.device: d.idle_power_w for d in result.energy.devices}
+    idle_by_dev = {d.device: d.loaded_idle_power_w if d.loaded_idle_power_w is not None
+                   else d.idle_power_w for d in result.energy.devices}
     for dev, energy in window.energy_j.items():
         mean_w = ratio(energy, window.duration_s)
         if mean_w is None:

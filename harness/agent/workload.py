@@ -27,15 +27,19 @@ def synthetic_prompts(
     ]
 
 
-def file_prompts(
-    workload: Workload, path: Path, encode: Callable[[str], list[int]]
-) -> list[list[int]]:
-    """Prompts from a .jsonl file ({"prompt": ...} per line), truncated to input_tokens."""
+def read_prompt_texts(workload: Workload, path: Path) -> list[str]:
+    """The prompts of a .jsonl file ({"prompt": ...} per line), checked before any engine starts.
+
+    The file must exist, every non-blank line must be a JSON object with a 'prompt' string,
+    and at least ``num_prompts`` of them must be non-blank; the usable texts are returned.
+    """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise UserInputError(f"{path}: cannot read the prompt file ({e.strerror})") from e
-    prompts: list[list[int]] = []
+    except UnicodeDecodeError as e:
+        raise UserInputError(f"{path}: the prompt file is not UTF-8 text ({e.reason})") from e
+    texts: list[str] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -46,17 +50,42 @@ def file_prompts(
             raise UserInputError(
                 f"{path}: line {number}: expected a JSON object with a 'prompt' string"
             ) from e
-        ids = encode(str(text))[: workload.input_tokens]
+        if not isinstance(text, str):
+            raise UserInputError(f"{path}: line {number}: 'prompt' is not a string")
+        if text.strip():
+            texts.append(text)
+    if len(texts) < workload.num_prompts:
+        raise UserInputError(
+            f"{path}: has {len(texts)} usable prompts, the workload asks for "
+            f"{workload.num_prompts}"
+        )
+    return texts
+
+
+def encode_prompts(
+    workload: Workload, texts: list[str], encode: Callable[[str], list[int]], source: Path
+) -> list[list[int]]:
+    """The first ``num_prompts`` texts that encode to tokens, truncated to input_tokens."""
+    prompts: list[list[int]] = []
+    for text in texts:
+        ids = encode(text)[: workload.input_tokens]
         if ids:
             prompts.append(ids)
         if len(prompts) == workload.num_prompts:
             break
     if len(prompts) < workload.num_prompts:
         raise UserInputError(
-            f"{path}: has {len(prompts)} usable prompts, the workload asks for "
+            f"{source}: has {len(prompts)} usable prompts, the workload asks for "
             f"{workload.num_prompts}"
         )
     return prompts
+
+
+def file_prompts(
+    workload: Workload, path: Path, encode: Callable[[str], list[int]]
+) -> list[list[int]]:
+    """Prompts from a .jsonl file ({"prompt": ...} per line), truncated to input_tokens."""
+    return encode_prompts(workload, read_prompt_texts(workload, path), encode, path)
 
 
 def prompts_sha256(prompts: list[list[int]]) -> str:

@@ -124,6 +124,24 @@ class Engine(abc.ABC):
         """Total and embedding parameter counts, if the engine exposes them."""
         return None
 
+    def device_uuids(self) -> list[str] | None:
+        """UUIDs of the GPUs the loaded model computes on (None: the engine cannot say)."""
+        return None
+
+    def scheduler_token_budget(self) -> int | None:
+        """Prompt tokens the engine's scheduler takes in one step, where it has such a limit."""
+        return None
+
+    def prefill_interleaving(self, work: list[list[list[int]]]) -> str | None:
+        """Why this engine would prefill part of these batches in steps that also decode."""
+        if not work:
+            return None
+        tokens = max(sum(len(p) for p in batch) for batch in work)
+        size = max(len(batch) for batch in work)
+        return self.experiment.options.prefill_interleaving(
+            self.experiment, tokens, size, self.scheduler_token_budget()
+        )
+
 
 def engine_info(engine: Engine) -> dict[str, Any]:
     """The engine's info, checked to name the engine and its version (reports rely on both)."""

@@ -39,6 +39,17 @@ class BackendOptions(BaseModel):
         """The quantization scheme named in these options, if the backend has such a field."""
         return None
 
+    def prefill_interleaving(
+        self, experiment: Experiment, batch_tokens: int, batch_size: int, token_budget: int | None
+    ) -> str | None:
+        """Why the engine would run part of a batch's prefill in steps that also decode.
+
+        ``batch_tokens`` and ``batch_size`` are the largest batch's prompt tokens and requests,
+        ``token_budget`` the prompt tokens the engine's scheduler takes per step when the
+        engine knows it. None: each batch is prefilled before it decodes (static batches).
+        """
+        return None
+
 
 def length_problem(field_name: str, limit: int | None, experiment: Experiment) -> list[str]:
     """A problem when a sequence-length limit is shorter than one request of the workload."""
@@ -125,6 +136,8 @@ class BackendSpec:
     timestamp_source: TimestampSource = "stream"
     #: whether ``generate(..., 1)`` is a prefill-only pass (1 new token per request)
     prefill_only_pass: bool = True
+    #: whether prefill computes logits at every prompt position (FLOPs count the LM head there)
+    prompt_logits: bool = False
     serving: ServingSupport | None = None
     #: experiment ids of results schema 1 list this backend's block as null in experiments
     #: of other backends; the three built-in backends keep that so their ids never change,
@@ -214,6 +227,7 @@ class BackendSpec:
             "quantization": {p: list(s) for p, s in self.quantization.items()},
             "timestamp_source": self.timestamp_source,
             "prefill_only_pass": self.prefill_only_pass,
+            "prompt_logits": self.prompt_logits,
             "serving": self.serving is not None,
             "images": {d: self.image_tag(d) for d in self.devices},
         }

@@ -64,14 +64,30 @@ def find_model(model: str) -> Path:
     )
 
 
-def safetensors_shapes(path: Path) -> dict[str, list[int]]:
-    """Tensor name -> shape from one .safetensors file's header."""
+def safetensors_header(path: Path) -> dict[str, tuple[str, list[int]]]:
+    """Tensor name -> (dtype, shape) from one .safetensors file's header."""
     with path.open("rb") as fh:
         (size,) = struct.unpack("<Q", fh.read(8))
         if size > _MAX_HEADER_BYTES:
             raise ValueError(f"{path}: safetensors header of {size} bytes is implausible")
         header = json.loads(fh.read(size))
-    return {k: list(v["shape"]) for k, v in header.items() if k != "__metadata__"}
+    return {k: (str(v["dtype"]), list(v["shape"])) for k, v in header.items() if k != "__metadata__"}
+
+
+def safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape from one .safetensors file's header."""
+    return {k: shape for k, (_, shape) in safetensors_header(path).items()}
+
+
+def checkpoint_tensors(model_dir: Path) -> dict[str, tuple[str, list[int]]] | None:
+    """Tensor name -> (dtype, shape) over every .safetensors file of a checkpoint (None: none)."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        return None
+    found: dict[str, tuple[str, list[int]]] = {}
+    for file in files:
+        found.update(safetensors_header(file))
+    return found
 
 
 def parameter_counts(model_dir: Path) -> tuple[int, int] | None:

@@ -63,6 +63,11 @@ class Decoding(_Strict):
     top_k: int = Field(0, ge=0)
 
 
+#: a field whose value at its default is left out of experiment ids (added after ids of
+#: results schema 1 existed, so those ids stay the same)
+ID_OMIT_DEFAULT: dict[str, JsonValue] = {"id": "omit-default"}
+
+
 class Measurement(_Strict):
     """How the agent measures: baseline, warmup, window, sampling."""
 
@@ -75,11 +80,25 @@ class Measurement(_Strict):
     min_window_s: float = Field(10.0, ge=0, le=86_400)
     sample_interval_ms: int = Field(100, ge=10, le=10_000)
     prefill_split: bool = True
-
-
-#: a field whose value at its default is left out of experiment ids (added after ids of
-#: results schema 1 existed, so those ids stay the same)
-ID_OMIT_DEFAULT: dict[str, JsonValue] = {"id": "omit-default"}
+    # added with results schema 1.1 (docs/methodology.md, section 1); left out of ids at default
+    loaded_idle_s: float = Field(10.0, ge=0, le=3600, json_schema_extra=ID_OMIT_DEFAULT,
+                                 description="loaded-idle baseline: model resident, engine idle")
+    gpu_min_window_s: float = Field(30.0, ge=0, le=86_400, json_schema_extra=ID_OMIT_DEFAULT,
+                                    description="on GPU, windows last at least this long too")
+    min_counter_updates: int = Field(100, ge=0, le=1_000_000, json_schema_extra=ID_OMIT_DEFAULT,
+                                     description="on GPU, energy-counter updates per window")
+    max_window_s: float = Field(600.0, gt=0, le=86_400, json_schema_extra=ID_OMIT_DEFAULT,
+                                description="a window ends at the first pass boundary after this")
+    steady_tolerance: float = Field(0.05, gt=0, lt=1, json_schema_extra=ID_OMIT_DEFAULT,
+                                    description="first- and second-half mean power may differ by")
+    warmup_until_steady: bool = Field(False, json_schema_extra=ID_OMIT_DEFAULT,
+                                      description="warm up until power and temperature settle")
+    warmup_settle_s: float = Field(5.0, gt=0, le=3600, json_schema_extra=ID_OMIT_DEFAULT,
+                                   description="length of each settling step")
+    warmup_settle_c: float = Field(1.0, gt=0, le=50, json_schema_extra=ID_OMIT_DEFAULT,
+                                   description="settled: temperature moved at most this much")
+    warmup_max_s: float = Field(300.0, gt=0, le=86_400, json_schema_extra=ID_OMIT_DEFAULT,
+                                description="the settling warmup stops after this long")
 
 
 class ExperimentBase(_Strict):

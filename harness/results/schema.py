@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from harness.config.experiment import Experiment
 from harness.results.reasons import LEGACY_REASONS, FailureReason, reason_of
 
-RESULT_SCHEMA_VERSION = "1.0"
+RESULT_SCHEMA_VERSION = "1.1"
 MANIFEST_SCHEMA_VERSION = "1.0"
 
 EnergyMethod = Literal["nvml_counter", "nvml_power_integration", "rapl", "unavailable"]
@@ -87,6 +87,27 @@ class Latency(_Model):
     tpot: LatencyStats = LatencyStats()
     e2e: LatencyStats = LatencyStats()
     per_token_timestamps: bool = False
+    timestamp_source: str | None = Field(default=None, description="the backend's declared clock")
+    clock: str | None = Field(default=None, description="the engine's note on how tokens are timed")
+
+
+class UncertaintyTerm(_Model):
+    """One term of a budget: a standard uncertainty in the figure's unit (docs/methodology.md)."""
+
+    name: str
+    standard: float
+    systematic: bool = False
+
+
+class Uncertainty(_Model):
+    """A figure's uncertainty budget; ``expanded`` is ``coverage_factor`` x the combined one."""
+
+    expanded: float
+    coverage_factor: float = 2.0
+    relative: float | None = None
+    expanded_random: float = Field(description="the expanded uncertainty without systematic terms")
+    dominant: str
+    terms: list[UncertaintyTerm] = Field(default_factory=list)
 
 
 class DeviceEnergy(_Model):
@@ -104,6 +125,10 @@ class DeviceEnergy(_Model):
     temperature_end_c: float | None = None
     temperature_max_c: float | None = None
     peak_memory_used_bytes: int | None = None
+    loaded_idle_power_w: float | None = None
+    counter_updates: int | None = Field(default=None, description="counter changes seen by the sampler")
+    counter_update_period_s: float | None = Field(default=None, description="upper estimate")
+    uncertainty: dict[str, Uncertainty] = Field(default_factory=dict)
 
 
 class Energy(_Model):
@@ -129,6 +154,12 @@ class Energy(_Model):
     sample_interval_ms: int | None = None
     sampler_cpu_s: float | None = Field(default=None, description="CPU time the sampler thread used")
     notes: list[str] = Field(default_factory=list)
+    loaded_idle_power_w: float | None = Field(default=None, description="model resident, engine idle")
+    loaded_idle_window_s: float | None = None
+    loaded_idle_samples: int = 0
+    uncertainty: dict[str, Uncertainty] = Field(
+        default_factory=dict, description="field name -> its uncertainty budget"
+    )
 
 
 class PrefillSplit(_Model):
@@ -145,6 +176,11 @@ class PrefillSplit(_Model):
     prefill_energy_method: EnergyMethod | None = None
     prefill_samples: int = 0
     decode_window_s: float | None = None
+    basis: Literal["dynamic"] | None = Field(default=None, description="energies above loaded idle")
+    prefill_engine_s: float | None = Field(default=None, description="inside generate(), scaled")
+    host_overhead_share: float | None = Field(default=None, description="outside generate()")
+    device_idle_share: float | None = Field(default=None, description="1 - mean NVML utilisation")
+    uncertainty: dict[str, Uncertainty] = Field(default_factory=dict)
 
 
 class Warmup(_Model):
@@ -155,6 +191,12 @@ class Warmup(_Model):
     final_cv: float | None = None
     target_cv: float | None = None
     converged: bool | None = None
+    until_steady: bool = False
+    settled: bool | None = None
+    settle_s: float = 0.0
+    settle_power_w: list[float | None] = Field(default_factory=list, description="per step")
+    settle_temperature_c: list[float | None] = Field(default_factory=list, description="per step")
+    settle_reason: str | None = None
 
 
 class Timings(_Model):
@@ -162,6 +204,7 @@ class Timings(_Model):
 
     baseline_s: float | None = None
     load_s: float | None = None
+    loaded_idle_s: float | None = None
     warmup_s: float | None = None
     window_s: float = 0.0
     total_s: float | None = None
@@ -198,6 +241,44 @@ class Compute(_Model):
         default=None, description="NVML used memory, peak over the window, summed over devices"
     )
     flops_formula: str | None = None
+    active_params: int | None = Field(default=None, description="per token, without embeddings/LM head")
+    lm_head_params: int | None = None
+    params_source: str | None = None
+
+
+class SteadyState(_Model):
+    """Whether the measured window was in steady state, and how long it was made to last."""
+
+    verdict: Literal["steady", "not_steady", "unknown"] = "unknown"
+    reason: str | None = None
+    first_half_power_w: float | None = None
+    second_half_power_w: float | None = None
+    difference: float | None = Field(default=None, description="|second - first| / first")
+    tolerance: float | None = None
+    source: str | None = None
+    target_s: float | None = None
+    counter_target_s: float | None = None
+    max_window_s: float | None = None
+    ended_by: Literal["target", "cap"] | None = None
+    counter_updates: int | None = None
+    min_counter_updates: int | None = None
+
+
+class Interference(_Model):
+    """What else used the machine during the measured window (docs/methodology.md)."""
+
+    cpu_count: int | None = None
+    host_busy_cpu_s: float | None = None
+    own_cpu_s: float | None = None
+    own_cpu_source: str | None = None
+    other_cpu_s: float | None = None
+    other_cpu_share: float | None = Field(default=None, description="of the machine's CPU time")
+    own_wait_s: float | None = Field(default=None, description="run-queue wait of the run's threads")
+    own_wait_share: float | None = None
+    load_average_start: list[float] | None = None
+    load_average_end: list[float] | None = None
+    other_gpu_processes: int | None = Field(default=None, description="None: unknown")
+    notes: list[str] = Field(default_factory=list)
 
 
 class Warning_(_Model):
@@ -225,6 +306,8 @@ class ExperimentResult(_Model):
     prefill: PrefillSplit = PrefillSplit()
     warmup: Warmup = Warmup()
     compute: Compute = Compute()
+    steady_state: SteadyState = SteadyState()
+    interference: Interference = Interference()
     warnings: list[Warning_] = Field(default_factory=list)
 
 

@@ -33,7 +33,8 @@ def test_pytorch_cuda_precisions_with_nvml_energy(tmp_path, model, precision, dt
         "model": str(model), "backend": "pytorch", "device": "cuda", "precision": precision,
         "batch_size": 4,
         "workload": {"num_prompts": 8, "input_tokens": 32, "output_tokens": 16},
-        "measurement": {"warmup_batches": 1, "baseline_s": 2, "min_window_s": 2,
+        "measurement": {"warmup_batches": 1, "baseline_s": 2, "loaded_idle_s": 2,
+                        "min_window_s": 2, "gpu_min_window_s": 5, "min_counter_updates": 20,
                         "prefill_split": True},
     })
     check_run(result)
@@ -41,7 +42,15 @@ def test_pytorch_cuda_precisions_with_nvml_energy(tmp_path, model, precision, dt
     energy = result.energy
     assert energy.energy_method in ("nvml_counter", "nvml_power_integration")
     assert energy.idle_power_w and energy.idle_power_w > 0
+    assert energy.loaded_idle_power_w and energy.loaded_idle_power_w > 0
     assert energy.dynamic_energy_j is not None
+    assert energy.uncertainty["energy_j"].expanded > 0
+    assert energy.uncertainty["j_per_output_token"].dominant
+    # the GPU torch computes on is the GPU NVML measures (compared by UUID after the load)
+    check = result.environment["device_check"]
+    assert check["verdict"] == "match", check
+    assert result.steady_state.verdict in ("steady", "not_steady")
+    assert result.steady_state.counter_updates and result.steady_state.counter_updates >= 20
     assert energy.j_per_output_token and energy.j_per_output_token > 0
     assert result.prefill.measured and result.prefill.prefill_energy_j is not None
     assert result.compute.peak_memory_allocated_bytes and result.compute.peak_memory_allocated_bytes > 0

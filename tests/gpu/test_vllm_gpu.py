@@ -29,7 +29,8 @@ def experiment(model, **kw) -> dict:
         "model": str(model), "backend": "vllm", "device": "cuda", "precision": "bf16",
         "batch_size": 4,
         "workload": {"num_prompts": 8, "input_tokens": 32, "output_tokens": 16},
-        "measurement": {"warmup_batches": 1, "baseline_s": 1, "min_window_s": 2},
+        "measurement": {"warmup_batches": 1, "baseline_s": 1, "loaded_idle_s": 1,
+                        "min_window_s": 2, "gpu_min_window_s": 5, "min_counter_updates": 20},
         "vllm": {"gpu_memory_utilization": 0.3, "max_num_seqs": 8},
     }
     data.update(kw)

@@ -91,6 +91,11 @@ def check_vllm_result(result: ExperimentResult) -> None:
     assert 0 < info["engine_start_s"] <= result.timings.load_s
     assert result.prefill.measured is True
     assert result.compute.flops is not None  # parameter counts from the safetensors headers
+    # the engine core ran in the agent's process, so tokens are timed when they were made
+    assert info["engine_core_client"] == "InprocClient"
+    assert (result.latency.timestamp_source, result.latency.clock) == (
+        "engine_step", info["token_timing"])
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING=0" in info["token_timing"]
 
 
 def test_mixed_pytorch_and_vllm_study_in_containers(

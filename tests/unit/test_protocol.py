@@ -13,12 +13,12 @@ import json
 import os
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from _scripted import FakeClock, patch_clock, quiet_host
 
-from harness.agent import protocol
+from harness.agent import baseline, files, protocol, warmup, window
 from harness.agent.sensors.base import Sensor, WindowReading
 from harness.agent.sensors.null import UnavailableSensor
 from harness.backends.engine import Engine, RequestTiming
@@ -28,13 +28,14 @@ from harness.models import write_tiny_model
 from harness.results.schema import ExperimentResult, RunInfo, RunSpec
 
 IDLE_W = 20.0
+LOADED_IDLE_W = 40.0
 LOAD_W = 100.0
 INTERVAL_MS = 20
 MEMORY_USED = 3 * 2**30
 
 
 class KnownPowerSensor(Sensor):
-    """A sensor whose device draws IDLE_W in its first window and LOAD_W afterwards."""
+    """A sensor whose device draws IDLE_W, then LOADED_IDLE_W, then LOAD_W in later windows."""
 
     method = "nvml_counter"
 
@@ -56,7 +57,7 @@ class KnownPowerSensor(Sensor):
     def end(self) -> WindowReading:
         self.log.append("end")
         duration = time.perf_counter() - self._start
-        power = IDLE_W if self.windows == 0 else LOAD_W
+        power = [IDLE_W, LOADED_IDLE_W][self.windows] if self.windows < 2 else LOAD_W
         self.windows += 1
         n = int(duration / self.interval_s) + 1
         rows = [
@@ -86,7 +87,7 @@ class KnownPowerSensor(Sensor):
 
 
 def experiment(model: Path, **measurement: Any) -> Experiment:
-    m = {"warmup_batches": 1, "baseline_s": 0.3, "min_window_s": 0.4,
+    m = {"warmup_batches": 1, "baseline_s": 0.3, "loaded_idle_s": 0.3, "min_window_s": 0.4,
          "sample_interval_ms": INTERVAL_MS, "prefill_split": True, **measurement}
     return Experiment(
         model=str(model), backend="pytorch", device="cpu", precision="fp32", batch_size=2,
@@ -113,7 +114,7 @@ def measured(
 ) -> tuple[ExperimentResult, Path, KnownPowerSensor]:
     out = tmp_path_factory.mktemp("run")
     sensor = KnownPowerSensor()
-    result = protocol.run(spec_for(experiment(tiny)), out, sensor=sensor)
+    result = protocol.run(spec_for(experiment(tiny)), out, sensor=sensor, host=quiet_host(out))
     return result, out, sensor
 
 
@@ -126,7 +127,8 @@ def test_energy_figures_follow_the_definitions(measured: tuple) -> None:
     assert window_s is not None and window_s >= 0.4
     assert e.energy_j == pytest.approx(LOAD_W * window_s)
     assert e.idle_power_w == pytest.approx(IDLE_W)
-    assert e.dynamic_energy_j == pytest.approx((LOAD_W - IDLE_W) * window_s)
+    assert e.loaded_idle_power_w == pytest.approx(LOADED_IDLE_W)
+    assert e.dynamic_energy_j == pytest.approx((LOAD_W - LOADED_IDLE_W) * window_s)
     assert e.mean_power_w == pytest.approx(LOAD_W)
     assert e.peak_power_w == pytest.approx(LOAD_W)
     t = result.tokens
@@ -135,10 +137,11 @@ def test_energy_figures_follow_the_definitions(measured: tuple) -> None:
     assert e.j_per_request == pytest.approx(e.energy_j / t.requests)
     assert e.wh_per_1k_requests == pytest.approx(e.energy_j / t.requests * 1000 / 3600)
     assert e.output_tokens_per_j == pytest.approx(t.output_tokens / e.energy_j)
-    assert e.samples >= 10 and e.idle_samples >= 10
+    assert e.samples >= 10 and e.idle_samples >= 10 and e.loaded_idle_samples >= 10
     assert e.sample_interval_ms == INTERVAL_MS
     dev = e.devices[0]
     assert (dev.device, dev.energy_method, dev.idle_power_w) == ("gpu0", "nvml_counter", IDLE_W)
+    assert dev.loaded_idle_power_w == pytest.approx(LOADED_IDLE_W)
     assert dev.peak_memory_used_bytes == MEMORY_USED
 
 
@@ -148,6 +151,7 @@ def test_window_repeats_whole_passes_and_counts_tokens(measured: tuple) -> None:
     assert t.requests == 4 * t.iterations
     assert t.input_tokens == 8 * t.requests and t.output_tokens == 4 * t.requests
     assert result.timings.window_s >= 0.4
+    assert result.timings.window_s == result.energy.window_s  # one window: the sensor's edges
     assert result.throughput.output_tokens_per_s == pytest.approx(
         t.output_tokens / result.timings.window_s
     )
@@ -161,9 +165,12 @@ def test_prefill_split_scales_the_prefill_window(measured: tuple) -> None:
     assert p.prefill_iterations is not None and p.prefill_iterations >= 1
     scale = result.tokens.iterations / p.prefill_iterations
     assert p.prefill_window_s is not None and p.prefill_energy_j is not None
-    # the fake draws LOAD_W in the prefill window too: energy = power x scaled time
-    assert p.prefill_energy_j == pytest.approx(LOAD_W * p.prefill_window_s, rel=1e-3)
-    assert p.decode_energy_j == pytest.approx(e.energy_j - p.prefill_energy_j)
+    # the fake draws LOAD_W in the prefill window too: dynamic energy = (power - loaded idle)
+    # x scaled time, and decode is the rest of the main window's dynamic energy
+    assert p.basis == "dynamic"
+    assert p.prefill_energy_j == pytest.approx((LOAD_W - LOADED_IDLE_W) * p.prefill_window_s,
+                                               rel=1e-3)
+    assert p.decode_energy_j == pytest.approx(e.dynamic_energy_j - p.prefill_energy_j)
     assert p.prefill_j_per_input_token == pytest.approx(
         p.prefill_energy_j / result.tokens.input_tokens
     )
@@ -190,8 +197,8 @@ def test_timeseries_has_every_phase(measured: tuple) -> None:
     _, out, _ = measured
     with (out / "timeseries.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == protocol.TIMESERIES_COLUMNS
-    assert {r["phase"] for r in rows} == {"idle", "window", "prefill"}
+    assert list(rows[0]) == files.TIMESERIES_COLUMNS
+    assert {r["phase"] for r in rows} == {"idle", "loaded_idle", "window", "prefill"}
 
 
 def test_result_is_written_valid_and_has_provenance(measured: tuple) -> None:
@@ -216,7 +223,8 @@ def test_result_is_written_valid_and_has_provenance(measured: tuple) -> None:
 def test_blind_sensor_gives_unknown_energy_never_zero(tiny: Path, tmp_path: Path) -> None:
     sensor = UnavailableSensor("no powercap: test")
     result = protocol.run(
-        spec_for(experiment(tiny, baseline_s=5, min_window_s=0.1)), tmp_path, sensor=sensor
+        spec_for(experiment(tiny, baseline_s=5, loaded_idle_s=5, min_window_s=0.1)), tmp_path,
+        sensor=sensor, host=quiet_host(tmp_path),
     )
     e = result.energy
     assert e.energy_method == "unavailable" and e.unavailable_reason == "no powercap: test"
@@ -224,6 +232,8 @@ def test_blind_sensor_gives_unknown_energy_never_zero(tiny: Path, tmp_path: Path
                  "j_per_output_token", "j_per_token", "j_per_request", "output_tokens_per_j"):
         assert getattr(e, name) is None, name
     assert result.timings.baseline_s == 0.0  # no idle wait without a sensor
+    assert result.timings.loaded_idle_s is None and e.loaded_idle_power_w is None
+    assert e.uncertainty == {}
     assert result.prefill.measured and result.prefill.prefill_energy_j is None
     assert result.prefill.reason
     assert [w.code for w in result.warnings] == ["energy_unavailable"]
@@ -231,20 +241,6 @@ def test_blind_sensor_gives_unknown_energy_never_zero(tiny: Path, tmp_path: Path
 
 
 # --- deterministic timing: a scripted backend on a fake clock ----------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def perf_counter(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class ScriptedBackend(Engine):
@@ -285,8 +281,7 @@ class ScriptedBackend(Engine):
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(protocol, "time", SimpleNamespace(
-        perf_counter=fake.perf_counter, time=fake.time, sleep=fake.sleep))
+    patch_clock(monkeypatch, fake)
     return fake
 
 
@@ -295,7 +290,7 @@ WORK = [[[1] * 8] * 2, [[2] * 8] * 2]
 
 def test_fixed_warmup_runs_the_given_batches(clock: FakeClock) -> None:
     backend = ScriptedBackend(clock, [1.0, 2.0, 3.0])
-    warm = protocol.run_warmup(backend, WORK, Measurement(warmup_batches=3), 4)
+    warm = warmup.run_warmup(backend, WORK, Measurement(warmup_batches=3), 4)
     assert warm.batches == 3 and warm.converged is None and warm.target_cv is None
     assert warm.duration_s == pytest.approx(6.0)
 
@@ -303,7 +298,7 @@ def test_fixed_warmup_runs_the_given_batches(clock: FakeClock) -> None:
 def test_cv_warmup_stops_when_latency_settles(clock: FakeClock) -> None:
     backend = ScriptedBackend(clock, [5.0, 3.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
     m = Measurement(warmup_until_cv=0.05, warmup_max_batches=20)
-    warm = protocol.run_warmup(backend, WORK, m, 4)
+    warm = warmup.run_warmup(backend, WORK, m, 4)
     assert warm.converged is True
     assert warm.batches == 7  # the last five latencies are all 1.0 only after batch 7
     assert warm.final_cv == pytest.approx(0.0)
@@ -312,7 +307,7 @@ def test_cv_warmup_stops_when_latency_settles(clock: FakeClock) -> None:
 def test_cv_warmup_is_capped(clock: FakeClock) -> None:
     backend = ScriptedBackend(clock, [1.0, 2.0] * 10)
     m = Measurement(warmup_until_cv=0.05, warmup_max_batches=8)
-    warm = protocol.run_warmup(backend, WORK, m, 4)
+    warm = warmup.run_warmup(backend, WORK, m, 4)
     assert warm.converged is False and warm.batches == 8
     assert warm.final_cv is not None and warm.final_cv > 0.05
 
@@ -322,7 +317,7 @@ def test_cv_warmup_compares_batches_of_the_same_shape(clock: FakeClock) -> None:
     work = [[[1] * 8] * 2, [[2] * 8] * 2, [[3] * 8]]
     backend = ScriptedBackend(clock, [0.5] * 30, per_prompt=True)
     m = Measurement(warmup_until_cv=0.05, warmup_max_batches=30)
-    warm = protocol.run_warmup(backend, work, m, 4)
+    warm = warmup.run_warmup(backend, work, m, 4)
     assert warm.converged is True
 
 
@@ -332,21 +327,23 @@ def test_window_syncs_at_both_edges_and_repeats_passes(clock: FakeClock) -> None
     sensor = KnownPowerSensor(log)
     sensor.windows = 1
     m = Measurement(min_window_s=1.0, sample_interval_ms=100)
-    window = protocol.measure_window(backend, sensor, WORK, m, 4)
-    assert window.iterations == 2  # one pass is 0.8 s, shorter than min_window_s
-    assert window.duration_s == pytest.approx(1.6)
+    target = window.window_target(m, "cpu", None)
+    measured = window.measure_window(backend, sensor, WORK, 100, 4, target)
+    assert measured.iterations == 2  # one pass is 0.8 s, shorter than min_window_s
+    assert measured.duration_s == pytest.approx(1.6)
+    assert measured.generate_s == pytest.approx(1.6) and measured.ended_by == "target"
     assert log[:2] == ["sync", "begin"]
     assert log[-2:] == ["sync", "end"]
     assert log.count("generate") == 4
-    assert len(window.requests) == 8
+    assert len(measured.requests) == 8
 
 
 def test_idle_baseline_sleeps_for_baseline_s(clock: FakeClock) -> None:
     sensor = KnownPowerSensor()
-    idle_w, reading = protocol.measure_idle(sensor, Measurement(baseline_s=7))
+    idle = baseline.measure_baseline(sensor, 7, 100)
     assert clock.now == pytest.approx(107.0)
-    assert reading is not None
-    assert idle_w["gpu0"] == pytest.approx(IDLE_W)
-    blind_w, blind = protocol.measure_idle(UnavailableSensor("x"), Measurement(baseline_s=7))
-    assert blind_w == {} and blind is None
+    assert idle is not None
+    assert idle.power_w("gpu0") == pytest.approx(IDLE_W)
+    blind = baseline.measure_baseline(UnavailableSensor("x"), 7, 100)
+    assert blind is None
     assert clock.now == pytest.approx(107.0)

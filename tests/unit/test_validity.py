@@ -15,8 +15,10 @@ from harness.results.schema import (
     DeviceEnergy,
     Energy,
     ExperimentResult,
+    Interference,
     PrefillSplit,
     RunInfo,
+    SteadyState,
     Throughput,
     Timings,
     Tokens,
@@ -100,17 +102,24 @@ class Case:
         default_factory=lambda: PrefillSplit(measured=True, decode_energy_j=2000.0)
     )
     warmup: Warmup = field(default_factory=lambda: Warmup(batches=3))
+    steady: SteadyState = field(default_factory=SteadyState)
+    # a GPU run whose windows must last 10 s (the default 30 s would make WINDOW_S short)
+    measurement: Measurement = field(
+        default_factory=lambda: Measurement(min_window_s=10, gpu_min_window_s=10)
+    )
+    host: Interference = field(default_factory=Interference)
 
     def run(self) -> list[str]:
         result = ExperimentResult(
             run=RunInfo(study="s", experiment_id="e", cycle=1, run_id="e-c1"),
-            experiment=Experiment(model="m", measurement=Measurement(min_window_s=10)),
+            experiment=Experiment(model="m", measurement=self.measurement),
             timings=Timings(window_s=WINDOW_S),
             tokens=Tokens(requests=8, input_tokens=800, output_tokens=800),
             throughput=Throughput(
                 output_tokens_per_s=1.0, total_tokens_per_s=2.0, requests_per_s=0.1
             ),
             energy=self.energy, prefill=self.prefill, warmup=self.warmup,
+            steady_state=self.steady, interference=self.host,
         )
         warnings = validity.check(result, self.phases, self.sensor, own_pid=OWN_PID)
         assert all(w.message for w in warnings)
@@ -177,6 +186,43 @@ def warmup_unconverged(c: Case) -> None:
     c.warmup = Warmup(batches=20, final_cv=0.2, target_cv=0.05, converged=False)
 
 
+def few_counter_updates(c: Case) -> None:
+    rows = samples()
+    for i, row in enumerate(rows):
+        row["energy_j"] = float(i // 4)  # the counter changed 4 times in 20 samples
+    c.phases["window"] = reading(samples=rows)
+
+
+def not_steady(c: Case) -> None:
+    c.steady = SteadyState(verdict="not_steady", first_half_power_w=200.0,
+                           second_half_power_w=300.0, difference=0.5, tolerance=0.05)
+
+
+def short_baseline(c: Case) -> None:
+    c.phases["idle"] = reading(duration_s=5.0, power_w=IDLE_W, gpu_processes={"gpu0": []})
+
+
+def hot_baseline(c: Case) -> None:
+    c.phases["idle"] = reading(power_w=IDLE_W, gpu_processes={"gpu0": []},
+                               samples=samples(temps=[60.0 - i * 0.5 for i in range(20)]))
+
+
+def idle_high(c: Case) -> None:
+    c.energy = Energy(energy_method="nvml_counter", energy_j=400.0 * WINDOW_S,
+                      devices=[DeviceEnergy(device="gpu0", idle_power_w=300.0)])
+    c.phases["window"] = reading(power_w=400.0)
+
+
+def preload_above_loaded(c: Case) -> None:
+    c.energy = Energy(energy_method="nvml_counter", energy_j=POWER_W * WINDOW_S,
+                      devices=[DeviceEnergy(device="gpu0", idle_power_w=IDLE_W,
+                                            loaded_idle_power_w=60.0)])
+
+
+def contended(c: Case) -> None:
+    c.host = Interference(cpu_count=8, other_cpu_share=0.6, own_wait_share=0.01)
+
+
 SCENARIOS: dict[str, Callable[[Case], None]] = {
     "window_too_short": short_window,
     "too_few_samples": few_samples,
@@ -192,6 +238,13 @@ SCENARIOS: dict[str, Callable[[Case], None]] = {
     "energy_unavailable": unavailable,
     "prefill_exceeds_total": prefill_too_big,
     "warmup_not_converged": warmup_unconverged,
+    "too_few_counter_updates": few_counter_updates,
+    "not_steady": not_steady,
+    "baseline_too_short": short_baseline,
+    "baseline_hot": hot_baseline,
+    "idle_power_high": idle_high,
+    "preload_idle_above_loaded": preload_above_loaded,
+    "host_contention": contended,
 }
 
 
@@ -210,6 +263,21 @@ def test_every_documented_code_has_a_scenario() -> None:
     documented = validity.__doc__ or ""
     for code in SCENARIOS:
         assert code in documented
+
+
+def test_on_a_gpu_windows_must_also_last_gpu_min_window_s() -> None:
+    case = Case()
+    case.measurement = Measurement(min_window_s=10)  # gpu_min_window_s defaults to 30 s
+    assert case.run() == ["window_too_short", "window_too_short"]
+    assert "30 s" in case.warnings[0].message
+
+
+def test_host_contention_from_run_queue_waits() -> None:
+    case = Case()
+    case.host = Interference(cpu_count=8, other_cpu_share=0.01, own_wait_share=0.5)
+    assert case.run() == ["host_contention"]
+    case.host = Interference(cpu_count=8, other_cpu_share=None, own_wait_share=None)
+    assert case.run() == []
 
 
 def test_warnings_name_the_phase() -> None:

@@ -153,6 +153,8 @@ class PytorchEngine(Engine):
             "dtype": str(getattr(self.model, "dtype", "")),
             "attn_implementation": getattr(cfg, "_attn_implementation", None),
             "torch_threads": self._torch.get_num_threads(),
+            "token_timing": "a streamer's put() per decoding step, after the step's tokens were "
+            "copied to the CPU (which waits for the device)",
             "num_layers": getattr(cfg, "num_hidden_layers", None),
             "hidden_size": getattr(cfg, "hidden_size", None),
         }
@@ -167,6 +169,15 @@ class PytorchEngine(Engine):
         """Reset torch's CUDA peak-memory statistics."""
         if self.experiment.device == "cuda":
             self._torch.cuda.reset_peak_memory_stats()
+
+    def device_uuids(self) -> list[str] | None:
+        """UUIDs (torch.cuda device properties) of the GPUs holding the model's parameters."""
+        if self.experiment.device != "cuda" or self.model is None:
+            return None
+        torch = self._torch
+        indices = {p.device.index for p in self.model.parameters() if p.device.type == "cuda"}
+        ordinals = sorted(torch.cuda.current_device() if i is None else i for i in indices)
+        return [str(torch.cuda.get_device_properties(i).uuid) for i in ordinals]
 
     def parameter_counts(self) -> tuple[int, int]:
         """Total and embedding parameter counts."""

@@ -11,6 +11,8 @@ from harness.backends.spec import BackendOptions, length_problem
 if TYPE_CHECKING:
     from harness.config.experiment import Experiment
 
+#: TensorRT-LLM's BuildConfig default of max_num_tokens (tokens per in-flight iteration)
+DEFAULT_MAX_NUM_TOKENS = 8192
 TensorrtLlmQuantization = Literal["fp8", "int8_weight_only", "int4_weight_only", "int4_awq"]
 
 
@@ -50,3 +52,21 @@ class TensorrtLlmOptions(BackendOptions):
     def quantization_scheme_given(self) -> str | None:
         """The quantization algorithm named, if any."""
         return self.quantization
+
+    def prefill_interleaving(
+        self, experiment: Experiment, batch_tokens: int, batch_size: int, token_budget: int | None
+    ) -> str | None:
+        """Why in-flight batching would run part of a batch's context beside generation.
+
+        One iteration takes at most max_batch_size requests and max_num_tokens tokens
+        (BuildConfig's default 8192); the rest of a batch's context waits for later ones.
+        """
+        if batch_size > self.max_batch_size:
+            return (f"a batch of {batch_size} requests exceeds tensorrt_llm.max_batch_size "
+                    f"{self.max_batch_size}: later requests' context runs while others generate")
+        budget = token_budget or self.max_num_tokens or DEFAULT_MAX_NUM_TOKENS
+        if batch_tokens > budget:
+            return (f"a batch's {batch_tokens} prompt tokens exceed the {budget} tokens of one "
+                    "in-flight batching iteration (max_num_tokens): the rest of the context "
+                    "runs in iterations that also generate")
+        return None

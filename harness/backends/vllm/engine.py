@@ -5,6 +5,13 @@ the LLM's engine itself and steps it, asking for each step's new tokens (``DELTA
 Every token gets the time at which the engine handed it to the agent: the moment a streaming
 client would see it. Engine start (model load, compilation, KV-cache allocation) happens in
 ``load`` and is timed apart from the measured window.
+
+The engine core runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``): by default vLLM
+0.32 starts it in another process (``vllm/envs.py`` defaults the variable to 1;
+``LLMEngine.from_engine_args`` then makes a ``SyncMPClient``), which keeps scheduling and
+running the model while the client processes outputs, so a timestamp taken when ``step()``
+returns is not when the tokens were made. In process (``InprocClient``), ``step()`` runs one
+engine-core step (schedule, forward pass, sampling) and returns its tokens.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from harness.errors import EnvironmentProblem, RunFailure
 from harness.results.reasons import FailureReason
 
 GIB = 1024**3
+#: vLLM's switch for the engine core's own process (vllm/envs.py); "0" keeps it in this one
+IN_PROCESS = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
 def llm_kwargs(experiment: Experiment, model_path: str) -> dict[str, Any]:
@@ -94,6 +103,7 @@ class VllmEngine(Engine):
         # no usage reports (there is no network in a run anyway)
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
         os.environ.setdefault("DO_NOT_TRACK", "1")
+        os.environ.update(IN_PROCESS)  # read when the engine is made, so before vllm.LLM(...)
         try:
             import vllm
             from vllm.sampling_params import RequestOutputKind
@@ -203,7 +213,12 @@ class VllmEngine(Engine):
             "device": self.experiment.device,
             "llm_kwargs": settings,
             "engine_start_s": self._engine_start_s,
-            "token_timing": "engine step outputs (DELTA), timestamped when handed to the agent",
+            "token_timing": "engine core in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0): "
+            "each step()'s tokens (DELTA outputs) timestamped when step() returns, after the "
+            "step's forward pass and sampling",
+            "max_num_batched_tokens": self.scheduler_token_budget(),
+            "engine_core_client": type(getattr(getattr(self._llm, "llm_engine", None),
+                                               "engine_core", None)).__name__,
             "num_layers": self._config.get("num_hidden_layers"),
             "hidden_size": self._config.get("hidden_size"),
         }
@@ -211,3 +226,20 @@ class VllmEngine(Engine):
     def parameter_counts(self) -> tuple[int, int] | None:
         """Total and input-embedding parameters, from the checkpoint's safetensors headers."""
         return self._counts
+
+    def scheduler_token_budget(self) -> int | None:
+        """The tokens vLLM schedules per step (max_num_batched_tokens as the engine set it)."""
+        try:
+            return int(self._llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens)
+        except (AttributeError, TypeError, ValueError):
+            return None
+
+    def device_uuids(self) -> list[str] | None:
+        """The GPU of the in-process worker (tensor parallel workers run elsewhere: unknown)."""
+        opts = self.experiment.options
+        if self.experiment.device != "cuda" or not isinstance(opts, VllmOptions) \
+                or opts.tensor_parallel_size != 1 or self._llm is None:
+            return None
+        import torch
+
+        return [str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)]

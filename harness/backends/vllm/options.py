@@ -62,3 +62,21 @@ class VllmOptions(BackendOptions):
     def quantization_scheme_given(self) -> str | None:
         """The quantization method named, if any."""
         return self.quantization
+
+    def prefill_interleaving(
+        self, experiment: Experiment, batch_tokens: int, batch_size: int, token_budget: int | None
+    ) -> str | None:
+        """Why vLLM would run part of a batch's prefill in steps that also decode.
+
+        Its scheduler takes at most max_num_seqs requests and max_num_batched_tokens tokens
+        per step; the rest of the prefill runs in later steps (chunked prefill).
+        """
+        if batch_size > self.max_num_seqs:
+            return (f"a batch of {batch_size} requests exceeds vllm.max_num_seqs "
+                    f"{self.max_num_seqs}: later requests are prefilled while earlier ones decode")
+        budget = token_budget or self.max_num_batched_tokens
+        if budget is not None and batch_tokens > budget:
+            return (f"a batch's {batch_tokens} prompt tokens exceed the {budget} tokens vLLM "
+                    "schedules per step (max_num_batched_tokens): the rest of the prefill runs "
+                    "in steps that also decode (chunked prefill)")
+        return None
