@@ -27,6 +27,7 @@ from harness.agent.sensors.base import Sensor, WindowReading
 from harness.agent.workload import batches, file_prompts, prompts_sha256, synthetic_prompts
 from harness.backends.engine import Engine, RequestTiming, create_engine, engine_info
 from harness.config.experiment import Measurement
+from harness.model_identity import identify_for_agent
 from harness.results.io import atomic_write_json, atomic_write_text
 from harness.results.schema import (
     Compute,
@@ -463,6 +464,7 @@ def run(
         prefill=split,
         warmup=warm,
         compute=compute,
+        model=identify_for_agent(exp.model, spec.model_path, spec.model_fingerprint),
     )
     result.warnings = validity.check(result, phases, sensor)
     atomic_write_json(out_dir / "result.json", result)

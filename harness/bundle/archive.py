@@ -75,7 +75,7 @@ def _path_problem(m: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _size_problem(m: tarfile.TarInfo, total: int, count: int, compressed: int,
+def size_problem(m: tarfile.TarInfo, total: int, count: int, compressed: int,
                   limits: Limits) -> str | None:
     """Why a member's header (with those before it) is too much to extract, or None."""
     if m.size > limits.of(m.name):
@@ -104,7 +104,7 @@ def screen(tar: tarfile.TarFile, compressed: int,
     for m in tar:  # each header is judged as it is read, before the next one is looked for
         count += 1
         total += m.size
-        size = _size_problem(m, total, count, compressed, limits)
+        size = size_problem(m, total, count, compressed, limits)
         if size:
             problems.append(size)
             break
