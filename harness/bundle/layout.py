@@ -12,7 +12,10 @@ SUMS = "SHA256SUMS"
 REVIEWERS = "REVIEWERS.md"
 PROVENANCE = "provenance"
 REDACTIONS = f"{PROVENANCE}/redactions.txt"
-BUNDLE_FORMAT = "1"
+#: folders carried as they are, never rewritten by redaction: image archives, the source
+#: archive, and the study's prompt files (refused when they hold a secret; see redact.py)
+VERBATIM = ("images/", "source/", "workload/")
+BUNDLE_FORMAT = "1.1"  # 1.1: images/, workload/, source/ and models carried
 #: files redacted as text (the others are checked for secrets and refused when they hold one)
 TEXT_SUFFIXES = frozenset({
     ".json", ".jsonl", ".csv", ".yaml", ".yml", ".log", ".md", ".txt", ".html", ".toml", "",
