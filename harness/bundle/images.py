@@ -164,14 +164,16 @@ def check_archive(path: Path, limits: Limits = DEFAULT_LIMITS) -> ArchiveCheck:
             digests, small, total = _read_members(tar, path.stat().st_size, limits, problems)
     except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
         return ArchiveCheck(None, problems=[f"not a readable image archive: {e}"])
+    if problems:  # reading stopped at a member too large to read
+        return ArchiveCheck(None, problems=problems)
     try:
         manifest = json.loads(small["manifest.json"])
         (entry,) = manifest
         config_bytes = small[_normal(entry["Config"])]
         config = json.loads(config_bytes)
     except (KeyError, ValueError, TypeError) as e:
-        return ArchiveCheck(None, problems=[*problems, "no single image in the archive "
-                                            f"(manifest.json or its config: {e!r})"])
+        return ArchiveCheck(None, problems=["no single image in the archive (manifest.json or "
+                                            f"its config: {e!r})"])
     layers = _check_layers(entry, config, digests, problems)
     image_id = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
     return ArchiveCheck(image_id, layers, total, problems)
