@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from harness.bundle.archive import DEFAULT_LIMITS, Limits, size_problem
+from harness.bundle.archive import DEFAULT_LIMITS, Limits, within_limits
 from harness.errors import EnvironmentProblem
 
 IMAGES = "images"
@@ -97,14 +97,9 @@ def _read_members(tar: tarfile.TarFile, compressed: int, limits: Limits,
     digests: dict[str, set[str]] = {}
     small: dict[str, bytes] = {}
     links: dict[str, str] = {}
-    total = count = 0
-    for m in tar:
-        count += 1
+    total = 0
+    for m in within_limits(tar, compressed, limits, problems):
         total += m.size
-        too_much = size_problem(m, total, count, compressed, limits)
-        if too_much:
-            problems.append(too_much)
-            break
         name = PurePosixPath(m.name).as_posix()
         if m.issym() or m.islnk():
             base = PurePosixPath(name).parent if m.issym() else PurePosixPath()

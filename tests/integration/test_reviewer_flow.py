@@ -136,7 +136,8 @@ def test_a_reviewer_reproduces_in_the_exact_image_with_a_verified_model(
 
     # prune keeps what a study uses and what a tag holds, and removes an untagged build
     image_c = build_variant(docker_client, base.id, f"{tag}-c", own_images, 3)
-    docker_client.images.remove(f"{tag}-c")  # untagged now, like a rebuild's leftover
+    build_variant(docker_client, base.id, f"{tag}-c", own_images, 4)  # C is left untagged
+    assert docker_client.images.get(image_c).tags == []
     roots = [author / "results", author / "after-rebuild"]
     pruned = prune(docker_client, roots, label=f"{LABEL}={own_images}")
     actions = {d.image_id: (d.action, d.reason) for d in pruned.decisions}

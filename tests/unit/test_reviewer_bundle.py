@@ -16,7 +16,7 @@ from harness.bundle import BundleInvalid, Limits, create, extract, verify
 from harness.bundle.carry import carry_workload, workload_files
 from harness.bundle.images import archive_path, check_archive
 from harness.bundle.models import Recorded, check_model, locate_models
-from harness.bundle.reproduce import ReviewerModels, reproduce
+from harness.bundle.reproduce import ReviewerModels, _carry_prompts, reproduce
 from harness.errors import UserInputError
 from harness.model_identity import identify
 from harness.models import write_tiny_model
@@ -171,6 +171,11 @@ def test_prompt_files_travel_with_their_hash(tiny: Path, tmp_path: Path):
     assert "`prompts/chat.jsonl`: `synth-20260101T000000Z/workload/prompts/chat.jsonl`" in (
         root / "REVIEWERS.md").read_text()
     assert any("prompt file prompts/chat.jsonl" in c for c in verify(tmp_path / "b.tar.gz").checks)
+    new_dir = tmp_path / "reproduced"
+    prov = json.loads((root / "provenance" / "provenance.json").read_text())
+    (note,) = _carry_prompts(root, prov, new_dir)  # reproduce puts them where the study says
+    assert (new_dir / "prompts" / "chat.jsonl").read_bytes() == prompts.read_bytes()
+    assert str(new_dir / "prompts" / "chat.jsonl") in note
 
     (root / "workload" / "prompts" / "chat.jsonl").write_text('{"prompt": "Other."}\n')
     problems = _problems(refresh(root, tmp_path / "changed.tar.gz"))

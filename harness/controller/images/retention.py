@@ -1,6 +1,6 @@
 """Images kept as long as a study needs them, and pruned once none does.
 
-A rebuild moves an image's tag (``harness/pytorch:cpu``) to the new build and leaves the old
+A rebuild moves an image's tag (``harness/NAME:cpu``) to the new build and leaves the old
 one untagged, where ``docker image prune`` would delete it. So every image a study's run
 starts in gets a keep tag of its own, ``harness/kept:ID12-STUDYFOLDER`` (the image id's first
 12 hex digits and the study folder's name): while it has that tag no rebuild or dangling-image
