@@ -54,14 +54,16 @@ def study_dir_of(run_dir: Path) -> Path | None:
 
 
 def keep(client: Any, image_id: str, study_dir: Path) -> str | None:
-    """Tag an image for a study so that rebuilds and prunes keep it; the tag, or None if not."""
-    import docker.errors
+    """Tag an image for a study so that rebuilds and prunes keep it; the tag, or None if not.
 
+    Never raises: a run goes on without the tag (``images prune`` still keeps what a study's
+    manifest names, and adds the tag), and an engine that went away is found by the next call.
+    """
     tag = keep_tag(image_id, study_dir)
     repository, name = tag.split(":", 1)
     try:
         client.images.get(image_id).tag(repository, name)
-    except docker.errors.DockerException:
+    except Exception:  # noqa: BLE001 - best effort: tagging must never fail a run
         return None
     return tag
 
