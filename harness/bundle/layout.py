@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from harness.errors import HarnessError
 from harness.results.reasons import ExitCode
@@ -27,6 +27,20 @@ def list_files(root: Path) -> list[str]:
     return sorted(
         p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not p.is_symlink()
     )
+
+
+def carried_file(root: Path, rel: object, folder: str) -> Path | None:
+    """A file a bundle's provenance.json names under ``folder`` (images/, workload/), or None.
+
+    The name comes from the bundle, which a reviewer did not make: only a plain relative path
+    inside that folder is accepted, never an absolute one or one with ``..``.
+    """
+    if not isinstance(rel, str):
+        return None
+    path = PurePosixPath(rel)
+    if path.is_absolute() or ".." in path.parts or path.parts[:1] != (folder.rstrip("/"),):
+        return None
+    return root / path
 
 
 def slug(tag: str) -> str:

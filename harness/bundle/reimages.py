@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.bundle.images import load
+from harness.bundle.images import IMAGES, load
+from harness.bundle.layout import carried_file
 from harness.config.sweep import Plan
 from harness.errors import EnvironmentProblem
 from harness.results.schema import Manifest
@@ -42,7 +43,9 @@ def carried_archives(root: Path, prov: dict[str, Any]) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for image in prov.get("images") or []:
         for archive in image.get("archives") or []:
-            out[archive["id"]] = root / archive["file"]
+            path = carried_file(root, archive.get("file"), IMAGES)
+            if path is not None and isinstance(archive.get("id"), str):
+                out[archive["id"]] = path
     return out
 
 

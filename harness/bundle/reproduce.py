@@ -14,7 +14,7 @@ import pandas as pd
 
 from harness.bundle.archive import DEFAULT_LIMITS, Limits, extract, read_bounded
 from harness.bundle.carry import WORKLOAD
-from harness.bundle.layout import PROVENANCE
+from harness.bundle.layout import PROVENANCE, carried_file
 from harness.bundle.models import ModelCheck, ModelPlace, check_model, locate_models, recorded_models
 from harness.bundle.reimages import ImageChoice, carried_archives, choose_images
 from harness.bundle.verify import verify_root
@@ -180,10 +180,11 @@ def _carry_prompts(root: Path, prov: dict[str, Any], new_dir: Path) -> list[str]
     """Copy the bundle's prompt files into the new study folder (as the study names them)."""
     notes = []
     for entry in prov.get("workload") or []:
-        if entry.get("file"):
+        path = carried_file(root, entry.get("file"), WORKLOAD)
+        if path is not None and path.is_file():  # verified against its hash already
             rel = PurePosixPath(entry["file"]).relative_to(WORKLOAD)
             (new_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(root / entry["file"], new_dir / rel)
+            shutil.copyfile(path, new_dir / rel)
             notes.append(f"prompt file {entry['ref']}: the bundle's copy (sha256 "
                          f"{entry['sha256'][:12]}...) is {new_dir / rel}")
     return notes

@@ -14,8 +14,9 @@ import pandas as pd
 from pydantic import ValidationError
 
 from harness.bundle.archive import DEFAULT_LIMITS, Limits, extract, read_bounded, too_large
-from harness.bundle.images import check_archive
-from harness.bundle.layout import PROVENANCE, SUMS, BundleInvalid, list_files
+from harness.bundle.carry import WORKLOAD
+from harness.bundle.images import IMAGES, check_archive
+from harness.bundle.layout import PROVENANCE, SUMS, BundleInvalid, carried_file, list_files
 from harness.config.sweep import Plan
 from harness.results.io import sha256_file
 from harness.results.schema import (
@@ -249,11 +250,13 @@ def _check_image_archives(root: Path, prov: dict[str, Any], manifest: Manifest |
     checks = []
     for image in prov.get("images") or []:
         for archive in image.get("archives") or []:
-            rel, recorded = archive.get("file", ""), archive.get("id")
-            if not (root / rel).is_file():
-                problems.append(f"missing file: {rel} (image {recorded})")
+            rel, recorded = archive.get("file"), archive.get("id")
+            path = carried_file(root, rel, IMAGES)
+            if path is None or not path.is_file():
+                problems.append(f"missing file: {rel} (image {recorded}; image archives are "
+                                f"files under {IMAGES}/)")
                 continue
-            found = check_archive(root / rel, limits)
+            found = check_archive(path, limits)
             problems += [f"image archive {rel}: {p}" for p in found.problems]
             if found.image_id != recorded:
                 problems.append(f"image archive {rel}: holds image {found.image_id}, "
@@ -274,9 +277,11 @@ def _check_prompts(root: Path, prov: dict[str, Any], problems: list[str]) -> lis
         rel = entry.get("file")
         if not rel:
             continue
-        if not (root / rel).is_file():
-            problems.append(f"missing file: {rel} (prompt file {entry.get('ref')})")
-        elif sha256_file(root / rel) != entry.get("sha256"):
+        path = carried_file(root, rel, WORKLOAD)
+        if path is None or not path.is_file():
+            problems.append(f"missing file: {rel} (prompt file {entry.get('ref')}; prompt "
+                            f"files are files under {WORKLOAD}/)")
+        elif sha256_file(path) != entry.get("sha256"):
             problems.append(f"changed file: {rel}: not the prompt file {entry.get('ref')} the "
                             "runs read (its SHA-256 differs from provenance.json's)")
         else:

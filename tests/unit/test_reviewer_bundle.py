@@ -145,6 +145,13 @@ def test_verify_checks_each_carried_image_against_the_recorded_id(tmp_path: Path
     problems = _problems(refresh(root, tmp_path / "other-image.tar.gz"))
     assert any(f"provenance.json says {image_id}" in p for p in problems)
 
+    outside = tmp_path / "outside.tar.gz"  # a bundle names a file outside itself: never read
+    outside.write_bytes((tmp_path / "image.tar.gz").read_bytes())
+    prov["images"][0]["archives"] = [{"id": image_id, "file": "images/../../outside.tar.gz"}]
+    prov_path.write_text(json.dumps(prov))
+    problems = _problems(refresh(root, tmp_path / "escape.tar.gz"))
+    assert any("missing file: images/../../outside.tar.gz" in p for p in problems)
+
 
 def _problems(bundle: Path) -> list[str]:
     with pytest.raises(BundleInvalid) as info:
