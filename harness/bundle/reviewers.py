@@ -65,11 +65,21 @@ def _source_section(name: str, prov: dict[str, Any]) -> list[str]:
             "```",
             "",
         ]
-    if src.get("remote") and rev:
-        lines += [f"It came from `{src['remote']}`: `git clone {src['remote']} harness && "
+    remote = src.get("remote")
+    if remote and rev and _reachable(remote):
+        lines += [f"It came from `{remote}`: `git clone {remote} harness && "
                   f"cd harness && git checkout {rev}` gives the same tree.", ""]
+    elif remote:
+        lines += [f"Its recorded origin, `{remote}`, is a path on the author's machine: use "
+                  "the archive above.", ""]
     lines += [f"- {n}" for n in src.get("notes", [])]
     return lines or ["The bundle records no harness source (the study ran outside git)."]
+
+
+def _reachable(remote: str) -> bool:
+    """Whether a git remote names a server (URL or scp-like), not a folder of one machine."""
+    return "://" in remote and not remote.startswith("file://") or (
+        "@" in remote and ":" in remote.split("@", 1)[1])
 
 
 def _model_line(m: dict[str, Any]) -> str:

@@ -312,3 +312,16 @@ def test_a_gzip_layer_is_hashed_uncompressed(tmp_path: Path):
                 tar.add(p, arcname=p.relative_to(root).as_posix())
     found = check_archive(tmp_path / "regz.tar.gz")
     assert (found.image_id, found.problems) == (image_id, [])
+
+
+def test_reviewers_are_never_told_to_clone_a_path_of_the_authors_machine():
+    from harness.bundle.reviewers import _source_section
+
+    src = {"archive": "source/harness-0123456789ab.tar.gz", "revision": "0123456789ab" * 3,
+           "notes": []}
+    local = "\n".join(_source_section("s", {"source": {**src, "remote": "/home/me/harness"}}))
+    assert "git clone" not in local and "a path on the author's machine" in local
+    assert "tar xzf s/source/harness-0123456789ab.tar.gz" in local
+    served = "\n".join(_source_section(
+        "s", {"source": {**src, "remote": "https://example.org/harness.git"}}))
+    assert "git clone https://example.org/harness.git harness" in served
