@@ -38,6 +38,7 @@ from harness.agent.workload import (
 )
 from harness.backends.engine import Engine, create_engine, engine_info
 from harness.config.experiment import Experiment
+from harness.model_identity import identify_for_agent
 from harness.results.io import atomic_write_json
 from harness.results.schema import (
     Compute,
@@ -242,6 +243,7 @@ def _finish(
         compute=got.compute,
         steady_state=steady_state(main, sensor.devices, exp.measurement),
         interference=host,
+        model=identify_for_agent(exp.model, spec.model_path, spec.model_fingerprint),
     )
     result.warnings = validity.check(result, phases, sensor)
     atomic_write_json(out_dir / "result.json", result)

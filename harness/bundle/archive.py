@@ -12,7 +12,7 @@ never reads a file larger than its kind allows.
 from __future__ import annotations
 
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -75,7 +75,7 @@ def _path_problem(m: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _size_problem(m: tarfile.TarInfo, total: int, count: int, compressed: int,
+def size_problem(m: tarfile.TarInfo, total: int, count: int, compressed: int,
                   limits: Limits) -> str | None:
     """Why a member's header (with those before it) is too much to extract, or None."""
     if m.size > limits.of(m.name):
@@ -92,6 +92,24 @@ def _size_problem(m: tarfile.TarInfo, total: int, count: int, compressed: int,
     return None
 
 
+def within_limits(tar: tarfile.TarFile, compressed: int, limits: Limits,
+                  problems: list[str]) -> Iterator[tarfile.TarInfo]:
+    """A tar's members as their headers are read, judged against the size limits.
+
+    Stops (adding the problem) at the first member that takes the sizes past the limits:
+    reading on would read its data.
+    """
+    total = count = 0
+    for m in tar:  # each header is judged as it is read, before the next one is looked for
+        count += 1
+        total += m.size
+        size = size_problem(m, total, count, compressed, limits)
+        if size:
+            problems.append(size)
+            return
+        yield m
+
+
 def screen(tar: tarfile.TarFile, compressed: int,
            limits: Limits = DEFAULT_LIMITS) -> tuple[list[tarfile.TarInfo], list[str]]:
     """The members safe to extract and the problems found, reading headers only.
@@ -100,14 +118,7 @@ def screen(tar: tarfile.TarFile, compressed: int,
     """
     members: list[tarfile.TarInfo] = []
     problems: list[str] = []
-    total = count = 0
-    for m in tar:  # each header is judged as it is read, before the next one is looked for
-        count += 1
-        total += m.size
-        size = _size_problem(m, total, count, compressed, limits)
-        if size:
-            problems.append(size)
-            break
+    for m in within_limits(tar, compressed, limits, problems):
         path = _path_problem(m)
         if path:
             problems.append(path)

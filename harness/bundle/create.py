@@ -1,19 +1,30 @@
-"""Making a bundle: copy the study, add provenance and REVIEWERS.md, redact, checksum, pack."""
+"""Making a bundle: copy the study, add provenance and what travels with it, redact, pack.
+
+What travels: the images (``--with-images``), the prompt files and the harness source
+(harness.bundle.carry), and REVIEWERS.md.
+"""
 
 from __future__ import annotations
 
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from harness.bundle.layout import PROVENANCE, REVIEWERS, SUMS, list_files
-from harness.bundle.provenance import write_provenance
+from harness.bundle.archive import size_text
+from harness.bundle.carry import carry_source, carry_workload, run_revisions, workload_files
+from harness.bundle.images import archive_path, save
+from harness.bundle.layout import PROVENANCE, REVIEWERS, SUMS, VERBATIM, list_files
+from harness.bundle.provenance import collect_provenance, write_provenance
 from harness.bundle.redact import Redaction, check_redacted, redact_tree, write_redactions
 from harness.bundle.reviewers import reviewers_text
-from harness.errors import UserInputError
+from harness.config.sweep import Plan
+from harness.errors import EnvironmentProblem, UserInputError
 from harness.results.io import sha256_file
+from harness.results.schema import Manifest
 from harness.secrets import secret_values
 
 
@@ -25,6 +36,7 @@ class Created:
     files: int
     redactions: list[Redaction]  # (file, field) of each redacted value, never the value
     notes: list[str] = field(default_factory=list)
+    bytes: int = 0
 
 
 def _write_archive(root: Path, files: list[str], output: Path) -> None:
@@ -43,8 +55,55 @@ def _write_archive(root: Path, files: list[str], output: Path) -> None:
     partial.replace(output)
 
 
-def create(study_dir: Path, output: Path | None = None, *, pip_freeze: bool = True) -> Created:
-    """Build the report, then write a checksummed, secret-free tar.gz of the study."""
+def _save_images(root: Path, prov: dict[str, Any]) -> list[str]:
+    """Save each image the runs used (every id seen) into the bundle; what was written."""
+    import docker.errors
+
+    from harness.controller.runtimes.docker import connect
+
+    client = connect()
+    notes = []
+    for image in prov["images"]:
+        image["archives"] = []
+        for image_id in image["ids_seen"]:
+            try:
+                client.images.get(image_id)
+            except docker.errors.ImageNotFound as e:
+                raise EnvironmentProblem(
+                    f"--with-images: image {image_id} ({image['tag']}, used by runs "
+                    f"{', '.join(image['runs'][:3])}) is no longer on this machine; bundle "
+                    "without --with-images, or keep images with 'harness images prune'") from e
+            rel = archive_path(image_id)
+            size = save(client, image_id, root / rel)
+            image["archives"].append({"id": image_id, "file": rel, "bytes": size})
+            notes.append(f"image {image['tag']} ({image_id[:19]}): {rel}, {size_text(size)}")
+    return notes
+
+
+def _resolver(manifest: Manifest) -> Callable[[str], Path]:
+    """Where a prompt file the study names was read from: the folder the study ran from."""
+    base = Path(manifest.working_dir) if manifest.working_dir else Path.cwd()
+    return lambda ref: Path(ref).expanduser() if Path(ref).is_absolute() else base / ref
+
+
+def carry(root: Path, study_dir: Path, manifest: Manifest, plan: Plan, prov: dict[str, Any], *,
+          with_images: bool, resolve: Callable[[str], Path] | None = None) -> list[str]:
+    """Add the images (with_images), the prompt files and the source to the bundle and prov."""
+    notes = _save_images(root, prov) if with_images else []
+    refs = workload_files(e.experiment.workload.dataset for e in plan.experiments)
+    prov["workload"], more = carry_workload(refs, resolve or _resolver(manifest), root)
+    prov["source"] = carry_source(run_revisions(study_dir, [r.run_id for r in manifest.runs]),
+                                  root)
+    return notes + more + [f"source: {n}" for n in prov["source"]["notes"]]
+
+
+def create(study_dir: Path, output: Path | None = None, *, pip_freeze: bool = True,
+           with_images: bool = False,
+           resolve_prompts: Callable[[str], Path] | None = None) -> Created:
+    """Build the report, then write a checksummed, secret-free tar.gz of the study.
+
+    With ``with_images``, each image the runs used is saved into the bundle (docker save).
+    """
     from harness.analysis import report as report_mod
     from harness.config.load import read_yaml
 
@@ -61,22 +120,25 @@ def create(study_dir: Path, output: Path | None = None, *, pip_freeze: bool = Tr
             study_dir, root, symlinks=False,
             ignore=shutil.ignore_patterns("*.tmp", ".*.tmp", "__pycache__"),
         )
+        for carried in (PROVENANCE, *VERBATIM):
+            shutil.rmtree(root / carried.rstrip("/"), ignore_errors=True)
         prov_dir = root / PROVENANCE
-        if prov_dir.exists():
-            shutil.rmtree(prov_dir)
         prov_dir.mkdir()
-        prov = write_provenance(study_dir, rep.manifest, rep.plan, with_pip_freeze=pip_freeze,
-                                dest=prov_dir)
+        prov = collect_provenance(study_dir, rep.manifest, rep.plan, with_pip_freeze=pip_freeze,
+                                  dest=prov_dir)
         notes = [f"image {img['tag']}: pip freeze {img['pip_freeze_note']}"
                  for img in prov["images"]
                  if img.get("pip_freeze_note") and not img.get("pip_freeze")]
+        notes += carry(root, study_dir, rep.manifest, rep.plan, prov, with_images=with_images,
+                       resolve=resolve_prompts)
+        write_provenance(prov, prov_dir)
         study_raw = read_yaml(root / "study.yaml")
         study_raw = study_raw if isinstance(study_raw, dict) else {}
         (root / REVIEWERS).write_text(
             reviewers_text(name, output.name, study_raw, prov, rep.plan), encoding="utf-8")
-        redactions = redact_tree(root, known)
+        redactions = redact_tree(root, known, verbatim=VERBATIM)
         write_redactions(root, redactions)
-        check_redacted(root, known)
+        check_redacted(root, known, verbatim=VERBATIM)
         files = list_files(root)
         _write_archive(root, files, output)
-    return Created(output, len(files) + 1, redactions, notes)
+    return Created(output, len(files) + 1, redactions, notes, output.stat().st_size)

@@ -12,6 +12,7 @@ from typing import Any
 
 import harness
 from harness.bundle.layout import BUNDLE_FORMAT, PROVENANCE, slug
+from harness.bundle.models import models_provenance, recorded_models
 from harness.errors import EnvironmentProblem
 from harness.results.schema import (
     MANIFEST_SCHEMA_VERSION,
@@ -147,9 +148,12 @@ def harness_source() -> dict[str, Any]:
     return {"revision": info.commit, "dirty": info.dirty, "origin": info.remote}
 
 
-def write_provenance(study_dir: Path, manifest: Manifest, plan: Any, *, with_pip_freeze: bool,
-                     dest: Path) -> dict[str, Any]:
-    """Fill the bundle's provenance folder (images or the environment's packages); return it."""
+def collect_provenance(study_dir: Path, manifest: Manifest, plan: Any, *, with_pip_freeze: bool,
+                       dest: Path) -> dict[str, Any]:
+    """Fill the bundle's provenance folder (images or packages); return provenance.json's content.
+
+    ``write_provenance`` writes it once the carried files are added.
+    """
     images = describe_images(study_dir, manifest, plan, with_pip_freeze=with_pip_freeze,
                              dest=dest)
     if not images:
@@ -157,11 +161,13 @@ def write_provenance(study_dir: Path, manifest: Manifest, plan: Any, *, with_pip
         if packages:
             (dest / "environment").mkdir()
             (dest / "environment" / "packages.txt").write_text(packages, encoding="utf-8")
-    prov = {
+    done = [r.run_id for r in manifest.runs if r.status == "done"]
+    return {
         "bundle_format": BUNDLE_FORMAT,
         "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "study": manifest.study,
         "study_folder": study_dir.name,
+        "working_dir": manifest.working_dir,
         "harness_version": harness.__version__,
         "harness_version_of_study": manifest.harness_version,
         "git": harness_source(),
@@ -170,6 +176,10 @@ def write_provenance(study_dir: Path, manifest: Manifest, plan: Any, *, with_pip
         "result_schema_version": RESULT_SCHEMA_VERSION,
         "manifest_schema_version": MANIFEST_SCHEMA_VERSION,
         "images": images,
+        "models": models_provenance(recorded_models(study_dir, done)),
     }
+
+
+def write_provenance(prov: dict[str, Any], dest: Path) -> None:
+    """Write provenance.json into the bundle's provenance folder."""
     (dest / "provenance.json").write_text(json.dumps(prov, indent=2) + "\n", encoding="utf-8")
-    return prov

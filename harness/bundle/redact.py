@@ -83,13 +83,37 @@ def _is_text(path: Path, data: bytes) -> bool:
     return path.suffix.lower() in TEXT_SUFFIXES and b"\x00" not in data
 
 
-def redact_tree(root: Path, known: Sequence[str] = ()) -> list[Redaction]:
-    """Redact every text file under root in place; refuse when a binary file holds a secret."""
+def _verbatim_problem(root: Path, rel: str, known: Sequence[str]) -> str | None:
+    """Why a file carried as it is cannot be bundled (a text file holding a secret), or None."""
+    path = root / rel
+    if path.suffix.lower() not in TEXT_SUFFIXES:
+        return None  # an image or source archive: compressed data, carried as saved
+    data = path.read_bytes()
+    if not _is_text(path, data):
+        return None
+    fields = redact_content(path.suffix.lower(), data.decode("utf-8", "replace"), known)[1]
+    if not fields:
+        return None
+    return (f"{rel}: carried as the runs read it, so it cannot be redacted, but holds "
+            f"secret-looking values ({', '.join(sorted(set(fields))[:3])})")
+
+
+def redact_tree(root: Path, known: Sequence[str] = (),
+                verbatim: tuple[str, ...] = ()) -> list[Redaction]:
+    """Redact every text file under root in place; refuse when a binary file holds a secret.
+
+    Files under the ``verbatim`` folders are carried unchanged: not redacted, and refused
+    when they are text that holds a secret.
+    """
     redactions: list[Redaction] = []
     refused: list[str] = []
     for rel in list_files(root):
         path = root / rel
         suffix = path.suffix.lower()
+        if rel.startswith(verbatim):
+            problem = _verbatim_problem(root, rel, known)
+            refused += [problem] if problem else []
+            continue
         if suffix == ".parquet":
             found = redact_text(pd.read_parquet(path).to_csv(index=False), known)[1]
             if found:
@@ -112,16 +136,19 @@ def redact_tree(root: Path, known: Sequence[str] = ()) -> list[Redaction]:
             redactions += [Redaction(rel, field) for field in fields]
     if refused:
         raise UserInputError(
-            "refusing to bundle: binary files hold secret-looking values that cannot be "
-            "redacted; remove them from the study folder first", problems=refused,
+            "refusing to bundle: files hold secret-looking values that cannot be redacted; "
+            "remove them from the study folder (or the prompt files) first", problems=refused,
         )
     return redactions
 
 
-def check_redacted(root: Path, known: Sequence[str] = ()) -> None:
+def check_redacted(root: Path, known: Sequence[str] = (),
+                   verbatim: tuple[str, ...] = ()) -> None:
     """Raise when a text file under root still holds a secret (a redaction that did not hold)."""
     leftover = []
     for rel in list_files(root):
+        if verbatim and rel.startswith(verbatim):
+            continue  # checked by redact_tree: carried only when it holds none
         path = root / rel
         data = path.read_bytes()
         if _is_text(path, data):

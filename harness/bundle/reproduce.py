@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import tempfile
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
 
 from harness.bundle.archive import DEFAULT_LIMITS, Limits, extract, read_bounded
+from harness.bundle.carry import WORKLOAD
+from harness.bundle.layout import PROVENANCE, carried_file
+from harness.bundle.models import ModelCheck, ModelPlace, check_model, locate_models, recorded_models
+from harness.bundle.reimages import ImageChoice, carried_archives, choose_images
 from harness.bundle.verify import verify_root
 from harness.config.experiment import Runner
 from harness.config.sweep import Plan
-from harness.errors import UserInputError
+from harness.errors import EnvironmentProblem, UserInputError
 from harness.results.events import Note, Observer, ignore
 from harness.results.schema import Manifest
 
@@ -29,6 +34,7 @@ class Reproduction:
     notes: list[str]
     runs_done: int
     runs_total: int
+    models: list[ModelCheck] = field(default_factory=list)
 
 
 def sample_runs(plan: Any, n: int | None, seed: int) -> list[Any]:
@@ -77,56 +83,130 @@ def _replan_note(study: Any, plan: Plan) -> str | None:
     return None
 
 
-def _original_images(manifest: Manifest, plan: Plan,
-                     exp_ids: set[str]) -> dict[str, set[tuple[str, str | None]]]:
-    """Per backend, the (tag, id) pairs of the images the sampled experiments ran in."""
-    used: dict[str, set[tuple[str, str | None]]] = {}
-    for rec in manifest.runs:
-        if rec.image and rec.experiment_id in exp_ids:
-            name = str(plan.experiment(rec.experiment_id).backend)
-            used.setdefault(name, set()).add((rec.image.tag, rec.image.id))
-    return used
-
-
-def _choose_images(runtime: Any, manifest: Manifest, plan: Plan, exp_ids: set[str],
-                   images: dict[str, str], notes: list[str]) -> None:
-    """Point each backend at its original image (by id) where this engine has it; say what."""
-    for backend_name, seen in _original_images(manifest, plan, exp_ids).items():
-        if len(seen) != 1:
-            notes.append(f"{backend_name}: the original runs used {len(seen)} images; using "
-                         "the study's tag")
-            continue
-        tag, image_id = next(iter(seen))
-        if image_id and runtime.prepare(image_id) is not None:
-            images[backend_name] = image_id
-            notes.append(f"{backend_name}: using the original image {tag} ({image_id[:19]})")
-        elif runtime.prepare(tag) is not None:
-            images[backend_name] = tag
-            notes.append(f"{backend_name}: the original image {image_id} is not here; using "
-                         f"{tag} as it is now (a different build)")
-        else:
-            notes.append(f"{backend_name}: neither image {image_id} nor tag {tag} is here; "
-                         f"build it with 'harness images build --backend {backend_name}'")
-
-
-def _images_for(runtime: Any, manifest: Manifest, plan: Plan, exp_ids: set[str],
-                images: dict[str, str], notes: list[str]) -> dict[str, str]:
-    """The images the reproduction runs in, with notes on how they differ from the original's."""
-    images = dict(images)
-    if runtime.name == "docker":
-        if manifest.runner == "local":
-            notes.append("the original ran with the local runner (no image); this reproduction "
-                         "runs in containers of the study's default images")
-        _choose_images(runtime, manifest, plan, exp_ids, images, notes)
-    elif manifest.runner == "docker":
-        notes.append("the original ran in containers; the local runner uses this Python "
-                     "environment instead of the bundle's images")
-    return images
-
-
 def _check_options(runs: int | None) -> None:
     if runs is not None and runs < 1:
         raise UserInputError(f"--runs: expected at least 1, got {runs}")
+
+
+@dataclass
+class ReviewerModels:
+    """Where a reviewer keeps the study's models: ``--model NAME=PATH``, ``--model-root DIR``."""
+
+    mapped: dict[str, Path] = field(default_factory=dict)
+    root: Path | None = None
+    #: run even when a model's fingerprint differs from the bundle's (recorded in the comparison)
+    accept_mismatch: bool = False
+
+
+@dataclass
+class _Setup:
+    """Everything decided before the first container starts."""
+
+    study: Any
+    plan: Plan
+    sub_plan: Plan
+    manifest: Manifest
+    original: pd.DataFrame
+    runtime: Any
+    why: str
+    places: list[ModelPlace]
+    checks: dict[str, ModelCheck]
+    images: ImageChoice
+    notes: list[str]
+
+
+def _read_prov(root: Path, limits: Limits) -> dict[str, Any]:
+    try:
+        data = json.loads(read_bounded(root, f"{PROVENANCE}/provenance.json", limits))
+    except FileNotFoundError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _model_checks(root: Path, manifest: Manifest, places: list[ModelPlace],
+                  accept: bool) -> tuple[dict[str, ModelCheck], list[str]]:
+    """Each reviewer's model checked against the bundle; refused on a mismatch unless accepted."""
+    recorded = recorded_models(root, [r.run_id for r in manifest.runs if r.status == "done"])
+    checks = {p.ref: check_model(p, recorded.get(p.ref, [])) for p in places}
+    notes = [f"model {p.ref}: {p.folder or p.snapshot} ({p.why}); fingerprint "
+             f"{checks[p.ref].summary()}" for p in places]
+    bad = [c for c in checks.values() if c.status == "mismatch"]
+    if bad and not accept:
+        raise UserInputError(
+            "bundle reproduce: the model on this machine is not the one the runs measured; "
+            "nothing was started (map the right copy with --model NAME=PATH, or run anyway "
+            "with --accept-model-mismatch, which comparison.csv records)",
+            problems=[f"{c.ref}: {d}" for c in bad for d in c.detail])
+    return checks, notes
+
+
+def _prepare(root: Path, runs: int | None, runner: Runner | None, reviewer: ReviewerModels,
+             limits: Limits) -> _Setup:
+    """Read the verified bundle, find the models and images, and run the preflight."""
+    from harness.analysis.stats import summarize
+    from harness.analysis.table import collect
+    from harness.config.load import load_study
+    from harness.controller.preflight import study_preflight
+    from harness.controller.runtimes import select_runtime
+
+    study = load_study(root / "study.yaml")
+    plan = Plan.model_validate_json(read_bounded(root, "plan.json", limits))
+    manifest = Manifest.model_validate_json(read_bounded(root, "manifest.json", limits))
+    note = _replan_note(study, plan)
+    notes = [note] if note else []
+    sub_plan = _sub_plan(plan, sample_runs(plan, runs, plan.execution.seed))
+    runtime, why = select_runtime(runner or study.execution.runner)
+    working_dir = Path(manifest.working_dir) if manifest.working_dir else None
+    places = locate_models(sorted({e.experiment.model for e in sub_plan.experiments}),
+                           mapped=reviewer.mapped, model_root=reviewer.root,
+                           working_dir=working_dir, hf_cache=study.hf_cache)
+    checks, model_notes = _model_checks(root, manifest, places, reviewer.accept_mismatch)
+    choice = choose_images(runtime, manifest, plan, {e.id for e in sub_plan.experiments},
+                           dict(study.images), carried_archives(root, _read_prov(root, limits)))
+    study = study.model_copy(update={"images": choice.images})
+    problems = study_preflight(study, sub_plan, runtime, working_dir, _mapped(places))
+    if problems:
+        raise EnvironmentProblem("bundle reproduce: nothing was started:\n"
+                                 + "\n".join(f"  - {p}" for p in problems))
+    return _Setup(study, plan, sub_plan, manifest, summarize(collect(root)), runtime, why,
+                  places, checks, choice, notes + model_notes + choice.notes)
+
+
+def _mapped(places: list[ModelPlace]) -> dict[str, Path]:
+    return {p.ref: p.folder for p in places if p.folder is not None}
+
+
+def _carry_prompts(root: Path, prov: dict[str, Any], new_dir: Path) -> list[str]:
+    """Copy the bundle's prompt files into the new study folder (as the study names them)."""
+    notes = []
+    for entry in prov.get("workload") or []:
+        path = carried_file(root, entry.get("file"), WORKLOAD)
+        if path is not None and path.is_file():  # verified against its hash already
+            rel = PurePosixPath(entry["file"]).relative_to(WORKLOAD)
+            (new_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, new_dir / rel)
+            notes.append(f"prompt file {entry['ref']}: the bundle's copy (sha256 "
+                         f"{entry['sha256'][:12]}...) is {new_dir / rel}")
+    return notes
+
+
+def identity_columns(comparison: pd.DataFrame, setup: _Setup, final: Manifest) -> pd.DataFrame:
+    """comparison.csv's image and model columns: recorded and used image ids, model check."""
+    def ids(manifest: Manifest, exp_id: str) -> str:
+        return ";".join(sorted({r.image.id or r.image.tag for r in manifest.runs
+                                if r.experiment_id == exp_id and r.image and r.status == "done"}))
+
+    out = comparison.copy()
+    exp_ids = list(out["experiment_id"]) if not out.empty else []
+    old = [ids(setup.manifest, e) for e in exp_ids]
+    new = [ids(final, e) for e in exp_ids]
+    out["original_image_id"] = old
+    out["image_id"] = new
+    out["same_image"] = [a == b if a and b else None for a, b in zip(old, new, strict=True)]
+    out["model_check"] = [setup.checks[setup.plan.experiment(e).model].summary()
+                          if setup.plan.experiment(e).model in setup.checks else "not checked"
+                          for e in exp_ids]
+    return out
 
 
 def reproduce(
@@ -137,50 +217,48 @@ def reproduce(
     output_dir: Path | None = None,
     observer: Observer = ignore,
     limits: Limits = DEFAULT_LIMITS,
+    models: ReviewerModels | None = None,
 ) -> Reproduction:
-    """Verify a bundle, re-run its study (or a sample) with the same images, and compare."""
+    """Verify a bundle, find its models and images, re-run its study (or a sample), compare.
+
+    Every check (bundle, model fingerprints, images, engine) runs before the first container.
+    """
     from harness.analysis import report as report_mod
     from harness.analysis.compare import compare
-    from harness.analysis.stats import summarize
-    from harness.analysis.table import collect
-    from harness.config.load import load_study
     from harness.controller.lifecycle import new_study_dir
     from harness.controller.loop import StudyRun
-    from harness.controller.runtimes import select_runtime
     from harness.results import manifest as manifest_io
     from harness.results.io import atomic_write_json
 
     _check_options(runs)
-    notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="harness-reproduce-") as tmp:
         root = extract(Path(bundle), Path(tmp), limits)
         verify_root(root, limits)
-        study = load_study(root / "study.yaml")
-        plan = Plan.model_validate_json(read_bounded(root, "plan.json", limits))
-        manifest = Manifest.model_validate_json(read_bounded(root, "manifest.json", limits))
-        original = summarize(collect(root))
-        note = _replan_note(study, plan)
-        notes += [note] if note else []
-        chosen = sample_runs(plan, runs, plan.execution.seed)
-        sub_plan = _sub_plan(plan, chosen)
-        runtime, why = select_runtime(runner or study.execution.runner)
-        images = _images_for(runtime, manifest, plan, {r.experiment_id for r in chosen},
-                             dict(study.images), notes)
-        study = study.model_copy(update={"images": images})
-        out_root = Path(output_dir) if output_dir else Path(study.output_dir)
-        new_dir = new_study_dir(out_root, f"{study.name}-reproduce")
+        setup = _prepare(root, runs, runner, models or ReviewerModels(), limits)
+        out_root = Path(output_dir) if output_dir else Path(setup.study.output_dir)
+        new_dir = new_study_dir(out_root, f"{setup.study.name}-reproduce")
         shutil.copyfile(root / "study.yaml", new_dir / "study.yaml")
-        atomic_write_json(new_dir / "plan.json", sub_plan)
-        new_manifest = manifest_io.new_manifest(sub_plan, root / "study.yaml")
-        new_manifest.runner = runtime.name
-        new_manifest.runner_reason = f"{why}; reproducing bundle {Path(bundle).name}"
+        setup.notes += _carry_prompts(root, _read_prov(root, limits), new_dir)
+        atomic_write_json(new_dir / "plan.json", setup.sub_plan)
+        new_manifest = manifest_io.new_manifest(setup.sub_plan, root / "study.yaml",
+                                                working_dir=Path.cwd())
+        new_manifest.runner = setup.runtime.name
+        new_manifest.runner_reason = f"{setup.why}; reproducing bundle {Path(bundle).name}"
         manifest_io.save(new_manifest, new_dir)
-        original.to_csv(new_dir / "original-summary.csv", index=False)
-    observer(Note(f"Reproducing {len(chosen)} of {len(plan.runs)} runs -> {new_dir}"))
-    observer(Note(f"Runner: {runtime.name} ({why})"))
-    final = StudyRun(study, sub_plan, new_dir, runtime, new_manifest, observer=observer).execute()
+        setup.original.to_csv(new_dir / "original-summary.csv", index=False)
+    atomic_write_json(new_dir / "reproduce.json", {
+        "bundle": Path(bundle).name, "notes": setup.notes, "images_loaded": setup.images.loaded,
+        "models": [{"ref": p.ref, "folder": str(p.folder or p.snapshot), "why": p.why,
+                    "check": setup.checks[p.ref].summary()} for p in setup.places],
+    })
+    observer(Note(f"Reproducing {len(setup.sub_plan.runs)} of {len(setup.plan.runs)} runs "
+                  f"-> {new_dir}"))
+    observer(Note(f"Runner: {setup.runtime.name} ({setup.why})"))
+    final = StudyRun(setup.study, setup.sub_plan, new_dir, setup.runtime, new_manifest,
+                     observer=observer, models=_mapped(setup.places)).execute()
     rep = report_mod.build(new_dir)
-    comparison = compare(original, rep.summary)
+    comparison = identity_columns(compare(setup.original, rep.summary), setup, final)
     comparison.to_csv(new_dir / "comparison.csv", index=False)
     done = sum(r.status == "done" for r in final.runs)
-    return Reproduction(new_dir, comparison, notes, done, len(final.runs))
+    return Reproduction(new_dir, comparison, setup.notes, done, len(final.runs),
+                        list(setup.checks.values()))

@@ -14,7 +14,9 @@ import pandas as pd
 from pydantic import ValidationError
 
 from harness.bundle.archive import DEFAULT_LIMITS, Limits, extract, read_bounded, too_large
-from harness.bundle.layout import SUMS, BundleInvalid, list_files
+from harness.bundle.carry import WORKLOAD
+from harness.bundle.images import IMAGES, check_archive
+from harness.bundle.layout import PROVENANCE, SUMS, BundleInvalid, carried_file, list_files
 from harness.config.sweep import Plan
 from harness.results.io import sha256_file
 from harness.results.schema import (
@@ -241,6 +243,70 @@ def _check_aggregates(root: Path, problems: list[str]) -> None:
                        recomputed.set_index("experiment_id"), problems)
 
 
+def _check_image_archives(root: Path, prov: dict[str, Any], manifest: Manifest | None,
+                          limits: Limits, problems: list[str]) -> list[str]:
+    """Each carried image archive holds the image its entry names, and the runs used it."""
+    used = {r.image.id for r in manifest.runs if r.image and r.image.id} if manifest else set()
+    checks = []
+    for image in prov.get("images") or []:
+        for archive in image.get("archives") or []:
+            rel, recorded = archive.get("file"), archive.get("id")
+            path = carried_file(root, rel, IMAGES)
+            if path is None or not path.is_file():
+                problems.append(f"missing file: {rel} (image {recorded}; image archives are "
+                                f"files under {IMAGES}/)")
+                continue
+            found = check_archive(path, limits)
+            problems += [f"image archive {rel}: {p}" for p in found.problems]
+            if found.image_id != recorded:
+                problems.append(f"image archive {rel}: holds image {found.image_id}, "
+                                f"provenance.json says {recorded}")
+            elif recorded not in used:
+                problems.append(f"image archive {rel}: image {recorded} is not one the runs "
+                                "used (manifest.json)")
+            else:
+                checks.append(f"image {image.get('tag')}: {rel} holds {recorded} (its config "
+                              f"and {found.layers} layers hashed), the id the runs recorded")
+    return checks
+
+
+def _check_prompts(root: Path, prov: dict[str, Any], problems: list[str]) -> list[str]:
+    """Each carried prompt file has the SHA-256 recorded for it."""
+    checks = []
+    for entry in prov.get("workload") or []:
+        rel = entry.get("file")
+        if not rel:
+            continue
+        path = carried_file(root, rel, WORKLOAD)
+        if path is None or not path.is_file():
+            problems.append(f"missing file: {rel} (prompt file {entry.get('ref')}; prompt "
+                            f"files are files under {WORKLOAD}/)")
+        elif sha256_file(path) != entry.get("sha256"):
+            problems.append(f"changed file: {rel}: not the prompt file {entry.get('ref')} the "
+                            "runs read (its SHA-256 differs from provenance.json's)")
+        else:
+            checks.append(f"prompt file {entry.get('ref')}: {rel} has its recorded SHA-256")
+    return checks
+
+
+def check_carried(root: Path, manifest: Manifest | None, limits: Limits,
+                  problems: list[str]) -> list[str]:
+    """The images and prompt files the bundle carries are the ones its runs used."""
+    prov_rel = f"{PROVENANCE}/provenance.json"
+    if not (root / prov_rel).exists():
+        return []
+    text = _read(root, prov_rel, limits, problems)
+    try:
+        prov = json.loads(text) if text is not None else {}
+    except json.JSONDecodeError as e:
+        problems.append(f"schema violation: {prov_rel}: not valid JSON ({e})")
+        return []
+    if not isinstance(prov, dict):
+        return []
+    return (_check_image_archives(root, prov, manifest, limits, problems)
+            + _check_prompts(root, prov, problems))
+
+
 def verify_root(root: Path, limits: Limits = DEFAULT_LIMITS) -> Verified:
     """Verify an extracted bundle; raise BundleInvalid listing every problem found."""
     problems: list[str] = []
@@ -257,6 +323,7 @@ def verify_root(root: Path, limits: Limits = DEFAULT_LIMITS) -> Verified:
                       f"{counts.failed} failed, {counts.pending} not run)")
     _check_results(root, limits, problems)
     checks.append("manifest.json, plan.json and every result.json validate against their schema")
+    checks += check_carried(root, manifest, limits, problems)
     if any(p.startswith(UNREADABLE) for p in problems):
         problems.append("aggregates: not recomputed, because some files violate their schema "
                         "or their size limit")

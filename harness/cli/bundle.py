@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -10,6 +11,7 @@ from rich.markup import escape
 
 from harness.cli.options import OutputDirOpt, RunnerOpt, StudyDirArg
 from harness.cli.render import Col, StudyDisplay, console, emit, fitted, fmt, missing, note
+from harness.errors import UserInputError
 from harness.results.reasons import ExitCode
 
 if TYPE_CHECKING:
@@ -33,18 +35,25 @@ def bundle_create(
     pip_freeze: Annotated[
         bool, typer.Option(help="Also list packages by running pip freeze in each image.")
     ] = True,
+    with_images: Annotated[
+        bool, typer.Option("--with-images",
+                           help="Also carry each image the runs used (docker save, gzip).")
+    ] = False,
 ) -> None:
     """Write a checksummed, secret-free tar.gz of a study with its report and provenance."""
     from harness.bundle import create
+    from harness.bundle.archive import size_text
 
-    made = create(directory, output, pip_freeze=pip_freeze)
+    began = time.monotonic()
+    made = create(directory, output, pip_freeze=pip_freeze, with_images=with_images)
     for text in made.notes:
         note(text)
     if made.redactions:
         names = sorted({name for _, name in made.redactions})
         console.print(f"[yellow]redacted[/] {len(made.redactions)} secret-looking values "
                       f"({escape(', '.join(names))}); see provenance/redactions.txt")
-    console.print(f"[green]bundle[/] {escape(str(made.path))} ({made.files} files)")
+    console.print(f"[green]bundle[/] {escape(str(made.path))} ({made.files} files, "
+                  f"{size_text(made.bytes)}, {time.monotonic() - began:.1f} s)")
     console.print(f"check it with: harness bundle verify {escape(str(made.path))}")
 
 
@@ -53,10 +62,11 @@ def bundle_verify(file: BundleArg) -> None:
     """Check a bundle's checksums, schemas, aggregates and runs; exit 1 on any problem."""
     from harness.bundle import verify
 
+    began = time.monotonic()
     result = verify(file)
     for check in result.checks:
         console.print(f"[green]ok[/] {escape(check)}")
-    console.print(f"[green]verified[/] {escape(str(file))}")
+    console.print(f"[green]verified[/] {escape(str(file))} ({time.monotonic() - began:.1f} s)")
 
 
 def _yes_no(value: Any) -> str:
@@ -82,6 +92,31 @@ def _comparison_rows(comparison: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
+def _model_map(pairs: list[str]) -> dict[str, Path]:
+    """--model NAME=PATH options as a mapping (UserInputError for one without '=')."""
+    out: dict[str, Path] = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise UserInputError(f"--model {pair!r}: expected NAME=PATH, NAME as the study "
+                                 "names the model")
+        out[name] = Path(path)
+    return out
+
+
+def _identity_lines(comparison: pd.DataFrame) -> list[str]:
+    """One line per experiment's images (recorded vs used id) and model check."""
+    if comparison.empty or "image_id" not in comparison.columns:
+        return []
+    lines = []
+    per_exp = comparison.drop_duplicates("experiment_id")
+    for _, r in per_exp.iterrows():
+        same = {True: "the same image", False: "A DIFFERENT IMAGE"}.get(r.same_image, "n/a")
+        lines.append(f"{r.experiment_id}: image {r.image_id or 'none'} (recorded "
+                     f"{r.original_image_id or 'none'}: {same}); model {r.model_check}")
+    return lines
+
+
 @app.command("reproduce")
 def bundle_reproduce(
     file: BundleArg,
@@ -90,13 +125,31 @@ def bundle_reproduce(
     ] = None,
     runner: RunnerOpt = None,
     output_dir: OutputDirOpt = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", metavar="NAME=PATH",
+                     help="Where the model the study names NAME is on this machine (repeatable)."),
+    ] = None,
+    model_root: Annotated[
+        Path | None,
+        typer.Option("--model-root", help="Look for the study's model folders under this folder."),
+    ] = None,
+    accept_model_mismatch: Annotated[
+        bool, typer.Option("--accept-model-mismatch",
+                           help="Run even if a model differs from the bundle's fingerprint "
+                           "(recorded in comparison.csv).")
+    ] = False,
 ) -> None:
     """Re-run a bundle's study (or a sample) and compare the new figures with the original."""
     from harness.bundle import reproduce
+    from harness.bundle.reproduce import ReviewerModels
 
+    models = ReviewerModels(_model_map(model or []), model_root, accept_model_mismatch)
+    began = time.monotonic()
     display = StudyDisplay()
     try:
-        rep = reproduce(file, runs=runs, runner=runner, output_dir=output_dir, observer=display)
+        rep = reproduce(file, runs=runs, runner=runner, output_dir=output_dir, observer=display,
+                        models=models)
     finally:
         display.close()
     if display.stopped:
@@ -117,7 +170,10 @@ def bundle_reproduce(
         console.print(f"unavailable in the original and the new runs: {', '.join(sorted(unknown))}")
     console.print("in CI: inside the original 95 % confidence interval of the mean; in PI: inside "
                   "the 95 % prediction interval for a mean of this many new runs")
-    console.print(f"{rep.runs_done}/{rep.runs_total} runs done; comparison in "
+    for line in _identity_lines(rep.comparison):
+        console.print(escape(line))
+    console.print(f"{rep.runs_done}/{rep.runs_total} runs done in "
+                  f"{time.monotonic() - began:.1f} s; comparison in "
                   f"{escape(str(rep.study_dir / 'comparison.csv'))}")
     if rep.runs_done < rep.runs_total:
         raise typer.Exit(ExitCode.FAILED)

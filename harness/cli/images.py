@@ -1,4 +1,4 @@
-"""``harness images``: build the backend images."""
+"""``harness images``: build the backend images, prune those no study uses."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from harness.cli.options import DEFAULT_BACKEND, BackendOpt, DeviceOpt, backend_
 from harness.cli.render import console
 from harness.errors import UserInputError
 
-app = typer.Typer(help="Build the backend images.", no_args_is_help=True)
+app = typer.Typer(help="Build the backend images; prune those no study uses.", no_args_is_help=True)
 
 
 def _pairs(backend: str | None, device: str | None, study: Path | None) -> list[tuple[str, str]]:
@@ -62,3 +62,36 @@ def images_build(
         info = build_image(name, dev, offline=registry_less, repo_root=repo_root,
                            progress=lambda line: console.print(line, markup=False))
         console.print(f"[green]built[/] {info.tag} ({info.id})")
+
+
+@app.command("prune")
+def images_prune(
+    results: Annotated[
+        list[Path] | None,
+        typer.Option("--results", metavar="DIR",
+                     help="Also keep the images of the study folders under DIR (repeatable); "
+                     "results/ is always read."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")
+    ] = False,
+) -> None:
+    """Remove harness images no study folder uses; keep (and tag) those one does."""
+    from harness.controller.images.retention import DEFAULT_ROOT, prune
+    from harness.controller.runtimes.docker import connect
+
+    roots = list(dict.fromkeys([DEFAULT_ROOT, *(results or [])]))
+    pruned = prune(connect(), roots, dry_run=dry_run)
+    console.print("study folders read: " + ", ".join(
+        f"{escape(str(r))}/*/manifest.json" + ("" if r.is_dir() else " (no such folder)")
+        for r in pruned.roots))
+    for problem in pruned.unreadable:
+        console.print(f"[yellow]unreadable[/] {escape(problem)}")
+    verb = "would remove" if dry_run else "removed"
+    for d in pruned.decisions:
+        what = f"{d.image_id[:19]} ({', '.join(d.tags) or 'untagged'})"
+        action = "[green]keep[/]" if d.action == "keep" else f"[red]{verb}[/]"
+        console.print(f"{action} {escape(what)}: {escape(d.reason)}")
+    kept = sum(d.action == "keep" for d in pruned.decisions)
+    console.print(f"{kept} kept, {len(pruned.decisions) - kept} {verb} "
+                  "(only images built by the harness or tagged harness/kept are considered)")

@@ -257,3 +257,5 @@ else:
 
 Order = Literal["sequential", "interleaved", "shuffled"]
 Runner = Literal["auto", "docker", "local"]
+#: how a model's files are fingerprinted (harness.model_identity): sampled, or every byte
+FingerprintMode = Literal["fast", "full"]

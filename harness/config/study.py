@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.backends import registry
-from harness.config.experiment import Order, Runner
+from harness.config.experiment import FingerprintMode, Order, Runner
 
 MAX_RUNS_DEFAULT = 1000
 
@@ -41,6 +41,10 @@ class Execution(BaseModel):
     pids_limit: int = Field(4096, ge=16)
     max_runs: int = Field(
         MAX_RUNS_DEFAULT, ge=1, description="refuse plans with more runs unless raised"
+    )
+    model_fingerprint: FingerprintMode = Field(
+        "fast", description="fingerprint of the model's files each run records: fast (sizes, "
+        "safetensors headers, sampled blocks) or full (SHA-256 of every byte)",
     )
 
     @field_validator("gpus")

@@ -77,8 +77,10 @@ class Launcher:
         observer: Observer,
         sleep: Callable[[float], None],
         stopping: Callable[[], bool],
+        models: Mapping[str, Path] | None = None,
     ) -> None:
         self.runtime = runtime
+        self.models = dict(models or {})
         self.study = study
         self.execution = execution
         self.images = images
@@ -102,7 +104,7 @@ class Launcher:
     def job(self, info: RunInfo, exp: Experiment, run_dir: Path, image: str | None,
             gpus: list[int]) -> RunJob:
         """The runtime's job for one run (RunFailure when its model cannot be found)."""
-        where = locate_model(exp.model, self.hf_cache, self.base_dir)
+        where = locate_model(exp.model, self.hf_cache, self.base_dir, self.models)
         ex = self.execution
         return RunJob(
             run_id=info.run_id, study=self.study, run_dir=run_dir, image=image,
@@ -132,7 +134,7 @@ class Launcher:
             run=info, experiment=exp,
             model_path=self.runtime.model_path_for_agent(job) if job else exp.model,
             image=image, gpu_uuids=host_gpu_uuids(gpus) if exp.device == "cuda" else [],
-            runner=self.runtime.name,
+            runner=self.runtime.name, model_fingerprint=self.execution.model_fingerprint,
         ))
         thermal: dict[str, Any] = {}
         if job is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from harness.config.study import Study
@@ -65,6 +65,7 @@ class StudyRun:
         sleep: Callable[[float], None] | None = None,
         keep_failed: bool = False,
         base_dir: Path | None = None,
+        models: Mapping[str, Path] | None = None,
     ) -> None:
         self.study = study
         self.plan = plan
@@ -81,6 +82,7 @@ class StudyRun:
             runtime, study=study.name, execution=study.execution, images=study.images,
             hf_cache=study.hf_cache, base_dir=base_dir, observer=observer,
             sleep=lambda seconds: self.sleep(seconds), stopping=lambda: self.stopping,
+            models=models,
         )
         self.scrubber = self.launcher.scrubber
         self._aside: dict[str, Path] = {}  # runs interrupted by Ctrl+C: where their files went

@@ -37,11 +37,19 @@ def _from(base: Path | None, path: Path) -> Path:
     return path if path.is_absolute() or base is None else base / path
 
 
-def locate_model(model: str, hf_cache: str | None, base: Path | None = None) -> ModelLocation:
+def locate_model(model: str, hf_cache: str | None, base: Path | None = None,
+                 mapped: Mapping[str, Path] | None = None) -> ModelLocation:
     """Resolve a model reference to a host folder or a cached hub id (paths from ``base``).
 
-    ``hf_cache`` is the study's cache folder, if it names one (else $HF_HOME's).
+    ``hf_cache`` is the study's cache folder, if it names one (else $HF_HOME's); ``mapped``
+    names a folder for some references (a reviewer's ``--model NAME=PATH``).
     """
+    if mapped and model in mapped:
+        folder = Path(mapped[model]).expanduser()
+        if not folder.is_dir():
+            raise RunFailure(f"the model folder {str(folder)!r} given for {model!r} does not "
+                             "exist or is not a folder", reason=FailureReason.MODEL_NOT_FOUND)
+        return ModelLocation(model, folder.resolve(), None)
     candidate = _from(base, Path(model).expanduser())
     if candidate.exists():
         return ModelLocation(model, candidate.resolve(), None)
@@ -84,16 +92,17 @@ def preflight(
     images: Mapping[str, str],
     hf_cache: str | None,
     base: Path | None,
+    models: Mapping[str, Path] | None = None,
 ) -> list[str]:
     """Warnings about runs that will fail as things stand (missing images or model folders)."""
     notes = []
-    models: set[str] = set()
+    seen: set[str] = set()
     tags: set[str] = set()
     for exp in experiments:
-        if exp.model not in models:
-            models.add(exp.model)
+        if exp.model not in seen:
+            seen.add(exp.model)
             try:
-                locate_model(exp.model, hf_cache, base)
+                locate_model(exp.model, hf_cache, base, models)
             except RunFailure as e:
                 notes.append(f"{e}; its runs will fail unless it appears")
         tag = image_for(images, exp.backend, exp.device)
@@ -110,7 +119,8 @@ def preflight(
     return notes
 
 
-def study_preflight(study: Study, plan: Plan, runtime: Runtime, base: Path | None) -> list[str]:
+def study_preflight(study: Study, plan: Plan, runtime: Runtime, base: Path | None,
+                    models: Mapping[str, Path] | None = None) -> list[str]:
     """preflight() over a study's planned experiments, with its images and cache."""
     return preflight((p.experiment for p in plan.experiments), runtime, images=study.images,
-                     hf_cache=study.hf_cache, base=base)
+                     hf_cache=study.hf_cache, base=base, models=models)

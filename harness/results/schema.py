@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from harness.config.experiment import Experiment
+from harness.config.experiment import Experiment, FingerprintMode
 from harness.results.reasons import LEGACY_REASONS, FailureReason, reason_of
 
 RESULT_SCHEMA_VERSION = "1.1"
@@ -67,6 +67,7 @@ class RunSpec(_Model):
     image: ImageInfo | None = None
     gpu_uuids: list[str] = Field(default_factory=list)
     runner: str = "local"
+    model_fingerprint: FingerprintMode = "fast"
 
 
 class LatencyStats(_Model):
@@ -289,6 +290,30 @@ class Warning_(_Model):
     phase: str | None = Field(default=None, description="idle | window | prefill, when it applies")
 
 
+class ModelFile(_Model):
+    """One file of a model's fingerprint (path relative to the model's folder)."""
+
+    path: str
+    bytes: int
+    sha256: str = Field(description="of every byte, or (sampled) of the size, the safetensors "
+                        "header and evenly spaced blocks")
+    sampled: bool = False
+
+
+class ModelIdentity(_Model):
+    """Where a run's model came from and a fingerprint of its files (harness.model_identity)."""
+
+    ref: str = Field(description="the model as the experiment names it")
+    source: Literal["hub", "folder"]
+    hub_id: str | None = None
+    revision: str | None = Field(default=None, description="the cached snapshot's commit")
+    folder: str | None = Field(default=None, description="where the files were read")
+    mode: FingerprintMode = "fast"
+    fingerprint: str | None = Field(default=None, description="SHA-256 over the file entries")
+    files: list[ModelFile] = Field(default_factory=list)
+    note: str | None = None
+
+
 class ExperimentResult(_Model):
     """Everything one run measured (result.json, written last and atomically)."""
 
@@ -309,6 +334,7 @@ class ExperimentResult(_Model):
     steady_state: SteadyState = SteadyState()
     interference: Interference = Interference()
     warnings: list[Warning_] = Field(default_factory=list)
+    model: ModelIdentity | None = None
 
 
 class RunError(_Model):

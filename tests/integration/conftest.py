@@ -39,3 +39,34 @@ def pytorch_cpu_image(docker_client) -> str:
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight two-layer Llama with its tokenizer, written offline."""
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def drop_keep_tags():
+    """Remove the keep tags (harness/kept:...) that this session's studies added.
+
+    Every study run in containers tags its image for its (temporary) study folder. Tags on an
+    image that keeps another tag are removed; an image they alone hold (its tag moved to a
+    newer build meanwhile) keeps them, for ``harness images prune`` to judge.
+    """
+    from harness.controller.images.retention import KEEP_REPOSITORY
+
+    try:
+        import docker
+
+        client = docker.from_env()
+        before = {t for image in client.images.list(name=KEEP_REPOSITORY) for t in image.tags}
+    except Exception:  # noqa: BLE001 - no engine: nothing to tidy
+        yield
+        return
+    yield
+    for image in client.images.list(name=KEEP_REPOSITORY):
+        ours = {t for t in set(image.tags) - before if t.startswith(KEEP_REPOSITORY + ":")}
+        if not set(image.tags) - ours:
+            continue  # removing them would delete an image another build left untagged
+        for tag in ours:
+            try:
+                client.images.remove(tag)
+            except docker.errors.APIError:
+                pass  # gone already
+    client.close()

@@ -62,8 +62,13 @@ def make_study(
     pending: int = 0,
     timeseries: bool = True,
     extra_env: dict[str, Any] | None = None,
+    experiment: dict[str, Any] | None = None,
+    working_dir: Path | None = None,
 ) -> Path:
     """A finished (or partial) study folder whose true effects are the given factors.
+
+    ``experiment`` fields replace the base experiment's; ``working_dir`` is recorded in the
+    manifest as the folder the study ran from.
 
     J per output token = 1.0 x product of j_factors; throughput = 100 x product of tps_factors;
     each run's values are multiplied by exp(N(0, noise)).
@@ -71,13 +76,14 @@ def make_study(
     rng = np.random.default_rng(seed)
     tps_factors = tps_factors or {}
     data = study_data(sweep, cycles)
+    data["experiment"].update(experiment or {})
     study = Study.model_validate(data)
     plan = expand(study)
     study_dir = root / "synth-20260101T000000Z"
     study_dir.mkdir(parents=True)
     (study_dir / "study.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     atomic_write_json(study_dir / "plan.json", plan)
-    manifest = mio.new_manifest(plan, study_dir / "study.yaml")
+    manifest = mio.new_manifest(plan, study_dir / "study.yaml", working_dir=working_dir)
     manifest.runner = "local"
     manifest.runner_reason = "synthetic"
     params = {p.id: p.params for p in plan.experiments}

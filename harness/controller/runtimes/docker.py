@@ -11,6 +11,7 @@ from typing import Any
 
 from harness.backends import registry
 from harness.backends.cache import cache_root
+from harness.controller.images.retention import keep, study_dir_of
 from harness.controller.runtimes.base import Orphan, RunJob, RunOutcome, agent_env
 from harness.controller.runtimes.hardening import (
     WRITABLE_TARGETS,
@@ -131,6 +132,7 @@ class DockerRuntime:
         self._container: Any | None = None
         self._lock = threading.Lock()
         self._stopping = False
+        self._kept: set[tuple[str, Path]] = set()
 
     def model_path_for_agent(self, job: RunJob) -> str:
         """/model for a mounted folder, else the hub id (read from /hf-cache)."""
@@ -152,6 +154,13 @@ class DockerRuntime:
     def prepare(self, image: str) -> ImageInfo | None:
         """The image's identity (None when missing; the run then fails with a reason)."""
         return self.image_info(image)
+
+    def _keep(self, info: ImageInfo, job: RunJob) -> None:
+        """Tag the run's image for its study (once), so that no rebuild or prune removes it."""
+        study = study_dir_of(job.run_dir)
+        if study is not None and info.id and (info.id, study) not in self._kept \
+                and keep(self.client, info.id, study):
+            self._kept.add((info.id, study))
 
     def reconnect(self) -> None:
         """Ping the engine on a new connection; EngineUnavailable while it does not answer.
@@ -244,6 +253,7 @@ class DockerRuntime:
                     error=f"image {job.image!r} is not present; build it with "
                     "'harness images build' (or 'make images')",
                 )
+            self._keep(info, job)
             container = self._create(job)
         except RunFailure as e:
             return RunOutcome(exit_code=None, duration_s=time.perf_counter() - start,

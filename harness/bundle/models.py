@@ -1,0 +1,152 @@
+"""The models of a bundle: what the runs recorded, where a reviewer keeps them, do they match.
+
+``recorded_models`` reads each run's ``result.json`` ``model`` (harness.model_identity).
+``locate_models`` maps each model the study names to a folder on the reviewer's machine, each
+choice said in words: ``--model NAME=PATH`` first; then a folder name under ``--model-root
+DIR`` (a relative name as written, an absolute one by its last part); then a relative name
+from the folder the study ran from (the manifest's ``working_dir``) and from the current
+folder; an absolute name as it is; anything else is a hub id, read from the Hugging Face cache.
+``check_models`` fingerprints each in the mode the runs used and compares it file by file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from harness.controller.preflight import PATH_PREFIXES, locate_model
+from harness.errors import RunFailure, UserInputError
+from harness.model_identity import differences, hub_snapshot, identify
+from harness.results.schema import ModelIdentity
+
+
+@dataclass
+class Recorded:
+    """One copy of a model as runs recorded it, and those runs."""
+
+    identity: ModelIdentity
+    runs: list[str] = field(default_factory=list)
+
+
+def recorded_models(study_dir: Path, run_ids: list[str]) -> dict[str, list[Recorded]]:
+    """Model name -> the distinct copies the runs recorded (by fingerprint), most runs first."""
+    found: dict[str, dict[str | None, Recorded]] = {}
+    for run_id in run_ids:
+        try:
+            data = json.loads((study_dir / "runs" / run_id / "result.json").read_text("utf-8"))
+            identity = ModelIdentity.model_validate(data["model"]) if data.get("model") else None
+        except (OSError, ValueError, KeyError, ValidationError):
+            continue
+        if identity is None:
+            continue
+        copies = found.setdefault(identity.ref, {})
+        copies.setdefault(identity.fingerprint, Recorded(identity)).runs.append(run_id)
+    return {ref: sorted(c.values(), key=lambda r: -len(r.runs)) for ref, c in found.items()}
+
+
+def models_provenance(recorded: dict[str, list[Recorded]]) -> list[dict[str, Any]]:
+    """The bundle's list of models: each copy's source, fingerprint and files, and its runs."""
+    return [{**copy.identity.model_dump(), "runs": copy.runs}
+            for ref in sorted(recorded) for copy in recorded[ref]]
+
+
+@dataclass
+class ModelPlace:
+    """Where a reviewer's copy of a model is, and why there."""
+
+    ref: str
+    folder: Path | None
+    why: str
+    snapshot: Path | None = None
+
+
+def _folder_candidates(ref: str, model_root: Path | None,
+                       working_dir: Path | None) -> list[tuple[Path, str]]:
+    path = Path(ref).expanduser()
+    out: list[tuple[Path, str]] = []
+    if model_root is not None:
+        out.append((model_root / (path.name if path.is_absolute() else path), "under --model-root"))
+    if path.is_absolute():
+        out.append((path, "the path the study names"))
+        return out
+    if working_dir is not None:
+        out.append((working_dir / path, "relative to the folder the study ran from "
+                                        f"({working_dir}, manifest working_dir)"))
+    out.append((Path.cwd() / path, "relative to the current folder"))
+    return out
+
+
+def locate_models(refs: list[str], *, mapped: dict[str, Path], model_root: Path | None,
+                  working_dir: Path | None, hf_cache: str | None) -> list[ModelPlace]:
+    """Where each model is on this machine; UserInputError naming every one not found."""
+    places: list[ModelPlace] = []
+    missing: list[str] = []
+    for ref in refs:
+        if ref in mapped:
+            folder = mapped[ref].expanduser()
+            if not folder.is_dir():
+                missing.append(f"{ref}: --model {ref}={mapped[ref]}: not a folder")
+            places.append(ModelPlace(ref, folder.resolve(), f"--model {ref}={mapped[ref]}"))
+            continue
+        tried = _folder_candidates(ref, model_root, working_dir)
+        hit = next(((p, why) for p, why in tried if p.is_dir()), None)
+        if hit is not None:
+            places.append(ModelPlace(ref, hit[0].resolve(), hit[1]))
+            continue
+        if ref.startswith(PATH_PREFIXES) or Path(ref).is_absolute():
+            missing.append(f"{ref}: looked at " + ", ".join(str(p) for p, _ in tried))
+            continue
+        try:
+            cache = locate_model(ref, hf_cache, working_dir).hf_cache
+        except RunFailure as e:
+            missing.append(f"{ref}: {e}")
+            continue
+        snapshot = hub_snapshot(cache, ref) if cache else None
+        if snapshot is None:
+            missing.append(f"{ref}: not a folder ({', '.join(str(p) for p, _ in tried)}) and "
+                           f"not in the Hugging Face cache {cache or '(none found)'}")
+            continue
+        places.append(ModelPlace(ref, None, f"hub id, snapshot {snapshot.name} in {cache}",
+                                 snapshot=snapshot))
+    if missing:
+        raise UserInputError(
+            "bundle reproduce: models not found on this machine; nothing was started. Map each "
+            "with --model NAME=PATH (or --model-root DIR)", problems=missing)
+    return places
+
+
+@dataclass
+class ModelCheck:
+    """The outcome of checking one reviewer's model against the bundle's fingerprint."""
+
+    ref: str
+    status: Literal["match", "mismatch", "not checked"]
+    detail: list[str]
+
+    def summary(self) -> str:
+        """One line for comparison.csv and the output."""
+        if self.status == "match":
+            return "match"
+        return f"{self.status}: {'; '.join(self.detail[:3])}" + (
+            f" (and {len(self.detail) - 3} more)" if len(self.detail) > 3 else "")
+
+
+def check_model(place: ModelPlace, copies: list[Recorded]) -> ModelCheck:
+    """Fingerprint a reviewer's model in the runs' mode and compare it with theirs."""
+    usable = [c for c in copies if c.identity.fingerprint]
+    if not usable:
+        return ModelCheck(place.ref, "not checked", ["the bundle records no fingerprint of it"])
+    recorded = usable[0].identity
+    folder = place.folder or place.snapshot
+    assert folder is not None
+    try:
+        found = identify(place.ref, folder, recorded.mode)
+    except OSError as e:
+        return ModelCheck(place.ref, "mismatch", [f"cannot read {folder}: {e}"])
+    if any(not differences(c.identity, found) for c in usable):
+        return ModelCheck(place.ref, "match", [])
+    return ModelCheck(place.ref, "mismatch", differences(recorded, found))
