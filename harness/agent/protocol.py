@@ -24,7 +24,13 @@ from harness.agent.metrics import (
 )
 from harness.agent.sensors import select_sensor
 from harness.agent.sensors.base import Sensor, WindowReading
-from harness.agent.workload import batches, file_prompts, prompts_sha256, synthetic_prompts
+from harness.agent.workload import (
+    batches,
+    dataset_for,
+    file_prompts,
+    prompts_sha256,
+    synthetic_prompts,
+)
 from harness.backends.engine import Engine, RequestTiming, create_engine, engine_info
 from harness.config.experiment import Measurement
 from harness.results.io import atomic_write_json, atomic_write_text
@@ -394,7 +400,8 @@ def run(
         if exp.workload.dataset == "synthetic":
             prompts = synthetic_prompts(exp.workload, vocab_size, special)
         else:
-            prompts = file_prompts(exp.workload, Path(exp.workload.dataset), backend.encode)
+            prompts = file_prompts(exp.workload, dataset_for(spec, "workload.dataset"),
+                                   backend.encode)
         work = batches(prompts, exp.batch_size)
         out_tokens = exp.workload.output_tokens
 
@@ -463,6 +470,7 @@ def run(
         prefill=split,
         warmup=warm,
         compute=compute,
+        datasets=spec.datasets,
     )
     result.warnings = validity.check(result, phases, sensor)
     atomic_write_json(out_dir / "result.json", result)

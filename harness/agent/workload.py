@@ -8,8 +8,18 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+from harness.config.datasets import (
+    DatasetFile,
+    dataset_file,
+    field_of,
+    prompt_texts,
+    read_file,
+    sha256_of,
+    value_at,
+)
 from harness.config.experiment import Workload
 from harness.errors import UserInputError
+from harness.results.schema import RunSpec
 
 
 def synthetic_prompts(
@@ -27,26 +37,37 @@ def synthetic_prompts(
     ]
 
 
+def dataset_for(spec: RunSpec, field: str) -> DatasetFile:
+    """The file the run spec gives for an experiment field (the controller resolved it).
+
+    A run spec without one (written by an older controller) names the path as written, read
+    from the working directory as such specs were.
+    """
+    for entry in spec.datasets:
+        if entry.field == field:
+            return entry
+    value = str(value_at(spec.experiment, field))
+    entry, _ = dataset_file(field_of(field), value, Path.cwd())
+    return entry
+
+
 def file_prompts(
-    workload: Workload, path: Path, encode: Callable[[str], list[int]]
+    workload: Workload, dataset: DatasetFile, encode: Callable[[str], list[int]]
 ) -> list[list[int]]:
-    """Prompts from a .jsonl file ({"prompt": ...} per line), truncated to input_tokens."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise UserInputError(f"{path}: cannot read the prompt file ({e.strerror})") from e
+    """Prompts from a .jsonl file ({"prompt": ...} per line), truncated to input_tokens.
+
+    The file must still have the SHA-256 the controller recorded when the study began.
+    """
+    path = Path(dataset.agent_path or dataset.path)
+    data = read_file(path, "prompts file", regular=False)
+    digest = sha256_of(data)
+    if digest != dataset.sha256:
+        raise UserInputError(
+            f"{path}: the prompts file changed since it was checked (sha256 {digest[:12]}, "
+            f"recorded {dataset.sha256[:12]}); restore it, or start the study anew with it")
     prompts: list[list[int]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            text = record["prompt"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise UserInputError(
-                f"{path}: line {number}: expected a JSON object with a 'prompt' string"
-            ) from e
-        ids = encode(str(text))[: workload.input_tokens]
+    for text in prompt_texts(data, str(path)):
+        ids = encode(text)[: workload.input_tokens]
         if ids:
             prompts.append(ids)
         if len(prompts) == workload.num_prompts:

@@ -6,11 +6,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from harness.config.datasets import DatasetFile
 from harness.config.experiment import Experiment
 from harness.results.reasons import LEGACY_REASONS, FailureReason, reason_of
 
-RESULT_SCHEMA_VERSION = "1.0"
-MANIFEST_SCHEMA_VERSION = "1.0"
+RESULT_SCHEMA_VERSION = "1.1"
+MANIFEST_SCHEMA_VERSION = "1.1"
 
 EnergyMethod = Literal["nvml_counter", "nvml_power_integration", "rapl", "unavailable"]
 RunStatus = Literal["pending", "running", "done", "failed", "interrupted"]
@@ -67,6 +68,7 @@ class RunSpec(_Model):
     image: ImageInfo | None = None
     gpu_uuids: list[str] = Field(default_factory=list)
     runner: str = "local"
+    datasets: list[DatasetFile] = Field(default_factory=list)
 
 
 class LatencyStats(_Model):
@@ -226,6 +228,7 @@ class ExperimentResult(_Model):
     warmup: Warmup = Warmup()
     compute: Compute = Compute()
     warnings: list[Warning_] = Field(default_factory=list)
+    datasets: list[DatasetFile] = Field(default_factory=list)
 
 
 class RunError(_Model):
@@ -283,6 +286,7 @@ class Manifest(_Model):
         default=None, description="where the study was started; relative paths resolve from it"
     )
     runs: list[RunRecord]
+    datasets: list[DatasetFile] = Field(default_factory=list)
 
     def record(self, run_id: str) -> RunRecord:
         """The record of one run."""
