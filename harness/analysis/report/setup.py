@@ -106,10 +106,14 @@ def workload_lines(report: Report, results: dict[str, ExperimentResult]) -> list
         run_id, first = runs[0]
         per_pass = first.tokens.requests // max(first.tokens.iterations, 1)
         lengths = _input_lengths(report.study_dir / "runs" / run_id, per_pass)
-        sizes = (f"{min(lengths)}-{max(lengths)} input tokens each (mean "
-                 f"{statistics.fmean(lengths):.1f})" if lengths else
-                 f"{first.tokens.input_tokens / max(first.tokens.requests, 1):.1f} input tokens "
-                 "each on average")
+        if lengths and min(lengths) == max(lengths):
+            sizes = f"{lengths[0]} input tokens each"
+        elif lengths:
+            sizes = (f"{min(lengths)}-{max(lengths)} input tokens each (mean "
+                     f"{statistics.fmean(lengths):.1f})")
+        else:
+            sizes = (f"{first.tokens.input_tokens / max(first.tokens.requests, 1):.1f} input "
+                     "tokens each on average")
         passes = sorted({r.tokens.iterations for _, r in runs})
         hashed = f"token ids sha256 {digest}" if digest else "no token hash recorded"
         lines.append(f"prompts as sent ({backends}): {per_pass} prompts, {sizes}; {hashed}; "
