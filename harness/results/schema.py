@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from harness.config.datasets import DatasetFile
 from harness.config.experiment import Experiment
@@ -69,6 +76,14 @@ class RunSpec(_Model):
     gpu_uuids: list[str] = Field(default_factory=list)
     runner: str = "local"
     datasets: list[DatasetFile] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_datasets(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """No ``datasets`` key when there are none: agents older than it read the spec too."""
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("datasets"):
+            data.pop("datasets", None)
+        return data
 
 
 class LatencyStats(_Model):
