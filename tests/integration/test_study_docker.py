@@ -94,19 +94,21 @@ def test_study_through_local_runner(tmp_path, tiny_model):
     assert all(r.container_id is None for r in manifest.runs)
 
 
-PROMPTS_STUDY = """
-name: prompts-{runner}
-experiment:
-  model: {model}
-  backend: pytorch
-  device: cpu
-  precision: fp32
-  batch_size: 2
-  workload: {{dataset: data/prompts.jsonl, num_prompts: 3, input_tokens: 12, output_tokens: 4}}
-  measurement: {{warmup_batches: 0, baseline_s: 0, min_window_s: 0, prefill_split: false}}
-execution: {{cycles: 1, runner: {runner}, timeout_s: 300}}
-output_dir: {out}
-"""
+def prompts_study(model: Path, runner: str, out: Path) -> str:
+    """One run of the tiny model on data/prompts.jsonl, relative to the study file."""
+    return json.dumps({
+        "name": f"prompts-{runner}",
+        "experiment": {
+            "model": str(model), "backend": "pytorch", "device": "cpu", "precision": "fp32",
+            "batch_size": 2,
+            "workload": {"dataset": "data/prompts.jsonl", "num_prompts": 3, "input_tokens": 12,
+                         "output_tokens": 4},
+            "measurement": {"warmup_batches": 0, "baseline_s": 0, "min_window_s": 0,
+                            "prefill_split": False},
+        },
+        "execution": {"cycles": 1, "runner": runner, "timeout_s": 300},
+        "output_dir": str(out),
+    })
 
 
 @pytest.mark.docker
@@ -128,7 +130,7 @@ def test_a_prompts_file_outside_the_repository_reaches_both_runners(
                                ("local", str(prompts))):
         study = folder / f"{runner}.yaml"
         out = folder / f"results-{runner}"
-        study.write_text(PROMPTS_STUDY.format(model=tiny_model, runner=runner, out=out))
+        study.write_text(prompts_study(tiny_model, runner, out))
         proc = subprocess.run([sys.executable, "-m", "harness.cli", "study", "run", str(study)],
                               capture_output=True, text=True, cwd=REPO, timeout=600,
                               env={**os.environ, "COLUMNS": "200"})
