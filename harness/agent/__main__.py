@@ -13,6 +13,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
+from harness.config.datasets import dataset_file, named_files
 from harness.config.load import load_experiment
 from harness.errors import (
     EnvironmentProblem,
@@ -58,13 +59,22 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _spec_from_experiment(path: Path) -> RunSpec:
-    """A run spec for a single experiment file (compose and ad-hoc use)."""
+    """A run spec for a single experiment file (compose and ad-hoc use).
+
+    The files it names are read from its own folder when relative (with Compose, the file is
+    /experiment.yaml: ``dataset: datasets/NAME.jsonl`` is read from $DATASETS_DIR at /datasets).
+    """
     exp = load_experiment(path)
+    datasets = []
+    for field, value in named_files(exp):
+        entry, _ = dataset_file(field, value, path.parent)
+        datasets.append(entry.model_copy(update={"agent_path": entry.path}))
     return RunSpec(
         run=RunInfo(study="single", experiment_id=exp.id, cycle=1, run_id=f"{exp.id}-c1"),
         experiment=exp,
         model_path=exp.model,
         runner="single",
+        datasets=datasets,
     )
 
 

@@ -31,13 +31,13 @@ from harness.agent.warmup import run_warmup, settle
 from harness.agent.window import Window, measure_window, slowest_counter_s, window_target
 from harness.agent.workload import (
     batches,
+    dataset_for,
     encode_prompts,
     prompts_sha256,
     read_prompt_texts,
     synthetic_prompts,
 )
 from harness.backends.engine import Engine, create_engine, engine_info
-from harness.config.experiment import Experiment
 from harness.model_identity import identify_for_agent
 from harness.results.io import atomic_write_json
 from harness.results.schema import (
@@ -57,19 +57,22 @@ from harness.results.schema import (
 __all__ = ["TIMESERIES_COLUMNS", "run"]
 
 
-def prompt_texts(exp: Experiment) -> list[str] | None:
+def prompt_texts(spec: RunSpec) -> list[str] | None:
     """The prompt file's texts, read and checked before the engine starts (None: synthetic)."""
-    if exp.workload.dataset == "synthetic":
+    if spec.experiment.workload.dataset == "synthetic":
         return None
-    return read_prompt_texts(exp.workload, Path(exp.workload.dataset))
+    return read_prompt_texts(spec.experiment.workload, dataset_for(spec, "workload.dataset"))
 
 
-def encoded_prompts(exp: Experiment, texts: list[str] | None, backend: Engine) -> list[list[int]]:
+def encoded_prompts(spec: RunSpec, texts: list[str] | None, backend: Engine) -> list[list[int]]:
     """Token ids of the prompts: the file's texts encoded, or synthetic ones from the seed."""
+    exp = spec.experiment
     if texts is None:
         vocab_size, special = backend.vocab()
         return synthetic_prompts(exp.workload, vocab_size, special)
-    return encode_prompts(exp.workload, texts, backend.encode, Path(exp.workload.dataset))
+    source = dataset_for(spec, "workload.dataset")
+    return encode_prompts(exp.workload, texts, backend.encode,
+                          Path(source.agent_path or source.path))
 
 
 def other_gpu_processes(reading: WindowReading, devices: list[str]) -> int | None:
@@ -124,7 +127,7 @@ def _measure(
     load_s = time.perf_counter() - t_load
     # the engine is loaded and idle from here (model resident, no request)
     device_check = check_devices(backend.device_uuids(), sensor)
-    prompts = encoded_prompts(exp, texts, backend)
+    prompts = encoded_prompts(spec, texts, backend)
     work = batches(prompts, exp.batch_size)
     out_tokens = exp.workload.output_tokens
     warm = run_warmup(backend, work, m, out_tokens)
@@ -171,7 +174,7 @@ def run(
     """
     t_start = time.perf_counter()
     exp = spec.experiment
-    texts = prompt_texts(exp)  # a bad prompts file costs no engine start
+    texts = prompt_texts(spec)  # a bad prompts file costs no engine start
     host = host or HostProbe()
     sensor = sensor or select_sensor(exp.device, spec.gpu_uuids)
     try:
@@ -244,6 +247,7 @@ def _finish(
         steady_state=steady_state(main, sensor.devices, exp.measurement),
         interference=host,
         model=identify_for_agent(exp.model, spec.model_path, spec.model_fingerprint),
+        datasets=spec.datasets,
     )
     result.warnings = validity.check(result, phases, sensor)
     atomic_write_json(out_dir / "result.json", result)

@@ -8,8 +8,18 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
+from harness.config.datasets import (
+    DatasetFile,
+    dataset_file,
+    field_of,
+    prompt_texts,
+    read_file,
+    sha256_of,
+    value_at,
+)
 from harness.config.experiment import Workload
 from harness.errors import UserInputError
+from harness.results.schema import RunSpec
 
 
 def synthetic_prompts(
@@ -27,33 +37,35 @@ def synthetic_prompts(
     ]
 
 
-def read_prompt_texts(workload: Workload, path: Path) -> list[str]:
-    """The prompts of a .jsonl file ({"prompt": ...} per line), checked before any engine starts.
+def dataset_for(spec: RunSpec, field: str) -> DatasetFile:
+    """The file the run spec gives for an experiment field (the controller resolved it).
 
-    The file must exist, every non-blank line must be a JSON object with a 'prompt' string,
-    and at least ``num_prompts`` of them must be non-blank; the usable texts are returned.
+    A run spec without one (written by an older controller) names the path as written, read
+    from the working directory as such specs were.
     """
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise UserInputError(f"{path}: cannot read the prompt file ({e.strerror})") from e
-    except UnicodeDecodeError as e:
-        raise UserInputError(f"{path}: the prompt file is not UTF-8 text ({e.reason})") from e
-    texts: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            text = record["prompt"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise UserInputError(
-                f"{path}: line {number}: expected a JSON object with a 'prompt' string"
-            ) from e
-        if not isinstance(text, str):
-            raise UserInputError(f"{path}: line {number}: 'prompt' is not a string")
-        if text.strip():
-            texts.append(text)
+    for entry in spec.datasets:
+        if entry.field == field:
+            return entry
+    value = str(value_at(spec.experiment, field))
+    entry, _ = dataset_file(field_of(field), value, Path.cwd())
+    return entry
+
+
+def read_prompt_texts(workload: Workload, dataset: DatasetFile) -> list[str]:
+    """The prompts of a .jsonl file, checked before any engine starts.
+
+    The file must still have the SHA-256 the controller recorded when the study began, every
+    non-blank line must be a JSON object with a "prompt" string, and at least ``num_prompts``
+    of them must be non-blank.
+    """
+    path = Path(dataset.agent_path or dataset.path)
+    data = read_file(path, "prompts file", regular=False)
+    digest = sha256_of(data)
+    if digest != dataset.sha256:
+        raise UserInputError(
+            f"{path}: the prompts file changed since it was checked (sha256 {digest[:12]}, "
+            f"recorded {dataset.sha256[:12]}); restore it, or start the study anew with it")
+    texts = prompt_texts(data, str(path))
     if len(texts) < workload.num_prompts:
         raise UserInputError(
             f"{path}: has {len(texts)} usable prompts, the workload asks for "
@@ -82,10 +94,11 @@ def encode_prompts(
 
 
 def file_prompts(
-    workload: Workload, path: Path, encode: Callable[[str], list[int]]
+    workload: Workload, dataset: DatasetFile, encode: Callable[[str], list[int]]
 ) -> list[list[int]]:
     """Prompts from a .jsonl file ({"prompt": ...} per line), truncated to input_tokens."""
-    return encode_prompts(workload, read_prompt_texts(workload, path), encode, path)
+    path = Path(dataset.agent_path or dataset.path)
+    return encode_prompts(workload, read_prompt_texts(workload, dataset), encode, path)
 
 
 def prompts_sha256(prompts: list[list[int]]) -> str:

@@ -41,6 +41,33 @@ def hub_cache_dir() -> Path:
     return Path(home) / "hub"
 
 
+#: files that hold a checkpoint's weights (or say where they are: the sharded index files)
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth", "*.gguf", "*.index.json")
+
+
+def model_folder_problem(folder: Path) -> str | None:
+    """Why a folder does not look like a model (config.json and weights), or None if it does."""
+    if not folder.is_dir():
+        return f"{folder} is a file, not a model folder"
+    if not (folder / "config.json").is_file():
+        return f"{folder} has no config.json, so it does not look like a model folder"
+    if not any(next(folder.glob(pattern), None) for pattern in WEIGHT_PATTERNS):
+        return (f"{folder} has config.json but no weights ({', '.join(WEIGHT_PATTERNS)}), so it "
+                "does not look like a model folder")
+    return None
+
+
+def cached_snapshots(cache: Path, model: str) -> list[Path]:
+    """The snapshots of a hub id in a Hugging Face cache folder (HF_HOME, or its hub/ folder)."""
+    slug = "models--" + model.replace("/", "--")
+    found: list[Path] = []
+    for root in (cache / "hub", cache):
+        snapshots = root / slug / "snapshots"
+        if snapshots.is_dir():
+            found += sorted(p for p in snapshots.iterdir() if p.is_dir())
+    return found
+
+
 def find_model(model: str) -> Path:
     """The model's folder; RunFailure(model_not_found) saying where it looked when absent.
 

@@ -81,9 +81,19 @@ def _save_images(root: Path, prov: dict[str, Any]) -> list[str]:
 
 
 def _resolver(manifest: Manifest) -> Callable[[str], Path]:
-    """Where a prompt file the study names was read from: the folder the study ran from."""
+    """Where a prompt file the study names was read from, as the manifest recorded it.
+
+    Manifests from before the files were recorded: relative to the folder the study ran from.
+    """
+    recorded = {d.source: Path(d.path) for d in manifest.datasets}
     base = Path(manifest.working_dir) if manifest.working_dir else Path.cwd()
-    return lambda ref: Path(ref).expanduser() if Path(ref).is_absolute() else base / ref
+
+    def resolve(ref: str) -> Path:
+        if ref in recorded:
+            return recorded[ref]
+        return Path(ref).expanduser() if Path(ref).is_absolute() else base / ref
+
+    return resolve
 
 
 def carry(root: Path, study_dir: Path, manifest: Manifest, plan: Plan, prov: dict[str, Any], *,

@@ -7,7 +7,7 @@ import random
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -18,6 +18,7 @@ from harness.bundle.layout import PROVENANCE, carried_file
 from harness.bundle.models import ModelCheck, ModelPlace, check_model, locate_models, recorded_models
 from harness.bundle.reimages import ImageChoice, carried_archives, choose_images
 from harness.bundle.verify import verify_root
+from harness.config.datasets import DatasetFile
 from harness.config.experiment import Runner
 from harness.config.sweep import Plan
 from harness.errors import EnvironmentProblem, UserInputError
@@ -146,7 +147,7 @@ def _prepare(root: Path, runs: int | None, runner: Runner | None, reviewer: Revi
     from harness.analysis.stats import summarize
     from harness.analysis.table import collect
     from harness.config.load import load_study
-    from harness.controller.preflight import study_preflight
+    from harness.controller.preflight import check_study
     from harness.controller.runtimes import select_runtime
 
     study = load_study(root / "study.yaml")
@@ -164,30 +165,44 @@ def _prepare(root: Path, runs: int | None, runner: Runner | None, reviewer: Revi
     choice = choose_images(runtime, manifest, plan, {e.id for e in sub_plan.experiments},
                            dict(study.images), carried_archives(root, _read_prov(root, limits)))
     study = study.model_copy(update={"images": choice.images})
-    problems = study_preflight(study, sub_plan, runtime, working_dir, _mapped(places))
-    if problems:
+    found = check_study(study, sub_plan, runtime, origin="bundle reproduce",
+                        model_base=working_dir, dataset_base=root,
+                        known=carried_datasets(root, _read_prov(root, limits)),
+                        models=_mapped(places))
+    if found.errors:
         raise EnvironmentProblem("bundle reproduce: nothing was started:\n"
-                                 + "\n".join(f"  - {p}" for p in problems))
+                                 + "\n".join(f"  - {p}" for p in found.errors))
     return _Setup(study, plan, sub_plan, manifest, summarize(collect(root)), runtime, why,
-                  places, checks, choice, notes + model_notes + choice.notes)
+                  places, checks, choice, notes + model_notes + choice.notes + found.warnings)
 
 
 def _mapped(places: list[ModelPlace]) -> dict[str, Path]:
     return {p.ref: p.folder for p in places if p.folder is not None}
 
 
-def _carry_prompts(root: Path, prov: dict[str, Any], new_dir: Path) -> list[str]:
-    """Copy the bundle's prompt files into the new study folder (as the study names them)."""
-    notes = []
+def carried_datasets(root: Path, prov: dict[str, Any]) -> list[DatasetFile]:
+    """The prompt files the bundle carries, each pointing at its copy under ``root``."""
+    found = []
     for entry in prov.get("workload") or []:
-        path = carried_file(root, entry.get("file"), WORKLOAD)
-        if path is not None and path.is_file():  # verified against its hash already
-            rel = PurePosixPath(entry["file"]).relative_to(WORKLOAD)
-            (new_dir / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, new_dir / rel)
-            notes.append(f"prompt file {entry['ref']}: the bundle's copy (sha256 "
-                         f"{entry['sha256'][:12]}...) is {new_dir / rel}")
-    return notes
+        copy = carried_file(root, entry.get("file"), WORKLOAD)
+        if copy is not None and copy.is_file():  # verified against its hash already
+            found.append(DatasetFile(field="workload.dataset", source=entry["ref"],
+                                     path=str(copy), sha256=entry["sha256"]))
+    return found
+
+
+def _carry_prompts(datasets: list[DatasetFile], root: Path,
+                   new_dir: Path) -> tuple[list[DatasetFile], list[str]]:
+    """Copy the bundle's prompt files into the new study folder; the new entries and notes."""
+    moved, notes = [], []
+    for entry in datasets:
+        rel = Path(entry.path).relative_to(root / WORKLOAD)
+        (new_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(entry.path, new_dir / rel)
+        moved.append(entry.model_copy(update={"path": str(new_dir / rel)}))
+        notes.append(f"prompt file {entry.source}: the bundle's copy (sha256 "
+                     f"{entry.sha256[:12]}...) is {new_dir / rel}")
+    return moved, notes
 
 
 def identity_columns(comparison: pd.DataFrame, setup: _Setup, final: Manifest) -> pd.DataFrame:
@@ -238,12 +253,15 @@ def reproduce(
         out_root = Path(output_dir) if output_dir else Path(setup.study.output_dir)
         new_dir = new_study_dir(out_root, f"{setup.study.name}-reproduce")
         shutil.copyfile(root / "study.yaml", new_dir / "study.yaml")
-        setup.notes += _carry_prompts(root, _read_prov(root, limits), new_dir)
+        carried = carried_datasets(root, _read_prov(root, limits))
+        datasets, more = _carry_prompts(carried, root, new_dir)
+        setup.notes += more
         atomic_write_json(new_dir / "plan.json", setup.sub_plan)
         new_manifest = manifest_io.new_manifest(setup.sub_plan, root / "study.yaml",
                                                 working_dir=Path.cwd())
         new_manifest.runner = setup.runtime.name
         new_manifest.runner_reason = f"{setup.why}; reproducing bundle {Path(bundle).name}"
+        new_manifest.datasets = datasets
         manifest_io.save(new_manifest, new_dir)
         setup.original.to_csv(new_dir / "original-summary.csv", index=False)
     atomic_write_json(new_dir / "reproduce.json", {

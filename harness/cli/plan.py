@@ -14,12 +14,14 @@ import typer
 from rich.markup import escape
 
 from harness.cli.options import PlanFormat, StudyFileArg, choice, choices
-from harness.cli.render import Col, console, emit, err_console, fitted, fmt, param_col
+from harness.cli.render import Col, console, emit, err_console, fitted, fmt, note, param_col
 from harness.errors import UserInputError
 
 if TYPE_CHECKING:
-    from harness.config.experiment import Experiment
+    from harness.config.experiment import Experiment, Runner
+    from harness.config.study import Study
     from harness.config.sweep import Plan
+    from harness.controller.runtimes.base import Runtime
 
 #: plans with more runs than this are summarised unless --all is given
 SUMMARY_RUNS = 300
@@ -56,20 +58,52 @@ def study_plan(
     study, plan = plan_study(file)
     if output is not None and fmt_ == "table":
         fmt_ = _format_of(output)
+    warnings = _checks(file, study, plan)
     if fmt_ == "table":
         _show(plan, all_runs=all_runs)
-        _footer(plan, console.print)
+        _footer(plan, warnings, console.print)
         return
     text = plan.model_dump_json(indent=2) + "\n" if fmt_ == "json" else _csv(plan)
     if output is None:
         console.file.write(text)
-        _footer(plan, err_console.print)  # standard output holds only the plan
+        _footer(plan, warnings, err_console.print)  # standard output holds only the plan
         return
     from harness.results.io import atomic_write_text
 
     atomic_write_text(output, text)
-    _footer(plan, console.print)
+    _footer(plan, warnings, console.print)
     console.print(f"wrote the plan ({fmt_}) to {escape(str(output))}")
+
+
+def _plan_runtime(runner: Runner) -> tuple[Runtime | None, list[str]]:
+    """The runtime whose images the checks look at (None: no images needed or no engine)."""
+    from harness.controller.runtimes import select_runtime
+    from harness.errors import EnvironmentProblem
+
+    if runner == "local":
+        return None, []
+    try:
+        runtime, _ = select_runtime(runner)
+    except EnvironmentProblem as e:
+        return None, [f"{e}: the docker runner cannot start the runs until one does "
+                      "(scripts/ensure-docker.sh starts one)"]
+    return (runtime if runtime.name == "docker" else None), []
+
+
+def _checks(file: Path, study: Study, plan: Plan) -> list[str]:
+    """What would make the study's runs fail here: errors stop the plan (exit 2), warnings are said.
+
+    Errors are what the study file gets wrong (a model folder or prompts file that is missing
+    or wrong); warnings are what this host lacks and can get before the study runs (a hub id
+    not in the cache, an image not built yet).
+    """
+    from harness.controller.preflight import check_study
+
+    runtime, notes = _plan_runtime(study.execution.runner)
+    found = check_study(study, plan, runtime, origin=str(file), model_base=Path.cwd(),
+                        dataset_base=file.parent)
+    found.raise_errors(file)
+    return notes + found.warnings
 
 
 def _format_of(output: Path) -> PlanFormat:
@@ -90,13 +124,19 @@ def _is_experiment(data: Any) -> bool:
 
 
 def _single_experiment(file: Path) -> None:
-    """Validate a single-experiment file and say how to run it."""
+    """Validate a single-experiment file, check what it names, and say how to run it."""
     from harness.config.load import load_experiment
+    from harness.controller.preflight import check_experiments
 
     exp = load_experiment(file)
+    found = check_experiments([exp], None, origin=str(file), images={}, hf_cache=None,
+                              model_base=Path.cwd(), dataset_base=file.parent)
+    found.raise_errors(file)
+    for text in found.warnings:
+        note(text)
     tag = exp.spec.image_tag(exp.device)
     compose = ([f"or with Compose (image {tag}; docker-compose for Compose v1):",
-                f"  {_compose_command(file, tag)}"] if tag else
+                f"  {_compose_command(file, tag, _compose_datasets(file, exp))}"] if tag else
                [f"(backend {exp.backend} has no image for {exp.device}: the local runner runs it)"])
     emit([f"{file} is one experiment, not a study:", f"  {_describe(exp)}.",
           "Run it with:", f"  harness run {file}", *compose,
@@ -108,7 +148,25 @@ def _describe(exp: Experiment) -> str:
             f"batch {exp.batch_size}, model {exp.model}")
 
 
-def _compose_command(file: Path, tag: str) -> str:
+def _compose_datasets(file: Path, exp: Experiment) -> Path | None:
+    """The folder Compose must mount at /datasets for the files ``exp`` names (None: none).
+
+    In Compose the experiment file is /experiment.yaml, so ``datasets/NAME`` is read from
+    /datasets, which is $DATASETS_DIR; files elsewhere are not visible there.
+    """
+    from harness.config.datasets import named_files
+
+    for field, value in named_files(exp):
+        if Path(value).parts[:1] != ("datasets",):
+            note(f"{field.path} {value!r}: Compose reads files from datasets/ beside the "
+                 "experiment file (the folder $DATASETS_DIR, mounted at /datasets); move it "
+                 "there to run this experiment with Compose")
+        else:
+            return file.parent.resolve() / "datasets"
+    return None
+
+
+def _compose_command(file: Path, tag: str, datasets: Path | None = None) -> str:
     """The Compose command that runs ``file`` in the service of image ``tag``."""
     import yaml
 
@@ -121,13 +179,15 @@ def _compose_command(file: Path, tag: str) -> str:
         service = next(name for name, s in services.items() if s.get("image") == tag)
     except (OSError, yaml.YAMLError, KeyError, TypeError, StopIteration):
         compose = Path("compose.yaml")  # not a checkout: the user's own compose file
-    path = file.resolve()
-    if path.is_relative_to(compose.parent.resolve()):
-        shown = f"./{path.relative_to(compose.parent.resolve())}"
-    else:
-        shown = str(path)
-    where = "" if Path.cwd().resolve() == compose.parent.resolve() else f" -f {compose}"
-    return f"EXPERIMENT={shown} docker compose{where} run --rm {service}"
+    root = compose.parent.resolve()
+
+    def shown(path: Path) -> str:
+        return f"./{path.relative_to(root)}" if path.is_relative_to(root) else str(path)
+
+    where = "" if Path.cwd().resolve() == root else f" -f {compose}"
+    mount = ("" if datasets is None or datasets == root / "studies" / "datasets"
+             else f"DATASETS_DIR={shown(datasets)} ")
+    return f"{mount}EXPERIMENT={shown(file.resolve())} docker compose{where} run --rm {service}"
 
 
 def _extra_axes(plan: Plan) -> list[str]:
@@ -193,9 +253,9 @@ def _summary(plan: Plan) -> None:
          for wrapped in textwrap.wrap(line, console.width, subsequent_indent="      "))
 
 
-def _footer(plan: Plan, say: Callable[..., Any]) -> None:
-    """The plan's warnings and its size."""
-    for warning in plan.warnings:
+def _footer(plan: Plan, checks: list[str], say: Callable[..., Any]) -> None:
+    """The plan's warnings, what the checks found, and its size."""
+    for warning in [*plan.warnings, *checks]:
         say(f"[yellow]warning:[/] {escape(warning)}")
     say(f"{len(plan.experiments)} experiments x {plan.execution.cycles} cycles = "
         f"[bold]{len(plan.runs)} runs[/] (order: {plan.execution.order})")

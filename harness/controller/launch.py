@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.config.datasets import DatasetFile
 from harness.config.experiment import Experiment
 from harness.config.study import Execution
+from harness.controller.datasets import files_for
 from harness.controller.engine import wait_for_engine
 from harness.controller.outcome import Classified, classify, keep_log, mark_done, write_error
 from harness.controller.preflight import image_for, locate_model
@@ -74,6 +76,7 @@ class Launcher:
         images: Mapping[str, str],
         hf_cache: str | None,
         base_dir: Path | None,
+        datasets: Sequence[DatasetFile] = (),
         observer: Observer,
         sleep: Callable[[float], None],
         stopping: Callable[[], bool],
@@ -86,6 +89,8 @@ class Launcher:
         self.images = images
         self.hf_cache = hf_cache
         self.base_dir = base_dir
+        #: the files the study names, as recorded when it began: (field, value) -> file
+        self.datasets = {(d.field, d.source): d for d in datasets}
         self.observer = observer
         self.sleep = sleep
         self.stopping = stopping
@@ -103,14 +108,16 @@ class Launcher:
 
     def job(self, info: RunInfo, exp: Experiment, run_dir: Path, image: str | None,
             gpus: list[int]) -> RunJob:
-        """The runtime's job for one run (RunFailure when its model cannot be found)."""
+        """The runtime's job for one run (RunFailure when its model or a file is not found)."""
         where = locate_model(exp.model, self.hf_cache, self.base_dir, self.models)
+        files = files_for(exp, self.datasets, self.base_dir or Path.cwd())
         ex = self.execution
         return RunJob(
             run_id=info.run_id, study=self.study, run_dir=run_dir, image=image,
             model_host_path=where.host_path, model_ref=where.ref, hf_cache=where.hf_cache,
             gpus=gpus, device=exp.device, timeout_s=ex.timeout_s, backend=exp.backend,
             mem_limit=ex.mem_limit, pids_limit=ex.pids_limit, env=forwarded_env(),
+            datasets=files,
         )
 
     def attempt(self, info: RunInfo, exp: Experiment, run_dir: Path, gpus: list[int]) -> Attempt:
@@ -135,6 +142,8 @@ class Launcher:
             model_path=self.runtime.model_path_for_agent(job) if job else exp.model,
             image=image, gpu_uuids=host_gpu_uuids(gpus) if exp.device == "cuda" else [],
             runner=self.runtime.name, model_fingerprint=self.execution.model_fingerprint,
+            datasets=[d.model_copy(update={"agent_path": self.runtime.dataset_path_for_agent(d)})
+                      for d in (job.datasets if job else [])],
         ))
         thermal: dict[str, Any] = {}
         if job is not None:

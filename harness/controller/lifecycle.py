@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from harness.config.datasets import DatasetFile
 from harness.config.experiment import Runner
 from harness.config.load import load_study, plan_study
 from harness.config.study import Study
 from harness.config.sweep import Plan
 from harness.controller.loop import StudyRun
-from harness.controller.preflight import study_preflight
+from harness.controller.preflight import check_study
 from harness.controller.rundirs import set_aside
 from harness.controller.runtimes import RUNNERS, select_runtime
 from harness.controller.runtimes.base import Runtime
@@ -60,6 +61,10 @@ def start_study(
     """Validate a study file, create its folder, plan and manifest; nothing runs yet."""
     study, plan = plan_study(file)
     runtime, why = select_runtime(runner or study.execution.runner)
+    base = Path.cwd()
+    found = check_study(study, plan, runtime, origin=str(file), model_base=base,
+                        dataset_base=Path(file).parent)
+    found.raise_errors(file)
     root = output_dir or Path(study.output_dir)
     if root.exists() and not root.is_dir():
         raise StorageProblem(f"output folder {root} is a file, not a folder")
@@ -69,13 +74,13 @@ def start_study(
     except OSError as e:
         raise StorageProblem(f"cannot write {study_dir / 'study.yaml'}: {e.strerror}") from e
     atomic_write_json(study_dir / "plan.json", plan)
-    base = Path.cwd()
     manifest = manifest_io.new_manifest(plan, file, working_dir=base)
     manifest.runner = runtime.name
     manifest.runner_reason = why
+    manifest.datasets = found.datasets
     manifest_io.save(manifest, study_dir)
     run = StudyRun(study, plan, study_dir, runtime, manifest, observer=observer, base_dir=base)
-    return Prepared(run, study_dir, why, study_preflight(study, plan, runtime, base))
+    return Prepared(run, study_dir, why, found.warnings)
 
 
 def _plan_changes(old: Plan, new: Plan) -> list[str]:
@@ -147,6 +152,9 @@ class _Version:
     changed: bool
     shown_old: str | None
     notes: list[str]
+    #: where relative paths of the files it names are read from, and the files recorded
+    datasets_base: Path
+    known: list[DatasetFile] = field(default_factory=list)
 
 
 def _given_file(file: Path, copy: Path, old_text: str) -> _Version:
@@ -161,7 +169,8 @@ def _given_file(file: Path, copy: Path, old_text: str) -> _Version:
         old_study is None or old_study.model_dump() != study.model_dump())
     notes = ([f"{file} differs from {copy} only in comments or layout"]
              if new_text != old_text and not changed else [])
-    return _Version(file, Path.cwd(), study, plan, new_text, changed, old_text, notes)
+    return _Version(file, Path.cwd(), study, plan, new_text, changed, old_text, notes,
+                    datasets_base=file.parent)
 
 
 def _own_copy(copy: Path, manifest: Manifest, old_text: str) -> _Version:
@@ -169,8 +178,10 @@ def _own_copy(copy: Path, manifest: Manifest, old_text: str) -> _Version:
     base = Path(manifest.working_dir) if manifest.working_dir else Path.cwd()
     study, plan = plan_study(copy)
     changed = sha256_file(copy) != manifest.study_file_sha256
-    # the original text is gone; the plan shows what changed
-    return _Version(copy, base, study, plan, old_text, changed, None, [])
+    # the original text is gone; the plan shows what changed. Its files are where the manifest
+    # recorded them (a folder from before that read them from the working folder)
+    return _Version(copy, base, study, plan, old_text, changed, None, [],
+                    datasets_base=base, known=list(manifest.datasets))
 
 
 def _resume_runtime(manifest: Manifest, runner: Runner | None,
@@ -215,6 +226,7 @@ def resume_study(
     if study.name != manifest.study:
         raise UserInputError(f"{version.source}: study {study.name!r} is not the study in "
                              f"{study_dir} ({manifest.study!r})")
+    differences: list[str] = []
     if version.changed:
         differences = study_differences(version.shown_old, version.text, old_plan, plan,
                                         str(copy), str(version.source))
@@ -225,19 +237,23 @@ def resume_study(
                 "still planned keep their results, others are set aside)",
                 problems=differences or ["the file changed (sha256 differs)"],
             )
-        notes += _apply_change(study_dir, manifest, plan, version.source, differences)
-
     runtime, why, runner_notes = _resume_runtime(manifest, runner, study)
+    found = check_study(study, plan, runtime, origin=str(version.source),
+                        model_base=version.base, dataset_base=version.datasets_base,
+                        known=version.known)
+    found.raise_errors(version.source)  # before the folder changes
+    if version.changed:
+        notes += _apply_change(study_dir, manifest, plan, version.source, differences)
     notes += runner_notes
     manifest.runner = runtime.name
+    manifest.datasets = found.datasets
     run = StudyRun(study, plan, study_dir, runtime, manifest, observer=observer,
                    keep_failed=keep_failed, base_dir=version.base)
     todo = len(run.pending())
     done = sum(r.status == "done" for r in manifest.runs)
     notes.append(f"resuming: {done} runs done and kept, {todo} to run"
                  + (" (failed runs kept as they are)" if keep_failed else ""))
-    return Prepared(run, study_dir, why, notes + study_preflight(study, plan, runtime,
-                                                                  version.base))
+    return Prepared(run, study_dir, why, notes + found.warnings)
 
 
 def _apply_change(

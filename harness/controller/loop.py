@@ -80,7 +80,8 @@ class StudyRun:
         self.signals = SignalWatch(runtime, observer, self._stop)
         self.launcher = Launcher(
             runtime, study=study.name, execution=study.execution, images=study.images,
-            hf_cache=study.hf_cache, base_dir=base_dir, observer=observer,
+            hf_cache=study.hf_cache, base_dir=base_dir, datasets=manifest.datasets,
+            observer=observer,
             sleep=lambda seconds: self.sleep(seconds), stopping=lambda: self.stopping,
             models=models,
         )

@@ -1,18 +1,25 @@
-"""What will fail before a container starts: where each model lives, which images are present."""
+"""What will fail, found before a container starts: models, the files a study names, images.
+
+``study plan`` and every study start (and resume) run the same checks; errors stop them with
+exit code 2 and nothing started, warnings are said first.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.backends import registry
+from harness.backends.weights import cached_snapshots, model_folder_problem
+from harness.config.datasets import DatasetFile
 from harness.config.experiment import Experiment
 from harness.config.study import Study
 from harness.config.sweep import Plan
+from harness.controller.datasets import resolve_files
 from harness.controller.runtimes.base import Runtime
-from harness.errors import RunFailure
+from harness.errors import RunFailure, UserInputError
 from harness.results.reasons import FailureReason
 
 #: a model reference that starts like this is a folder, never a hub id
@@ -85,42 +92,104 @@ def images_needed(study: Study, plan: Plan) -> list[tuple[str, str]]:
     return pairs
 
 
-def preflight(
-    experiments: Iterable[Experiment],
-    runtime: Runtime,
-    *,
-    images: Mapping[str, str],
-    hf_cache: str | None,
-    base: Path | None,
-    models: Mapping[str, Path] | None = None,
-) -> list[str]:
-    """Warnings about runs that will fail as things stand (missing images or model folders)."""
-    notes = []
-    seen: set[str] = set()
+@dataclass
+class Findings:
+    """What the checks before a start found: errors stop it, warnings are said first."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    #: the files the experiments name, resolved, checked and hashed
+    datasets: list[DatasetFile] = field(default_factory=list)
+
+    def raise_errors(self, origin: Path | str) -> None:
+        """UserInputError listing every error (nothing may start), if there is any."""
+        if self.errors:
+            raise UserInputError(f"{origin}: the study cannot run as it is; nothing was started",
+                                 problems=self.errors)
+
+
+def model_findings(model: str, hf_cache: str | None, base: Path | None, origin: str,
+                   found: Findings, mapped: Mapping[str, Path] | None = None) -> None:
+    """Add what is wrong with one model reference: a missing or wrong folder, an uncached id."""
+    try:
+        where = locate_model(model, hf_cache, base, mapped)
+    except RunFailure as e:
+        found.errors.append(f"{origin}: model {model!r}: {e}; fix the path (relative model "
+                            f"paths are read from the working folder, {Path(base or '.').absolute()})")
+        return
+    if where.host_path is not None:
+        why = model_folder_problem(where.host_path)
+        if why:
+            found.errors.append(f"{origin}: model {model!r}: {why}; point model: at the folder "
+                                "that holds config.json and the weights")
+        return
+    cache = _from(base, Path(hf_cache).expanduser()) if hf_cache else default_hf_cache()
+    if not cached_snapshots(cache, model):
+        found.warnings.append(
+            f"{origin}: model {model!r} is not a folder (looked at "
+            f"{_from(base, Path(model)).absolute()}) and has no snapshot in the Hugging Face "
+            f"cache {cache} (models--{model.replace('/', '--')}/snapshots); runs are offline, so "
+            "they will fail unless it is downloaded into that cache first (or hf_cache: names "
+            "the cache that holds it)")
+
+
+def image_findings(experiments: Iterable[Experiment], runtime: Runtime | None,
+                   images: Mapping[str, str], found: Findings) -> None:
+    """Add a warning per image that the docker runner would need and this engine lacks."""
+    if runtime is None or runtime.name != "docker":
+        return
     tags: set[str] = set()
     for exp in experiments:
-        if exp.model not in seen:
-            seen.add(exp.model)
-            try:
-                locate_model(exp.model, hf_cache, base, models)
-            except RunFailure as e:
-                notes.append(f"{e}; its runs will fail unless it appears")
         tag = image_for(images, exp.backend, exp.device)
-        if runtime.name == "docker" and tag is None:
-            notes.append(f"backend {exp.backend} has no image for {exp.device}; its runs will "
-                         "fail in containers unless the study names one (images:) or runs "
-                         "with the local runner")
-        elif runtime.name == "docker" and tag is not None and tag not in tags:
+        if tag is None:
+            found.warnings.append(
+                f"backend {exp.backend} has no image for {exp.device}; its runs will fail in "
+                "containers unless the study names one (images:) or runs with the local runner")
+        elif tag not in tags:
             tags.add(tag)
             if runtime.prepare(tag) is None:
-                notes.append(f"image {tag!r} is not present; runs of backend {exp.backend} will "
-                             f"fail unless it is built ('harness images build --backend "
-                             f"{exp.backend} --device {exp.device}')")
-    return notes
+                found.warnings.append(
+                    f"image {tag!r} is not present; runs of backend {exp.backend} will fail "
+                    f"unless it is built first ('harness images build --backend {exp.backend} "
+                    f"--device {exp.device}', or 'harness images build --study FILE' for all)")
 
 
-def study_preflight(study: Study, plan: Plan, runtime: Runtime, base: Path | None,
-                    models: Mapping[str, Path] | None = None) -> list[str]:
-    """preflight() over a study's planned experiments, with its images and cache."""
-    return preflight((p.experiment for p in plan.experiments), runtime, images=study.images,
-                     hf_cache=study.hf_cache, base=base, models=models)
+def check_experiments(
+    experiments: Sequence[Experiment],
+    runtime: Runtime | None,
+    *,
+    origin: str,
+    images: Mapping[str, str],
+    hf_cache: str | None,
+    model_base: Path | None,
+    dataset_base: Path,
+    known: Sequence[DatasetFile] = (),
+    models: Mapping[str, Path] | None = None,
+) -> Findings:
+    """Everything that would make runs fail, found before any of them starts.
+
+    Errors: a model folder that is missing or holds no model, a file the study names (a
+    prompts file) that is missing, unreadable, malformed or too short. Warnings: a hub id
+    that is not in the Hugging Face cache, an image the docker runner lacks (both can be
+    fixed on this host before the runs start). ``known``: files a resumed study recorded.
+    """
+    found = Findings()
+    for model in dict.fromkeys(exp.model for exp in experiments):
+        model_findings(model, hf_cache, model_base, origin, found, models)
+    files = resolve_files(experiments, dataset_base, origin, known)
+    found.errors += files.errors
+    found.warnings += files.notes
+    found.datasets = files.files
+    image_findings(experiments, runtime, images, found)
+    return found
+
+
+def check_study(study: Study, plan: Plan, runtime: Runtime | None, *, origin: str,
+                model_base: Path | None, dataset_base: Path,
+                known: Sequence[DatasetFile] = (),
+                models: Mapping[str, Path] | None = None) -> Findings:
+    """check_experiments() over a study's planned experiments, with its images and cache."""
+    return check_experiments([p.experiment for p in plan.experiments], runtime, origin=origin,
+                             images=study.images, hf_cache=study.hf_cache,
+                             model_base=model_base, dataset_base=dataset_base, known=known,
+                             models=models)

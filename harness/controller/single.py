@@ -10,13 +10,14 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.config.datasets import DatasetFile
 from harness.config.experiment import Experiment, Runner
 from harness.config.load import load_experiment
 from harness.config.study import Execution
 from harness.controller.launch import Launcher, record_attempt
 from harness.controller.lifecycle import new_study_dir
 from harness.controller.placement import assign_gpus
-from harness.controller.preflight import preflight
+from harness.controller.preflight import check_experiments
 from harness.controller.runtimes import select_runtime
 from harness.controller.runtimes.base import Runtime
 from harness.controller.signals import SignalWatch
@@ -39,6 +40,8 @@ class SingleRun:
     runner_why: str
     notes: list[str]
     observer: events.Observer = events.ignore
+    #: the files the experiment names, resolved from its file's folder, checked and hashed
+    datasets: list[DatasetFile] = field(default_factory=list)
     execution: Execution = field(default_factory=Execution)
     #: the run's result once it is done
     result: ExperimentResult | None = None
@@ -53,7 +56,8 @@ class SingleRun:
         exp, run_dir = self.experiment, self.run_dir
         launcher = Launcher(
             self.runtime, study=SINGLE, execution=self.execution, images={}, hf_cache=None,
-            base_dir=Path.cwd(), observer=self.observer, sleep=pause, stopping=stop.is_set,
+            base_dir=Path.cwd(), datasets=self.datasets, observer=self.observer, sleep=pause,
+            stopping=stop.is_set,
         )
         record = RunRecord(run_id=run_dir.name, experiment_id=exp.id, cycle=1, position=0,
                            status="running", attempts=1, runner=self.runtime.name,
@@ -76,9 +80,12 @@ def prepare_experiment(
     """Validate an experiment file, choose the runner and make its run folder; nothing runs yet."""
     exp = load_experiment(file)
     runtime, why = select_runtime(runner or "auto")
-    notes = preflight([exp], runtime, images={}, hf_cache=None, base=Path.cwd())
+    # what would stop a study is said here, and the run then fails with its reason (exit 4)
+    found = check_experiments([exp], runtime, origin=str(file), images={}, hf_cache=None,
+                              model_base=Path.cwd(), dataset_base=Path(file).parent)
     run_dir = new_study_dir(output_dir or DEFAULT_ROOT, exp.id)
-    return SingleRun(exp, run_dir, runtime, why, notes, observer)
+    return SingleRun(exp, run_dir, runtime, why, found.errors + found.warnings, observer,
+                     datasets=found.datasets)
 
 
 def run_experiment(

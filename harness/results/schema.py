@@ -4,13 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
+from harness.config.datasets import DatasetFile
 from harness.config.experiment import Experiment, FingerprintMode
 from harness.results.reasons import LEGACY_REASONS, FailureReason, reason_of
 
 RESULT_SCHEMA_VERSION = "1.1"
-MANIFEST_SCHEMA_VERSION = "1.0"
+MANIFEST_SCHEMA_VERSION = "1.1"
 
 EnergyMethod = Literal["nvml_counter", "nvml_power_integration", "rapl", "unavailable"]
 RunStatus = Literal["pending", "running", "done", "failed", "interrupted"]
@@ -68,6 +76,15 @@ class RunSpec(_Model):
     gpu_uuids: list[str] = Field(default_factory=list)
     runner: str = "local"
     model_fingerprint: FingerprintMode = "fast"
+    datasets: list[DatasetFile] = Field(default_factory=list)
+
+    @model_serializer(mode="wrap")
+    def _without_empty_datasets(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """No ``datasets`` key when there are none: agents older than it read the spec too."""
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("datasets"):
+            data.pop("datasets", None)
+        return data
 
 
 class LatencyStats(_Model):
@@ -335,6 +352,7 @@ class ExperimentResult(_Model):
     interference: Interference = Interference()
     warnings: list[Warning_] = Field(default_factory=list)
     model: ModelIdentity | None = None
+    datasets: list[DatasetFile] = Field(default_factory=list)
 
 
 class RunError(_Model):
@@ -392,6 +410,7 @@ class Manifest(_Model):
         default=None, description="where the study was started; relative paths resolve from it"
     )
     runs: list[RunRecord]
+    datasets: list[DatasetFile] = Field(default_factory=list)
 
     def record(self, run_id: str) -> RunRecord:
         """The record of one run."""

@@ -8,8 +8,9 @@ behind, and that a resume then completes the study without re-running any finish
 
 Mechanisms: ``docker kill`` from the test thread; a model folder whose config.json is broken
 (the agent raises); a memory limit too small for one experiment's attention matrices; a
-prompts file that is a named pipe nobody writes to (a real hang in I/O); ``docker image rm``
-of the study's image tag between two runs; a model folder that does not exist; SIGINT/SIGTERM
+prompts file replaced, once the study has started (its checks passed), by a named pipe nobody
+writes to (a real hang in I/O); ``docker image rm`` of the study's image tag between two runs;
+a model folder removed once the study has started; SIGINT/SIGTERM
 and SIGKILL sent to a ``harness study run`` process; a tmpfs filled up while a run writes into
 it; a bind mount remounted read-only between runs. Two faults need an agent that misbehaves on
 purpose and are simulated with an image derived from the real one (its entrypoint wraps the
@@ -173,15 +174,32 @@ def model_copy(tiny_model: Path, where: Path) -> Path:
     return where
 
 
-def hanging_prompts(model: Path) -> str:
-    """A prompts file in the model folder that is a named pipe nobody writes: reading it hangs."""
-    os.mkfifo(model / "prompts.jsonl")
-    return "/model/prompts.jsonl"
+PROMPT_LINE = '{"prompt": "the quick brown fox jumps"}\n'
 
 
-def fix_prompts(model: Path) -> None:
-    (model / "prompts.jsonl").unlink()
-    (model / "prompts.jsonl").write_text('{"prompt": "the quick brown fox jumps"}\n')
+def prompts_file(tmp_path: Path) -> Path:
+    """A prompts file beside the study: regular when the study starts, so its checks pass."""
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(PROMPT_LINE)
+    return path
+
+
+def hang(prompts: Path) -> None:
+    """Make the prompts file a named pipe nobody writes: an agent that reads it hangs."""
+    prompts.unlink()
+    os.mkfifo(prompts)
+
+
+def fix_prompts(prompts: Path) -> None:
+    """The prompts file as it was when the study started (the hash it recorded)."""
+    prompts.unlink()
+    prompts.write_text(PROMPT_LINE)
+
+
+def hang_once_running(study: Study, prompts: Path) -> None:
+    """Once run 1 runs (the start's checks passed), make the prompts of a later run hang."""
+    wait_for(lambda: study.status(study.run_ids[0]) in ("running", "done"), "run 1 to start")
+    hang(prompts)
 
 
 def done_snapshot(study: Study) -> dict[str, tuple[int, int]]:
@@ -335,17 +353,16 @@ def test_out_of_memory(tmp_path, docker_client, pytorch_cpu_image, tiny_model):
 
 
 def test_hang_past_timeout(tmp_path, docker_client, pytorch_cpu_image, tiny_model):
-    model = model_copy(tiny_model, tmp_path / "model")
-    study = Study(tmp_path, "timeout", model, "workload.dataset",
-                  ["synthetic", hanging_prompts(model)], timeout=15,
-                  top="include: [{batch_size: 2}]\n")
+    prompts = prompts_file(tmp_path)
+    study = Study(tmp_path, "timeout", tiny_model, "workload.dataset",
+                  ["synthetic", prompts], timeout=15, top="include: [{batch_size: 2}]\n")
     first, victim, last = study.run_ids
-    run_in_process(study)
+    run_in_process(study, lambda: hang(prompts))
     before = check_fault(docker_client, study, victim, "timeout", done=[first, last])
     err = read_model(study.dir / "runs" / victim / "error.json", RunError)
     assert err.where == "controller" and "timeout_s" in err.message
-    assert "read_text" in (err.traceback or ""), "the agent's traceback shows where it hung"
-    fix_prompts(model)
+    assert "read_file" in (err.traceback or ""), "the agent's traceback shows where it hung"
+    fix_prompts(prompts)
     resume_in_process(study)
     check_complete(docker_client, study, before)
 
@@ -376,11 +393,16 @@ def test_missing_image(tmp_path, docker_client, pytorch_cpu_image, tiny_model):
 
 
 def test_model_not_found(tmp_path, docker_client, pytorch_cpu_image, tiny_model):
-    missing = tmp_path / "not-downloaded-yet"
+    missing = model_copy(tiny_model, tmp_path / "not-downloaded-yet")  # there at the start
     study = Study(tmp_path, "nomodel", tiny_model, "model",
-                  [tiny_model, missing, model_copy(tiny_model, tmp_path / "m3")])
+                  [tiny_model, missing, model_copy(tiny_model, tmp_path / "m3")], gap=2)
     first, victim, last = study.run_ids
-    run_in_process(study)
+
+    def take_away() -> None:
+        wait_for(lambda: study.status(first) == "done", "run 1 done")
+        shutil.rmtree(missing)
+
+    run_in_process(study, take_away)
     before = check_fault(docker_client, study, victim, "model_not_found", done=[first, last])
     rec = study.manifest().record(victim)
     assert str(missing) in rec.message and rec.container_id is None  # no container started
@@ -391,11 +413,20 @@ def test_model_not_found(tmp_path, docker_client, pytorch_cpu_image, tiny_model)
 
 def test_max_consecutive_failures_stops_the_study(tmp_path, docker_client, pytorch_cpu_image,
                                                   tiny_model):
-    gone = [tmp_path / "gone-1", tmp_path / "gone-2"]
+    gone = [model_copy(tiny_model, tmp_path / "gone-1"), model_copy(tiny_model, tmp_path / "gone-2")]
     study = Study(tmp_path, "mcf", tiny_model, "model",
-                  [tiny_model, *gone, model_copy(tiny_model, tmp_path / "m4")], mcf=2)
+                  [tiny_model, *gone, model_copy(tiny_model, tmp_path / "m4")], mcf=2, gap=2)
     first, bad1, bad2, never = study.run_ids
+
+    def take_away() -> None:  # once the study has started (its checks passed)
+        wait_for(lambda: study.status(first) == "done", "run 1 done")
+        for path in gone:
+            shutil.rmtree(path)
+
+    injector = Injector(take_away)
+    injector.start()
     proc = cli("study", "run", str(study.file), cwd=tmp_path)
+    injector.check()
     assert proc.returncode == 5, proc.stdout + proc.stderr
     assert ("stopped after 2 consecutive failed runs (execution.max_consecutive_failures); "
             "last reason: model_not_found") in proc.stderr
@@ -419,12 +450,12 @@ def test_max_consecutive_failures_stops_the_study(tmp_path, docker_client, pytor
                          ids=["sigint", "sigterm", "sigint-twice-forces"])
 def test_interrupted_by_signal(tmp_path, docker_client, pytorch_cpu_image, tiny_model, signum,
                                times):
-    model = model_copy(tiny_model, tmp_path / "model")
-    study = Study(tmp_path, "signal", model, "workload.dataset",
-                  ["synthetic", hanging_prompts(model)])
+    prompts = prompts_file(tmp_path)
+    study = Study(tmp_path, "signal", tiny_model, "workload.dataset", ["synthetic", prompts])
     first, victim = study.run_ids
     proc, log = start_cli(study, tmp_path)
     try:
+        hang_once_running(study, prompts)
         container = wait_for(lambda: running_container(docker_client, study, victim),
                              "run 2's container")
         wait_for(lambda: b"[agent] run" in container.logs(), "the agent to start")
@@ -450,7 +481,7 @@ def test_interrupted_by_signal(tmp_path, docker_client, pytorch_cpu_image, tiny_
         assert agent.where == "agent" and "KeyboardInterrupt" in (agent.traceback or "")
     with pytest.raises(Exception):  # noqa: B017 - the container is gone
         container.reload()
-    fix_prompts(model)
+    fix_prompts(prompts)
     if (signum, times) == (signal.SIGINT, 1):  # once through the command line
         again = cli("study", "resume", str(study.dir), cwd=tmp_path)
         assert again.returncode == 0, again.stdout + again.stderr
@@ -460,11 +491,12 @@ def test_interrupted_by_signal(tmp_path, docker_client, pytorch_cpu_image, tiny_
 
 
 def test_controller_killed_mid_run(tmp_path, docker_client, pytorch_cpu_image, tiny_model):
-    model = model_copy(tiny_model, tmp_path / "model")
-    study = Study(tmp_path, "lost", model, "workload.dataset", ["synthetic", hanging_prompts(model)])
+    prompts = prompts_file(tmp_path)
+    study = Study(tmp_path, "lost", tiny_model, "workload.dataset", ["synthetic", prompts])
     first, victim = study.run_ids
     proc, _ = start_cli(study, tmp_path)
     try:
+        hang_once_running(study, prompts)
         wait_for(lambda: running_container(docker_client, study, victim), "run 2's container")
     finally:
         proc.kill()  # SIGKILL: no handler runs, nothing is cleaned up
@@ -475,7 +507,7 @@ def test_controller_killed_mid_run(tmp_path, docker_client, pytorch_cpu_image, t
     status = cli("study", "status", str(study.dir), cwd=tmp_path)
     assert "no controller is running it" in status.stdout, status.stdout
     before = done_snapshot(study)
-    fix_prompts(model)  # the stray still hangs on the old pipe
+    fix_prompts(prompts)  # the stray still hangs on the old pipe
     events: list[Event] = []
     resume_in_process(study, events)
     assert victim in [e.run_id for e in events if isinstance(e, OrphanFound)]
@@ -541,14 +573,15 @@ def ensure_engine() -> subprocess.CompletedProcess[str]:
 def test_docker_engine_restarted_mid_run(tmp_path, docker_client, pytorch_cpu_image, tiny_model):
     if os.getuid() != 0 or not DOCKER_PID.is_file():
         pytest.skip("restarting the Docker engine needs root and its pid file /var/run/docker.pid")
-    model = model_copy(tiny_model, tmp_path / "model")
-    study = Study(tmp_path, "engine", model, "workload.dataset",
-                  ["synthetic", hanging_prompts(model)], top="include: [{batch_size: 2}]\n",
+    prompts = prompts_file(tmp_path)
+    study = Study(tmp_path, "engine", tiny_model, "workload.dataset",
+                  ["synthetic", prompts], top="include: [{batch_size: 2}]\n",
                   extra="  engine_wait_s: 240\n")
     first, victim, last = study.run_ids
     restarted: list[subprocess.CompletedProcess[str]] = []
 
     def restart_engine() -> None:
+        hang(prompts)
         container = wait_for(lambda: running_container(docker_client, study, victim),
                              "run 2's container")
         wait_for(lambda: b"[agent] run" in container.logs(), "the agent to start")
@@ -570,7 +603,7 @@ def test_docker_engine_restarted_mid_run(tmp_path, docker_client, pytorch_cpu_im
     rec = study.manifest().record(victim)
     assert "stopped answering" in rec.message and "exited with code" in rec.message
     assert "[agent] run" in (study.dir / "runs" / victim / "container.log").read_text()
-    fix_prompts(model)
+    fix_prompts(prompts)
     resume_in_process(study)
     check_complete(docker_client, study, before)
 

@@ -92,3 +92,64 @@ def test_study_through_local_runner(tmp_path, tiny_model):
     manifest = check_results(study_dir)
     assert manifest.runner == "local"
     assert all(r.container_id is None for r in manifest.runs)
+
+
+def prompts_study(model: Path, runner: str, out: Path) -> str:
+    """One run of the tiny model on data/prompts.jsonl, relative to the study file."""
+    return json.dumps({
+        "name": f"prompts-{runner}",
+        "experiment": {
+            "model": str(model), "backend": "pytorch", "device": "cpu", "precision": "fp32",
+            "batch_size": 2,
+            "workload": {"dataset": "data/prompts.jsonl", "num_prompts": 3, "input_tokens": 12,
+                         "output_tokens": 4},
+            "measurement": {"warmup_batches": 0, "baseline_s": 0, "min_window_s": 0,
+                            "prefill_split": False},
+        },
+        "execution": {"cycles": 1, "runner": runner, "timeout_s": 300},
+        "output_dir": str(out),
+    })
+
+
+@pytest.mark.docker
+def test_a_prompts_file_outside_the_repository_reaches_both_runners(
+        tmp_path, docker_client, pytorch_cpu_image, tiny_model):
+    """Relative to the study file (run from the repository), mounted read-only in containers,
+    read at its host path by the local runner: the same bytes and the same prompt tokens."""
+    import hashlib
+
+    folder = tmp_path / "my-study"
+    prompts = folder / "data" / "prompts.jsonl"
+    prompts.parent.mkdir(parents=True)
+    texts = ["Hello there", "", "A much longer prompt that the workload cuts to twelve tokens, "
+             "whatever the tokenizer makes of it", "short", "never read: num_prompts is 3"]
+    prompts.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
+    sha = hashlib.sha256(prompts.read_bytes()).hexdigest()
+    token_hashes = {}
+    for runner, agent_path in (("docker", "/datasets/workload.dataset/prompts.jsonl"),
+                               ("local", str(prompts))):
+        study = folder / f"{runner}.yaml"
+        out = folder / f"results-{runner}"
+        study.write_text(prompts_study(tiny_model, runner, out))
+        proc = subprocess.run([sys.executable, "-m", "harness.cli", "study", "run", str(study)],
+                              capture_output=True, text=True, cwd=REPO, timeout=600,
+                              env={**os.environ, "COLUMNS": "200"})
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        (study_dir,) = out.iterdir()
+        manifest = read_model(study_dir / "manifest.json", Manifest)
+        (rec,) = manifest.runs
+        assert rec.status == "done", rec.message
+        result = read_model(study_dir / "runs" / rec.run_id / "result.json", ExperimentResult)
+        (entry,) = result.datasets
+        assert (entry.field, entry.source, entry.path, entry.sha256, entry.agent_path) == (
+            "workload.dataset", "data/prompts.jsonl", str(prompts), sha, agent_path)
+        assert manifest.datasets == [entry.model_copy(update={"agent_path": None})]
+        lengths = [json.loads(line)["input_tokens"]
+                   for line in (study_dir / "runs" / rec.run_id / "requests.jsonl").read_text()
+                   .splitlines()]
+        assert len(lengths) == 3 * result.tokens.iterations
+        assert max(lengths) == 12 and min(lengths) < 12  # the long one cut, the others not
+        token_hashes[runner] = result.tokens.prompts_sha256
+        report = (study_dir / "report" / "report.md").read_text()
+        assert f"prompts file data/prompts.jsonl ({prompts}, sha256 {sha})" in report
+    assert token_hashes["docker"] == token_hashes["local"] is not None

@@ -114,11 +114,14 @@ def test_mixed_pytorch_and_vllm_study_in_containers(
     manifest = read_model(study_dir / "manifest.json", Manifest)
     assert manifest.state == "complete" and len(manifest.runs) == 4
     tags = {}
+    engines: dict[str, tuple[str, str]] = {}
     for rec in manifest.runs:
         assert rec.status == "done", (rec.run_id, rec.reason, rec.message)
         run_dir = study_dir / "runs" / rec.run_id
         result = read_model(run_dir / "result.json", ExperimentResult)
         tags[rec.run_id] = (result.experiment.backend, rec.image.tag)
+        engines[result.experiment.backend] = (result.backend_info["engine"],
+                                               result.backend_info["engine_version"])
         assert result.environment["in_container"] is True
         assert result.tokens.output_tokens == result.tokens.requests * 8
         check_latency(result, read_requests(run_dir))
@@ -128,5 +131,11 @@ def test_mixed_pytorch_and_vllm_study_in_containers(
         ("pytorch", pytorch_cpu_image), ("pytorch", pytorch_cpu_image),
         ("vllm", vllm_cpu_image), ("vllm", vllm_cpu_image),
     ]
+    # the report's Setup names both engines with the versions the runs recorded
+    setup = (study_dir / "report" / "report.md").read_text().split("## Setup", 1)[1]
+    assert {backend for backend, _ in engines.items()} == {"pytorch", "vllm"}
+    assert engines["vllm"][0] == "vllm" and engines["pytorch"][0] == "transformers"
+    for backend, (engine, version) in engines.items():
+        assert f"- backend {backend}: {engine} {version} on torch " in setup, setup
     mine = {"label": "org.harness.study=mixed"}
     assert docker_client.containers.list(all=True, filters=mine) == [], "a container was left behind"

@@ -22,15 +22,24 @@ from harness.results.schema import (
     LatencyStats,
     RunError,
     RunInfo,
+    RunSpec,
     Throughput,
     Timings,
     Tokens,
     Warning_,
 )
 
-OUTPUT_TOKENS = 4000
-INPUT_TOKENS = 8000
-REQUESTS = 64
+PROMPTS = 8  # the workload's num_prompts
+PROMPT_TOKENS = 16  # its input_tokens: each synthetic prompt's exact length
+NEW_TOKENS = 8  # its output_tokens
+ITERATIONS = 8  # passes over the prompts in each measured window
+REQUESTS = PROMPTS * ITERATIONS
+INPUT_TOKENS = REQUESTS * PROMPT_TOKENS
+OUTPUT_TOKENS = REQUESTS * NEW_TOKENS
+#: the engine (name, version) each backend's runs report
+ENGINES = {"pytorch": ("transformers", "4.57.1"), "vllm": ("vllm", "0.32.0"),
+           "tensorrt_llm": ("tensorrt_llm", "1.0.0")}
+PROMPTS_SHA256 = "ab" * 32
 
 
 def study_data(sweep: dict[str, list[Any]], cycles: int, name: str = "synth") -> dict[str, Any]:
@@ -40,7 +49,8 @@ def study_data(sweep: dict[str, list[Any]], cycles: int, name: str = "synth") ->
         "experiment": {
             "model": "models/tiny", "backend": "pytorch", "device": "cuda",
             "precision": "fp32", "batch_size": 1,
-            "workload": {"num_prompts": 8, "input_tokens": 16, "output_tokens": 8},
+            "workload": {"num_prompts": PROMPTS, "input_tokens": PROMPT_TOKENS,
+                         "output_tokens": NEW_TOKENS},
             "measurement": {"warmup_batches": 1, "baseline_s": 0, "min_window_s": 0.5},
         },
         "sweep": sweep,
@@ -83,7 +93,8 @@ def make_study(
     study_dir.mkdir(parents=True)
     (study_dir / "study.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     atomic_write_json(study_dir / "plan.json", plan)
-    manifest = mio.new_manifest(plan, study_dir / "study.yaml", working_dir=working_dir)
+    manifest = mio.new_manifest(plan, study_dir / "study.yaml",
+                                working_dir=working_dir if working_dir is not None else root)
     manifest.runner = "local"
     manifest.runner_reason = "synthetic"
     params = {p.id: p.params for p in plan.experiments}
@@ -106,7 +117,12 @@ def make_study(
         tps *= math.exp(rng.normal(0, noise))
         result = synthetic_result(plan, run, jpt if energy else None, tps, extra_env)
         atomic_write_json(run_dir / "result.json", result)
-        atomic_write_json(run_dir / "config.json", {"run": run.run_id})
+        exp = plan.experiment(run.experiment_id)
+        atomic_write_json(run_dir / "config.json", RunSpec(
+            run=result.run, experiment=exp, model_path=str(root / exp.model), runner="local"))
+        (run_dir / "requests.jsonl").write_text("".join(
+            f'{{"iteration": {i // PROMPTS}, "input_tokens": {PROMPT_TOKENS}, '
+            f'"output_tokens": {NEW_TOKENS}}}\n' for i in range(REQUESTS)))
         lines = ["phase,t_s,device,power_w,energy_j,temperature_c,sm_clock_mhz,mem_clock_mhz,"
                  "memory_used_bytes,utilization_gpu_pct,throttle_reasons"]
         if timeseries and energy:
@@ -137,15 +153,19 @@ def synthetic_result(plan: Any, run: Any, jpt: float | None, tps: float,
             devices=[DeviceEnergy(device="gpu0", energy_j=energy_j)],
         )
     e2e = window_s / 8
+    engine, version = ENGINES[exp.backend]
     return ExperimentResult(
         run=RunInfo(study=plan.study, experiment_id=run.experiment_id, cycle=run.cycle,
                     run_id=run.run_id),
         experiment=exp,
+        backend_info={"engine": engine, "engine_version": version},
         environment={"python": "3.11", "platform": "synthetic", "harness_version": "0.1.0",
-                     "cpu": {"model": "synthetic"}, "packages": {"numpy": "2.0"},
+                     "cpu": {"model": "synthetic", "logical_cores": 2},
+                     "packages": {"numpy": "2.0"},
                      **(extra_env or {})},
         timings=Timings(window_s=window_s),
-        tokens=Tokens(requests=REQUESTS, input_tokens=INPUT_TOKENS, output_tokens=OUTPUT_TOKENS),
+        tokens=Tokens(requests=REQUESTS, input_tokens=INPUT_TOKENS, output_tokens=OUTPUT_TOKENS,
+                      iterations=ITERATIONS, prompts_sha256=PROMPTS_SHA256),
         throughput=Throughput(output_tokens_per_s=tps, total_tokens_per_s=3 * tps,
                               requests_per_s=REQUESTS / window_s),
         latency=Latency(e2e=LatencyStats(mean_s=e2e, p50_s=e2e, p90_s=1.5 * e2e, n=REQUESTS)),

@@ -270,33 +270,63 @@ def test_an_invalid_manifest_is_named_once(tmp_path: Path, command: str) -> None
 
 @pytest.mark.slow
 def test_an_input_failure_in_the_agent_is_said_once(tmp_path: Path) -> None:
-    """The run's failure line and the stop are each printed once, without class names."""
+    """The run's failure line and the stop are each printed once, without class names.
+
+    The input failure: the prompts file is changed between two runs (after the checks at the
+    start passed), so the agent refuses it.
+    """
+    import hashlib
+    import time
+
     from harness.models import write_tiny_model
+    from harness.results.manifest import load
 
     model = write_tiny_model(tmp_path / "tiny")
-    missing = tmp_path / "nowhere" / "prompts.jsonl"
+    prompts = tmp_path / "elsewhere" / "prompts.jsonl"
+    prompts.parent.mkdir()
+    before = b'{"prompt": "one"}\n{"prompt": "two"}\n'
+    after = before + b'{"prompt": "three"}\n'
+    prompts.write_bytes(before)
     study = tmp_path / "study.yaml"
     study.write_text(yaml.safe_dump({
         "name": "once",
         "experiment": {
             "model": str(model), "device": "cpu", "precision": "fp32", "batch_size": 1,
-            "workload": {"dataset": str(missing), "num_prompts": 2, "input_tokens": 8,
-                         "output_tokens": 2},
+            "workload": {"dataset": "elsewhere/prompts.jsonl", "num_prompts": 2,
+                         "input_tokens": 8, "output_tokens": 2},
             "measurement": {"warmup_batches": 0, "baseline_s": 0, "min_window_s": 0,
                             "prefill_split": False},
         },
         "sweep": {"batch_size": [1, 2]},
-        "execution": {"cycles": 1, "runner": "local", "max_consecutive_failures": 1},
+        "execution": {"cycles": 1, "runner": "local", "max_consecutive_failures": 1,
+                      "gap_s": 5},
         "output_dir": str(tmp_path / "results"),
     }))
-    proc = harness("study", "run", str(study), cwd=tmp_path, columns=200)
-    both = proc.stdout + proc.stderr
+    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "study", "run", str(study)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=REPO, env=env)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        folders = list((tmp_path / "results").glob("once-*"))
+        try:
+            if folders and load(folders[0]).runs[0].status == "done":
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.05)
+    prompts.write_bytes(after)  # in the gap before the second run
+    out, err = proc.communicate(timeout=300)
+    both = out + err
     assert proc.returncode == ExitCode.ABORTED, both
     assert "UserInputError" not in both
-    assert both.count("cannot read the prompt file") == 1, both
+    assert both.count("the prompts file changed since it was checked") == 1, both
     assert both.count("consecutive failed runs") == 1, both
     (study_dir,) = (tmp_path / "results").iterdir()
     (run_dir,) = [p for p in (study_dir / "runs").iterdir() if (p / "error.json").exists()]
     error = json.loads((run_dir / "error.json").read_text())
     assert error["reason"] == "input_invalid"
-    assert error["message"] == f"{missing}: cannot read the prompt file (No such file or directory)"
+    assert error["message"] == (
+        f"{prompts}: the prompts file changed since it was checked (sha256 "
+        f"{hashlib.sha256(after).hexdigest()[:12]}, recorded "
+        f"{hashlib.sha256(before).hexdigest()[:12]}); restore it, or start the study anew with it")

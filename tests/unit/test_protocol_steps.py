@@ -248,9 +248,9 @@ def test_uuids_match_without_the_prefix_and_case(tmp_path, clock):
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    (None, "cannot read the prompt file"),
-    ('{"prompt": "a"}\nnot json\n', "line 2: expected a JSON object with a 'prompt' string"),
-    ('{"prompt": 3}\n', "line 1: 'prompt' is not a string"),
+    (None, "no such prompts file"),
+    ('{"prompt": "a"}\nnot json\n', "line 2: not JSON"),
+    ('{"prompt": 3}\n', "line 1: no \"prompt\" string"),
     ('{"prompt": "a"}\n{"prompt": "  "}\n', "has 1 usable prompts, the workload asks for 4"),
 ])
 def test_a_bad_prompts_file_fails_before_the_engine_loads(tmp_path, clock, content, message):

@@ -179,3 +179,86 @@ def test_cli_report(energy_study: Path):
     energy_rows = [line for line in proc.stdout.splitlines() if "energy per output token" in line]
     assert "batch_size" in energy_rows[0] and "5." in energy_rows[0]
     assert "1 runs not done" in proc.stdout
+
+
+def setup_lines(md: str) -> list[str]:
+    """The items of the report's Setup section."""
+    section = md.split("## Setup\n\n", 1)[1].split("\n\n## ", 1)[0]
+    return [line[2:] for line in section.splitlines() if line.startswith("- ")]
+
+
+def test_the_setup_of_a_mixed_engine_study_names_everything_an_appendix_needs(tmp_path: Path):
+    from _synthetic import ENGINES, PROMPTS_SHA256
+
+    from harness.config.datasets import DatasetFile
+    from harness.results import manifest as mio
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(f'{{"prompt": "p{i}"}}\n' for i in range(8)))
+    study_dir = make_study(
+        tmp_path, sweep={"backend": ["pytorch", "vllm"], "batch_size": [1, 4]},
+        j_factors={"backend": {"vllm": 0.5}}, cycles=2,
+        experiment={"workload": {"dataset": "prompts.jsonl", "num_prompts": 8,
+                                 "input_tokens": 16, "output_tokens": 8}},
+        extra_env={"sensor": {"devices": [{"name": "NVIDIA H200"}]}},
+    )
+    manifest = mio.load(study_dir)
+    manifest.datasets = [DatasetFile(field="workload.dataset", source="prompts.jsonl",
+                                     path=str(prompts), sha256="cd" * 32)]
+    mio.save(manifest, study_dir)
+    build(study_dir, figures=False)
+    md = (study_dir / "report" / "report.md").read_text()
+    (pytorch, pytorch_version), (vllm, vllm_version) = ENGINES["pytorch"], ENGINES["vllm"]
+    assert setup_lines(md) == [
+        f"model: models/tiny (a folder: {tmp_path / 'models' / 'tiny'})",
+        "precision: fp32",
+        f"backend pytorch: {pytorch} {pytorch_version} (4 runs)",
+        f"backend vllm: {vllm} {vllm_version} (4 runs)",
+        f"workload: prompts file prompts.jsonl ({prompts}, sha256 {'cd' * 32}), its first 8 "
+        "non-blank prompts, each cut to at most 16 tokens; 8 output tokens per prompt "
+        "(generation goes on past EOS)",
+        f"prompts as sent (pytorch, vllm): 8 prompts, 16 input tokens each; token ids sha256 "
+        f"{PROMPTS_SHA256}; each measured window went 8 times over them",
+        "decoding: greedy (temperature 0)",
+        "measurement: idle power for 0 s before the model loads; warmup 1 batch; a measured "
+        "window of at least 0.5 s (the prompts repeat until it lasts that long); power sampled "
+        "every 100 ms; prefill/decode split measured",
+        "hardware: CPU synthetic (2 logical cores); GPUs 1 x NVIDIA H200",
+        "runner: local (synthetic); no container image (the agent ran in the host's Python)",
+        "execution: 4 experiments x 2 cycles = 8 runs, order interleaved, 0 s between runs",
+    ]
+    note = md.split("## Setup\n\n", 1)[1].split("\n\n## ", 1)[0].split("\n\n")[-1]
+    assert note.startswith("Intervals are wide: some experiments have only 2 done runs.")
+    assert "t = 12.71 at n = 2 against 2.78 at n = 5" in note
+    assert "the interval at n = 2 is 7.2 times as wide as at n = 5" in note
+    assert "The study ran 2 cycles; run at least 3" in note
+
+
+def test_three_cycles_need_no_note_and_a_single_run_gets_its_own(tmp_path: Path):
+    three = make_study(tmp_path / "a", sweep={"batch_size": [1, 8]}, j_factors={}, cycles=3)
+    build(three, figures=False)
+    assert "Intervals are wide" not in (three / "report" / "report.md").read_text()
+    single = make_study(tmp_path / "b", sweep={"batch_size": [1, 8]}, j_factors={}, cycles=1)
+    build(single, figures=False)
+    assert ("Some experiments have a single done run: no interval can be given for them"
+            in (single / "report" / "report.md").read_text())
+
+
+def test_a_value_past_its_limit_never_reads_as_the_limit():
+    from harness.analysis.report.text import percent_past
+
+    assert percent_past(0.1004, 0.10) == ("10.04%", "10%")
+    assert percent_past(0.104, 0.10) == ("10.4%", "10%")
+    assert percent_past(0.25, 0.10) == ("25%", "10%")
+    assert percent_past(0.051, 0.05) == ("5.1%", "5%")
+
+
+def test_a_high_cv_warning_says_how_far_above_the_limit(tmp_path: Path):
+    study_dir = make_study(tmp_path, sweep={"batch_size": [1, 8]}, j_factors={}, cycles=3,
+                           noise=0.3)
+    report = build(study_dir, figures=False)
+    high = [message for _, code, message in report.warnings if code == "high_cv"]
+    assert high
+    for message in high:
+        shown = re.search(r"varies ([\d.]+%) \(CV\) over 3 cycles, above the 10% limit$", message)
+        assert shown and shown.group(1) != "10%", message

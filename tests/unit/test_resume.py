@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -267,7 +268,12 @@ def test_ctrl_c_during_a_gap_stops_at_once(tmp_path, monkeypatch):
     path.write_text("name: gap\nexperiment: {model: ./not-here, device: cpu}\n"
                     "sweep: {batch_size: [1, 2, 3]}\n"
                     f"execution: {{gap_s: 600, runner: local}}\noutput_dir: {tmp_path / 'out'}\n")
+    folder = tmp_path / "not-here"  # a model folder at the start (the checks pass), then gone
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
     prepared = start_study(path)
+    shutil.rmtree(folder)
     first = prepared.run.plan.runs[0].run_id
     # what the process had before (SIG_IGN, not Python's default, when started in the background)
     before = signal.getsignal(signal.SIGINT)

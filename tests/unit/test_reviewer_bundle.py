@@ -16,7 +16,7 @@ from harness.bundle import BundleInvalid, Limits, create, extract, verify
 from harness.bundle.carry import carry_workload, workload_files
 from harness.bundle.images import archive_path, check_archive
 from harness.bundle.models import Recorded, check_model, locate_models
-from harness.bundle.reproduce import ReviewerModels, _carry_prompts, reproduce
+from harness.bundle.reproduce import ReviewerModels, _carry_prompts, carried_datasets, reproduce
 from harness.errors import UserInputError
 from harness.model_identity import identify
 from harness.models import write_tiny_model
@@ -180,7 +180,8 @@ def test_prompt_files_travel_with_their_hash(tiny: Path, tmp_path: Path):
     assert any("prompt file prompts/chat.jsonl" in c for c in verify(tmp_path / "b.tar.gz").checks)
     new_dir = tmp_path / "reproduced"
     prov = json.loads((root / "provenance" / "provenance.json").read_text())
-    (note,) = _carry_prompts(root, prov, new_dir)  # reproduce puts them where the study says
+    moved, (note,) = _carry_prompts(carried_datasets(root, prov), root, new_dir)  # as named
+    assert [d.path for d in moved] == [str(new_dir / "prompts" / "chat.jsonl")]
     assert (new_dir / "prompts" / "chat.jsonl").read_bytes() == prompts.read_bytes()
     assert str(new_dir / "prompts" / "chat.jsonl") in note
 

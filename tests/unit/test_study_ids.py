@@ -18,6 +18,7 @@ STUDY_IDS = {
         "7c8adc2879", "8ef8c3b62f", "c58f395e5b", "916b7cb858", "9a1cdd1fb9", "749a3a5781",
     ],
     "demo.yaml": ["0eb5b1cc45", "1222289dc5", "01f9817224", "782c7733ee"],
+    "own-prompts-cpu.yaml": ["29960e9faf", "a12b928319", "a7adf0152a", "3f15b4d854"],
     "sweep.yaml": [
         "b9dd75b592", "3e44345b87", "8b8da02daf", "d22edee87a", "70094f37ab", "c6f50eb388",
         "28164d76a4", "ae4d081b7d", "5137952fd1", "5120b88a53", "3219be9024", "54e753e90d",
@@ -29,6 +30,7 @@ STUDY_IDS = {
 EXPERIMENT_IDS = {
     "experiment-cpu.yaml": "71e5b385e6",
     "experiment-cuda.yaml": "9eed4c85df",
+    "experiment-prompts-cpu.yaml": "4ea4e7954e",
     "experiment-tensorrt-llm.yaml": "a7bc3b19b0",
     "experiment-vllm-cpu.yaml": "ddfc490175",
     "experiment-vllm-cuda.yaml": "8f21b8cf5f",

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from harness.config.datasets import DatasetFile
 from harness.results.reasons import FailureReason
 from harness.results.schema import ImageInfo
 
@@ -31,6 +32,8 @@ class RunJob:
     pids_limit: int = 4096
     #: secrets handed to the agent (HF_TOKEN); see harness.secrets
     env: dict[str, str] = field(default_factory=dict)
+    #: the files the run reads (prompt files), resolved and hashed on the host
+    datasets: list[DatasetFile] = field(default_factory=list)
 
 
 def agent_env(job: RunJob) -> dict[str, str]:
@@ -119,6 +122,10 @@ class Runtime(Protocol):
 
     def model_path_for_agent(self, job: RunJob) -> str:
         """Where the agent will find the model."""
+        ...
+
+    def dataset_path_for_agent(self, dataset: DatasetFile) -> str:
+        """Where the agent will find a file the study names (read-only)."""
         ...
 
     def prepare(self, image: str) -> ImageInfo | None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from harness.backends import registry
 from harness.backends.cache import cache_root
+from harness.config.datasets import CONTAINER_ROOT, DatasetFile
 from harness.controller.images.retention import keep, study_dir_of
 from harness.controller.runtimes.base import Orphan, RunJob, RunOutcome, agent_env
 from harness.controller.runtimes.hardening import (
@@ -138,6 +139,10 @@ class DockerRuntime:
         """/model for a mounted folder, else the hub id (read from /hf-cache)."""
         return "/model" if job.model_host_path else job.model_ref
 
+    def dataset_path_for_agent(self, dataset: DatasetFile) -> str:
+        """/datasets/FIELD/NAME: each file is mounted there read-only, by itself."""
+        return f"{CONTAINER_ROOT}/{dataset.field}/{Path(dataset.path).name}"
+
     def image_info(self, image: str) -> ImageInfo | None:
         """Identity of a local image, or None if the engine does not have it."""
         import docker.errors
@@ -190,6 +195,8 @@ class DockerRuntime:
             target = "/hf-cache/hub" if hub.is_dir() else "/hf-cache"
             volumes[str(source)] = {"bind": target, "mode": "ro"}
             env["HF_HOME"] = "/hf-cache"
+        for dataset in job.datasets:  # the file alone: nothing else of its folder is visible
+            volumes[dataset.path] = {"bind": self.dataset_path_for_agent(dataset), "mode": "ro"}
         mount = cache_mount(job, self.cache_dir)
         if mount is not None:  # built engines, reused across runs (BackendSpec.cache_mount)
             host, target = mount

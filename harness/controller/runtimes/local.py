@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from harness.config.datasets import DatasetFile
 from harness.controller.runtimes.base import Orphan, RunJob, RunOutcome, agent_env
 from harness.results.reasons import FailureReason
 from harness.results.schema import ImageInfo
@@ -67,6 +68,10 @@ class LocalRuntime:
     def model_path_for_agent(self, job: RunJob) -> str:
         """The host path itself, or the hub id."""
         return str(job.model_host_path) if job.model_host_path else job.model_ref
+
+    def dataset_path_for_agent(self, dataset: DatasetFile) -> str:
+        """The host path itself."""
+        return dataset.path
 
     def prepare(self, image: str) -> ImageInfo | None:
         """No image: the agent runs in this Python environment."""

@@ -1,0 +1,43 @@
+"""How the report writes numbers: figures, intervals, and a value beside the limit it passed."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+#: ratios (effects) keep their trailing zeros: x1.20, not x1.2
+RATIO_SPEC = "#.3g"
+
+
+def num(value: Any, spec: str = ".4g") -> str:
+    """A value as the report writes it: numbers with ``spec``, unknown as n/a."""
+    try:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return "n/a"
+    except TypeError:
+        pass
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return format(value, spec)
+    return str(value)
+
+
+def ci(mean: Any, low: Any, high: Any, spec: str = ".4g") -> str:
+    """A mean and its interval: ``m [low, high]``, ``m [n/a]`` without one."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    if isinstance(low, float) and math.isnan(low):
+        return f"{num(mean, spec)} [n/a]"
+    return f"{num(mean, spec)} [{num(low, spec)}, {num(high, spec)}]"
+
+
+def percent_past(value: float, limit: float) -> tuple[str, str]:
+    """A percentage and the limit it passed, each with the digits that keep them apart.
+
+    A CV of 0.1004 against a 10 % limit is written 10.04 % and 10 %, never 10 % and 10 %.
+    """
+    shown = f"{limit * 100:g}%"
+    for digits in range(0, 7):
+        text = format(value, f".{digits}%")
+        if text != format(limit, f".{digits}%"):
+            return text, shown
+    return format(value, ".6%"), shown
