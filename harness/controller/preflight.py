@@ -85,17 +85,24 @@ def preflight(
     hf_cache: str | None,
     base: Path | None,
 ) -> list[str]:
-    """Warnings about runs that will fail as things stand (missing images or model folders)."""
+    """Warnings about runs that will fail as things stand.
+
+    Missing images or model folders, or a model folder that rules an experiment out.
+    """
     notes = []
-    models: set[str] = set()
+    models: dict[str, Path | None] = {}
     tags: set[str] = set()
     for exp in experiments:
         if exp.model not in models:
-            models.add(exp.model)
+            models[exp.model] = None
             try:
-                locate_model(exp.model, hf_cache, base)
+                models[exp.model] = locate_model(exp.model, hf_cache, base).host_path
             except RunFailure as e:
                 notes.append(f"{e}; its runs will fail unless it appears")
+        folder = models[exp.model]
+        if folder is not None:  # checks that read the model's files (a quantization config)
+            notes += [f"experiment {exp.id}: {why}; its runs will fail"
+                      for why in exp.spec.problems_with_model(exp, folder)]
         tag = image_for(images, exp.backend, exp.device)
         if runtime.name == "docker" and tag is None:
             notes.append(f"backend {exp.backend} has no image for {exp.device}; its runs will "

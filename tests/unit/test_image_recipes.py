@@ -186,7 +186,7 @@ def test_images_the_study_names_itself_are_not_built(tmp_path: Path) -> None:
     assert images_needed(*plan_study(study)) == [("pytorch", "cpu")]
 
 
-def test_images_build_for_a_study_builds_each_needed_image(monkeypatch) -> None:
+def test_images_build_for_a_study_builds_each_needed_image(monkeypatch, tmp_path) -> None:
     from typer.testing import CliRunner
 
     from harness import cli
@@ -202,8 +202,17 @@ def test_images_build_for_a_study_builds_each_needed_image(monkeypatch) -> None:
     result = runner.invoke(cli.app, ["images", "build", "--study",
                                      str(REPO / "studies" / "sweep.yaml"), "--offline"])
     assert result.exit_code == 0, result.output
-    # CUDA images have no registry-less recipe: built from their vendor base, and said so
-    assert built == [("pytorch", "cuda", True), ("vllm", "cuda", False)]
+    # the PyTorch and vLLM CUDA images build from the wheelhouse too
+    assert built == [("pytorch", "cuda", True), ("vllm", "cuda", True)]
+    assert "has no registry-less recipe" not in result.output
+    built.clear()
+    # TensorRT-LLM's has no registry-less recipe: built from its vendor base, and said so
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text("name: mixed\nexperiment: {model: m, backend: tensorrt_llm, device: cuda}\n"
+                     "include: [{backend: pytorch, device: cpu}]\n")
+    result = runner.invoke(cli.app, ["images", "build", "--study", str(mixed), "--offline"])
+    assert result.exit_code == 0, result.output
+    assert built == [("tensorrt_llm", "cuda", False), ("pytorch", "cpu", True)]
     assert "has no registry-less recipe" in result.output
     built.clear()
     result = runner.invoke(cli.app, ["images", "build", "--study",
