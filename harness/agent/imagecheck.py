@@ -88,12 +88,14 @@ def pip_problems(removed: Iterable[str] = ()) -> list[str]:
     """``pip check``'s complaints, except those about packages the recipe removed on purpose."""
     out = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True,
                          check=False)
+    return [] if out.returncode == 0 else complaints(out.stdout + out.stderr, removed)
+
+
+def complaints(pip_check_output: str, removed: Iterable[str] = ()) -> list[str]:
+    """The lines of ``pip check``'s output that name no package in ``removed``."""
     gone = {_norm(n) for n in removed}
-    lines = [ln for ln in (out.stdout + out.stderr).splitlines() if ln.strip()]
-    if out.returncode == 0:
-        return []
-    return [ln for ln in lines
-            if not any(_norm(w) in gone for w in re.findall(r"[A-Za-z0-9_.-]+", ln))]
+    return [ln for ln in pip_check_output.splitlines() if ln.strip()
+            and not any(_norm(w) in gone for w in re.findall(r"[A-Za-z0-9_.-]+", ln))]
 
 
 def unresolved_libraries(roots: Iterable[Path], ldd: str = "ldd") -> dict[str, list[str]]:
@@ -166,8 +168,8 @@ def run_checks(
     # the engine's own extension modules and torch's and Triton's: ldd follows what each links
     # (CUDA libraries from the nvidia-* wheels included); optional plugins such as NVSHMEM's
     # MPI and RDMA transports are loaded only on demand and are left out
-    engine = str(build.get("engine") or "")
-    roots = package_dirs([m for m in (engine, "torch", "triton") if m and _has(m)])
+    library = str(build.get("engine") or "")
+    roots = package_dirs([m for m in (library, "torch", "triton") if m and _has(m)])
     unresolved = unresolved_libraries(roots)
     checks.append(Check(
         "libraries", not unresolved,

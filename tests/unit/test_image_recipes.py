@@ -223,3 +223,28 @@ def test_images_build_for_a_study_builds_each_needed_image(monkeypatch, tmp_path
                                      str(REPO / "studies" / "demo.yaml"), "--backend", "vllm"])
     assert isinstance(result.exception, UserInputError)
     assert "either --study or --backend/--device" in str(result.exception)
+
+
+def test_the_build_context_streams_as_a_tar(tmp_path: Path, monkeypatch) -> None:
+    import io
+    import tarfile
+
+    from harness.controller.images.wheels import stream_context
+
+    context = tmp_path / "ctx"
+    (context / "wheels" / "deps").mkdir(parents=True)
+    (context / "Dockerfile").write_text("FROM scratch\n")
+    big = bytes(range(256)) * 20_000  # several chunks
+    (context / "wheels" / "deps" / "a.whl").write_bytes(big)
+    chunks = list(stream_context(context, chunk_bytes=64 * 1024))
+    assert len(chunks) > 10 and all(len(c) <= 64 * 1024 for c in chunks)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+        assert sorted(tar.getnames()) == ["Dockerfile", "wheels", "wheels/deps", "wheels/deps/a.whl"]
+        member = tar.extractfile("wheels/deps/a.whl")
+        assert member is not None and member.read() == big
+    def unreadable(*args, **kwargs):
+        raise PermissionError("denied")
+
+    monkeypatch.setattr(tarfile.TarFile, "add", unreadable)
+    with pytest.raises(EnvironmentProblem, match="cannot send the build context .*: denied"):
+        list(stream_context(context))

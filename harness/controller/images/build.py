@@ -23,6 +23,7 @@ from harness.controller.images.wheels import (
     build_wheel,
     digest,
     fill_wheelhouse,
+    stream_context,
 )
 from harness.errors import EnvironmentProblem, UserInputError
 from harness.source import source_info
@@ -159,7 +160,8 @@ def build_image(
         labels[CUDA_LABEL] = recipe.cuda
     say(f"building {tag} from {base}")
     image_id = _stream_build(
-        client, progress, path=str(context), tag=tag, buildargs=build_args, labels=labels
+        client, progress, fileobj=stream_context(context), custom_context=True, tag=tag,
+        buildargs=build_args, labels=labels,
     )
     try:
         attrs = client.images.get(image_id).attrs
