@@ -8,8 +8,8 @@ image (controller/images/check.py) together with a cuda run the agent must refus
   cuda_runtime  the CUDA runtime the engine was built for is the one the image's label names
   requirements  every requirement the image was built from is installed at a matching version
   pip_check     the installed packages' own dependencies are consistent (``pip check``)
-  libraries     every shared library of the engine, torch and Triton finds the libraries it
-                links, except those the NVIDIA driver brings into a container with GPUs
+  libraries     every library that the shared objects of the engine, torch and Triton link is
+                in the image (the NVIDIA driver's aside: a container with GPUs gets them)
   compiler      a C compiler and the Python headers, which Triton needs to build its kernel
                 launchers at run time (only where Triton is installed)
 """
@@ -98,15 +98,25 @@ def complaints(pip_check_output: str, removed: Iterable[str] = ()) -> list[str]:
             and not any(_norm(w) in gone for w in re.findall(r"[A-Za-z0-9_.-]+", ln))]
 
 
-def unresolved_libraries(roots: Iterable[Path], ldd: str = "ldd") -> dict[str, list[str]]:
-    """Shared objects under ``roots`` -> libraries they link that the loader cannot find."""
+def unresolved_libraries(
+    roots: Iterable[Path], ldd: str = "ldd", shipped: Iterable[Path] = ()
+) -> dict[str, list[str]]:
+    """Shared objects under ``roots`` -> libraries they link that nothing here provides.
+
+    ``ldd`` resolves each file on its own, but an extension module finds some libraries only
+    in the process that imports it (torch loads libtorch and the CUDA libraries of the
+    nvidia-* wheels first); a library that ldd misses but a file under ``shipped`` (the
+    site-packages folders) provides is therefore found, and only the rest is reported.
+    """
+    roots = list(roots)
     libs = sorted({lib for root in roots for lib in root.rglob("*.so*")
                    if lib.is_file() and not lib.is_symlink()})
+    provided = {lib.name for folder in [*roots, *shipped] for lib in folder.rglob("*.so*")}
 
     def missing(lib: Path) -> list[str]:
         out = subprocess.run([ldd, str(lib)], capture_output=True, text=True, check=False)
         return [m.group(1) for m in map(_MISSING.match, out.stdout.splitlines())
-                if m and not DRIVER_LIBRARIES.match(m.group(1))]
+                if m and not DRIVER_LIBRARIES.match(m.group(1)) and m.group(1) not in provided]
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return {str(lib): gone for lib, gone in zip(libs, pool.map(missing, libs), strict=True)
@@ -170,7 +180,7 @@ def run_checks(
     # MPI and RDMA transports are loaded only on demand and are left out
     library = str(build.get("engine") or "")
     roots = package_dirs([m for m in (library, "torch", "triton") if m and _has(m)])
-    unresolved = unresolved_libraries(roots)
+    unresolved = unresolved_libraries(roots, shipped={r.parent for r in roots})
     checks.append(Check(
         "libraries", not unresolved,
         "; ".join(f"{k}: {', '.join(v)}" for k, v in unresolved.items())

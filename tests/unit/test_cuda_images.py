@@ -99,6 +99,11 @@ def test_unresolved_libraries_are_named_driver_ones_aside(tmp_path: Path) -> Non
     ldd.chmod(0o755)
     found = imagecheck.unresolved_libraries([tmp_path / "pkg"], ldd=str(ldd))
     assert found == {str(tmp_path / "pkg" / "bad.cpython-311.so"): ["libnuma.so.1"]}
+    # a library another installed package ships is found by the process that imports it
+    (tmp_path / "other" / "lib").mkdir(parents=True)
+    (tmp_path / "other" / "lib" / "libnuma.so.1").write_bytes(b"\x7fELF")
+    assert imagecheck.unresolved_libraries([tmp_path / "pkg"], ldd=str(ldd),
+                                           shipped=[tmp_path / "other"]) == {}
 
 
 def test_compiler_and_headers_for_triton(monkeypatch) -> None:
