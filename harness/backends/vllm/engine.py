@@ -221,7 +221,7 @@ class VllmEngine(Engine):
 
     @classmethod
     def build_info(cls) -> dict[str, Any]:
-        """VLLM as installed (version, source commit) and the torch and CUDA it runs on."""
+        """Which vLLM is installed (version, source commit), and the torch and CUDA it runs on."""
         import vllm
 
         version = str(getattr(vllm, "__version__", "unknown"))
