@@ -225,3 +225,38 @@ def test_doctor_on_this_machine_finds_no_driver() -> None:
     if os.path.exists("/dev/nvidiactl"):
         pytest.skip("this machine has an NVIDIA driver")
     assert doctor.host_driver() is None
+
+
+def test_images_check_prints_the_findings_and_fails_on_a_failed_check(monkeypatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from harness import cli
+
+    found = image_check.ImageCheck(
+        tag="harness/vllm:cuda", image_id="sha256:" + "a" * 64, size_bytes=9_798_440_023,
+        labels={BUILD_LABEL: "offline", CUDA_LABEL: "13.0"},
+        build={"engine": "vllm", "engine_version": "0.32.0", "torch": "2.13.0+cu130",
+               "cuda_runtime": "13.0", "cudnn": 92000},
+        checks=[{"name": "engine", "ok": True, "detail": "vllm 0.32.0"},
+                {"name": "agent_refuses_cuda", "ok": True, "detail": "exit 1, reason no_gpu"}])
+    asked = []
+
+    def fake_check(backend, device):
+        asked.append((backend, device))
+        return found
+
+    monkeypatch.setattr(image_check, "check_image", fake_check)
+    runner = CliRunner()
+    result = runner.invoke(cli.app, ["images", "check", "--backend", "vllm", "--device", "cuda"])
+    assert result.exit_code == 0, result.output
+    assert asked == [("vllm", "cuda")]
+    assert "9.80 GB, built offline" in result.output
+    assert "engine vllm 0.32.0, torch 2.13.0+cu130, CUDA runtime 13.0" in result.output
+    found.checks.append({"name": "libraries", "ok": False, "detail": "vllm/_C.so: libnuma.so.1"})
+    result = runner.invoke(cli.app, ["images", "check", "--backend", "vllm", "--device", "cuda",
+                                     "--json"])
+    assert result.exit_code == 1
+    data = json.loads(result.output)
+    assert data["ok"] is False and data["checks"][-1]["detail"] == "vllm/_C.so: libnuma.so.1"
