@@ -13,6 +13,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
+from harness.agent.cuda import require_gpu
 from harness.config.datasets import dataset_file, named_files
 from harness.config.load import load_experiment
 from harness.errors import (
@@ -131,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as e:
                 raise RunFailure(str(e), reason=FailureReason.CONFIG_INVALID) from e
         run_id = spec.run.run_id
+        require_gpu(spec.experiment.device)  # a cuda run on no GPU stops here, reason no_gpu
         from harness.agent import protocol  # imported late: it pulls numpy and the sensors
 
         print(f"[agent] run {run_id}: {spec.experiment.backend} {spec.experiment.precision} "

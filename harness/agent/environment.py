@@ -96,6 +96,18 @@ def torch_info() -> dict[str, Any] | None:
     return info
 
 
+def image_build() -> dict[str, str | None]:
+    """How the image this runs in was built and the CUDA runtime inside (set by its Dockerfile).
+
+    ``image_build`` is ``offline`` (debootstrap base + wheelhouse) or ``vendor-base``; both
+    are None outside a harness image (the local runner).
+    """
+    return {
+        "image_build": os.environ.get("HARNESS_IMAGE_BUILD") or None,
+        "image_cuda_runtime": os.environ.get("HARNESS_IMAGE_CUDA") or None,
+    }
+
+
 def capture(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything a reviewer needs to know about where the run happened."""
     pkgs = packages()
@@ -116,6 +128,7 @@ def capture(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "torch": pkgs.get("torch"),
         "transformers": pkgs.get("transformers"),
         "torch_build": torch_info(),
+        **image_build(),
     }
     if extra:
         env.update(extra)

@@ -8,12 +8,14 @@ an engine. What differs between engines is declared on the backend's spec (``cls
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from harness.backends.spec import BackendSpec
 from harness.config.experiment import Experiment
-from harness.errors import RunFailure
+from harness.errors import EnvironmentProblem, RunFailure
 from harness.results.reasons import FailureReason
 
 #: what every engine's info() must name (reports and bundles rely on them)
@@ -91,6 +93,12 @@ class Engine(abc.ABC):
     def load(self, model_path: str) -> None:
         """Load the model and tokenizer at the experiment's precision on its device."""
 
+    def refuse_unfit_model(self, model_dir: Path) -> None:
+        """Stop before loading when the model's files rule the experiment out (input_invalid)."""
+        problems = self.spec.problems_with_model(self.experiment, model_dir)
+        if problems:
+            raise RunFailure("; ".join(problems), reason=FailureReason.INPUT_INVALID)
+
     @abc.abstractmethod
     def vocab(self) -> tuple[int, list[int]]:
         """Vocabulary size and the ids of special tokens (never used in synthetic prompts)."""
@@ -141,6 +149,42 @@ class Engine(abc.ABC):
         return self.experiment.options.prefill_interleaving(
             self.experiment, tokens, size, self.scheduler_token_budget()
         )
+
+    @classmethod
+    def build_info(cls) -> dict[str, Any]:
+        """The engine's libraries as installed: versions and the CUDA they were built for.
+
+        Imports the engine but needs no device (``harness images check`` runs it in an image
+        on a machine without a GPU); ``cuda_runtime`` is None for a CPU build. Names
+        ``engine`` and ``engine_version`` like ``info()``.
+        """
+        raise EnvironmentProblem(
+            f"backend {cls.spec.name!r} does not describe its build (its engine has no "
+            "build_info()); its image cannot be checked by `harness images check`")
+
+
+def torch_build_info() -> dict[str, Any]:
+    """How the installed torch was built: version, CUDA runtime, cuDNN, NCCL, GPU archs."""
+    import torch
+
+    def ask(what: Callable[[], Any]) -> Any:
+        try:
+            return what()
+        except Exception as e:  # noqa: BLE001 - a library that does not load is reported
+            return f"unavailable ({type(e).__name__}: {e})"
+
+    cuda = torch.version.cuda
+    info: dict[str, Any] = {
+        "torch": torch.__version__,
+        "torch_git_version": getattr(torch.version, "git_version", None),
+        "cuda_runtime": cuda,
+        "cuda_built": ask(torch.backends.cuda.is_built),
+    }
+    if cuda:
+        info["cudnn"] = ask(torch.backends.cudnn.version)
+        info["nccl"] = ask(lambda: ".".join(str(v) for v in torch.cuda.nccl.version()))
+        info["cuda_arch_flags"] = ask(torch._C._cuda_getArchFlags)
+    return info
 
 
 def engine_info(engine: Engine) -> dict[str, Any]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, JsonValue
 
 if TYPE_CHECKING:
     from harness.config.experiment import Experiment
@@ -20,6 +21,9 @@ Device = Literal["cuda", "cpu"]
 Precision = Literal["fp32", "fp16", "bf16", "fp8", "int8", "int4"]
 #: where a backend's per-token timestamps come from (recorded in every result)
 TimestampSource = Literal["engine_step", "stream", "client", "none"]
+#: a field whose value at its default is left out of experiment ids (added after ids of
+#: results schema 1 existed, so those ids stay the same); options fields use it too
+ID_OMIT_DEFAULT: dict[str, JsonValue] = {"id": "omit-default"}
 
 
 class BackendOptions(BaseModel):
@@ -62,6 +66,11 @@ def length_problem(field_name: str, limit: int | None, experiment: Experiment) -
     return []
 
 
+#: what Triton (engines' kernels, torch.compile) needs at run time to build its launchers: a C
+#: compiler and the Python headers; installed where the base lacks them
+COMPILER_PACKAGES = ("gcc", "libc6-dev", "python3-dev")
+
+
 @dataclass(frozen=True)
 class ImageVariant:
     """How a backend's image is built for one device, as arguments of the shared template.
@@ -85,6 +94,9 @@ class ImageVariant:
     dirs: tuple[str, ...] = ()
     #: a Dockerfile of its own under images/, only where a vendor base truly differs
     dockerfile: str | None = None
+    #: the CUDA runtime (major.minor) the engine inside was built for, the same on both paths;
+    #: recorded in the image's labels, checked inside it and against the host's driver
+    cuda: str | None = None
 
     def build_args(self) -> dict[str, str]:
         """The template's build arguments this variant sets (BASE_IMAGE and PIP_ARGS aside)."""
@@ -93,7 +105,17 @@ class ImageVariant:
             "APT_PACKAGES": " ".join(self.apt_packages),
             "VENDOR_ENTRYPOINT": self.vendor_entrypoint,
             "EXTRA_DIRS": " ".join(self.dirs),
+            "HARNESS_IMAGE_CUDA": self.cuda or "",
         }
+
+
+def cuda_torch(version: str) -> str:
+    """A pin of a CUDA build of torch: ``version``, never its ``+cpu`` build.
+
+    ``torch==V`` alone also matches ``V+cpu`` (PEP 440 ignores a local label the pin does not
+    name) and pip prefers it when a local index or find-links folder holds it.
+    """
+    return f"torch=={version},!={version}+cpu"
 
 
 @dataclass(frozen=True)
@@ -149,6 +171,11 @@ class BackendSpec:
     rank: int = 100
     #: extra checks of an experiment that the options model cannot make alone
     extra_problems: Callable[[Experiment], list[str]] | None = None
+    #: quantization schemes the pinned engine refuses, and what to use instead
+    refused_quantization: Mapping[str, str] = field(default_factory=dict)
+    #: checks that need the model's files (config.json, a quantization config), made where
+    #: the model folder is known: preflight for a local folder, the agent before loading
+    model_problems: Callable[[Experiment, Path], list[str]] | None = None
 
     @property
     def devices(self) -> tuple[str, ...]:
@@ -175,6 +202,8 @@ class BackendSpec:
         """Why ``scheme`` cannot produce ``precision`` on this backend, or None if it can."""
         allowed = self.quantization.get(precision)
         key = f"{self.name}.quantization"
+        if scheme is not None and scheme in self.refused_quantization:
+            return f"{key} {scheme!r} {self.refused_quantization[scheme]}"
         if allowed is None:
             if scheme is None:
                 return None
@@ -217,6 +246,10 @@ class BackendSpec:
         if self.extra_problems is not None:
             found += self.extra_problems(experiment)
         return found
+
+    def problems_with_model(self, experiment: Experiment, model_dir: Path) -> list[str]:
+        """Why ``experiment`` cannot run on the model in the folder ``model_dir``."""
+        return self.model_problems(experiment, model_dir) if self.model_problems else []
 
     def describe(self) -> dict[str, Any]:
         """Capabilities as plain data (docs, `harness backends`, provenance)."""

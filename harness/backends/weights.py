@@ -143,3 +143,28 @@ def model_config(model_dir: Path | None) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+#: config.json keys that hold a mixture-of-experts model's expert count (Jamba, DBRX, DeepSeek,
+#: Mixtral: the keys engines read, e.g. ModelArchConfigConvertor.get_num_experts)
+EXPERT_COUNT_KEYS = ("num_experts", "moe_num_experts", "n_routed_experts", "num_local_experts")
+
+
+def num_experts(config: dict[str, Any]) -> int:
+    """Experts per MoE layer named by a config.json (0 for a dense model)."""
+    for part in (config, config.get("text_config")):
+        if not isinstance(part, dict):
+            continue
+        for key in EXPERT_COUNT_KEYS:
+            value = part.get(key)
+            if isinstance(value, list):
+                value = value[0] if value else 0
+            if isinstance(value, int) and value > 0:
+                return value
+        blocks = part.get("block_configs")
+        if isinstance(blocks, list):
+            moe = [b.get("n_routed_experts", 0) for b in blocks
+                   if isinstance(b, dict) and b.get("block_type") == "moe"]
+            if moe and max(moe) > 0:
+                return int(max(moe))
+    return 0

@@ -1,4 +1,4 @@
-"""``harness images``: build the backend images, prune those no study uses."""
+"""``harness images``: build the backend images, check them, prune those no study uses."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from rich.markup import escape
 from harness.cli.options import DEFAULT_BACKEND, BackendOpt, DeviceOpt, backend_devices
 from harness.cli.render import console
 from harness.errors import UserInputError
+from harness.results.reasons import ExitCode
 
-app = typer.Typer(help="Build the backend images; prune those no study uses.", no_args_is_help=True)
+app = typer.Typer(help="Build and check the backend images; prune those no study uses.",
+                  no_args_is_help=True)
 
 
 def _pairs(backend: str | None, device: str | None, study: Path | None) -> list[tuple[str, str]]:
@@ -95,3 +97,34 @@ def images_prune(
     kept = sum(d.action == "keep" for d in pruned.decisions)
     console.print(f"{kept} kept, {len(pruned.decisions) - kept} {verb} "
                   "(only images built by the harness or tagged harness/kept are considered)")
+
+@app.command("check")
+def images_check(
+    backend: BackendOpt = None,
+    device: DeviceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full findings as JSON.")] = False,
+) -> None:
+    """Check a built image without a GPU: engine, CUDA build, packages, the agent's refusal."""
+    import json
+    from dataclasses import asdict
+
+    from harness.controller.images.check import check_image
+
+    (name, dev), = _pairs(backend, device, None)
+    found = check_image(name, dev)
+    if as_json:
+        typer.echo(json.dumps({**asdict(found), "ok": found.ok}, indent=2, default=str))
+    else:
+        build = found.build
+        size = f"{found.size_bytes / 1e9:.2f} GB" if found.size_bytes else "size unknown"
+        console.print(f"{escape(found.tag)} ({found.image_id[:19]}, {size}, built "
+                      f"{escape(found.labels.get('harness.build', 'unknown'))})")
+        console.print(f"  engine {escape(str(build.get('engine')))} "
+                      f"{escape(str(build.get('engine_version')))}, torch {escape(str(build.get('torch')))}, "
+                      f"CUDA runtime {escape(str(build.get('cuda_runtime')))}, "
+                      f"cuDNN {escape(str(build.get('cudnn')))}")
+        for check in found.checks:
+            mark = "[green]ok[/]" if check["ok"] else "[red]fail[/]"
+            console.print(f"{mark:>20}  {escape(check['name'])}: {escape(str(check['detail']))}")
+    if not found.ok:
+        raise typer.Exit(ExitCode.FAILED)

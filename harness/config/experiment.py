@@ -10,7 +10,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    JsonValue,
     create_model,
     field_validator,
     model_validator,
@@ -18,7 +17,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from harness.backends import registry
-from harness.backends.spec import BackendOptions, BackendSpec, Device, Precision
+from harness.backends.spec import ID_OMIT_DEFAULT, BackendOptions, BackendSpec, Device, Precision
 from harness.config.canonical import canonical_text, id_of
 from harness.config.problems import model_of
 
@@ -61,11 +60,6 @@ class Decoding(_Strict):
     temperature: float = Field(0.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     top_k: int = Field(0, ge=0)
-
-
-#: a field whose value at its default is left out of experiment ids (added after ids of
-#: results schema 1 existed, so those ids stay the same)
-ID_OMIT_DEFAULT: dict[str, JsonValue] = {"id": "omit-default"}
 
 
 class Measurement(_Strict):

@@ -1,4 +1,9 @@
-"""Environment checks for ``harness doctor``: engine, NVIDIA runtime, GPUs, backends, images."""
+"""Environment checks for ``harness doctor``: engine, NVIDIA runtime, GPUs, backends, images.
+
+For each CUDA image: whether it is built, how (offline or from its vendor base), and whether
+this host's driver supports the CUDA runtime inside (the image's ``harness.cuda_runtime``
+label against NVML's CUDA driver version).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any, Literal
 
 from harness.backends import registry
 from harness.controller.images import image_tag
+from harness.controller.images.build import BUILD_LABEL, CUDA_LABEL
 from harness.errors import EnvironmentProblem
 
 
@@ -73,7 +79,74 @@ def _backends() -> list[Check]:
     return checks
 
 
-def _images(client: Any) -> list[Check]:
+#: the oldest driver branch that runs a CUDA major release through minor-version
+#: compatibility (docs.nvidia.com/deploy/cuda-compatibility/minor-version-compatibility.html)
+MIN_DRIVER_BRANCH = {11: 450, 12: 525, 13: 580}
+
+
+@dataclass(frozen=True)
+class HostDriver:
+    """The host's NVIDIA driver: its version and the newest CUDA version it supports."""
+
+    version: str
+    cuda: str
+
+
+def host_driver() -> HostDriver | None:
+    """The host's driver version and CUDA version from NVML (None without a driver)."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return None
+    try:
+        version = pynvml.nvmlSystemGetDriverVersion()
+        cuda = pynvml.nvmlSystemGetCudaDriverVersion_v2()
+    except pynvml.NVMLError:
+        return None
+    finally:
+        pynvml.nvmlShutdown()
+    text = version.decode() if isinstance(version, bytes) else str(version)
+    return HostDriver(text, f"{cuda // 1000}.{(cuda % 1000) // 10}")
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    major, _, rest = version.partition(".")
+    return int(major), int(rest.split(".")[0] or 0)
+
+
+def driver_verdict(driver: HostDriver, runtime: str) -> tuple[Literal["ok", "warn", "fail"], str]:
+    """Whether a driver runs an engine built for CUDA ``runtime``, and why."""
+    have, need = _major_minor(driver.cuda), _major_minor(runtime)
+    said = f"the driver {driver.version} supports CUDA {driver.cuda}; the image's runtime is {runtime}"
+    if have >= need:
+        return "ok", said
+    branch = int(driver.version.split(".")[0])
+    floor = MIN_DRIVER_BRANCH.get(need[0])
+    if have[0] == need[0] and floor is not None and branch >= floor:
+        return "warn", (f"{said}: runs through CUDA minor-version compatibility, without "
+                        "features newer than the driver (PTX built by a newer toolkit, which "
+                        "Triton and torch.compile produce, cannot be loaded)")
+    return "fail", (f"{said}: too old (CUDA {need[0]}.x needs driver branch >= {floor} for "
+                    "minor-version compatibility, or a driver that supports the runtime)")
+
+
+def _cuda_fit(labels: dict[str, str], driver: HostDriver | None) -> tuple[str, str, str]:
+    """The level, a note and a fix for an image's CUDA runtime on this host's driver."""
+    runtime = labels.get(CUDA_LABEL)
+    if runtime is None:
+        return "warn", f", CUDA runtime unknown (no {CUDA_LABEL} label)", "rebuild the image"
+    if driver is None:
+        return "ok", f", CUDA runtime {runtime} (no NVIDIA driver here to compare)", ""
+    level, why = driver_verdict(driver, runtime)
+    fix = f"update the NVIDIA driver to one that supports CUDA {runtime}" if level != "ok" else ""
+    return level, f", CUDA runtime {runtime}: {why}", fix
+
+
+def _images(client: Any, driver: HostDriver | None = None) -> list[Check]:
     import docker.errors
 
     checks = []
@@ -93,9 +166,13 @@ def _images(client: Any) -> list[Check]:
                 ))
                 continue
             labels = img.labels or {}
-            built = labels.get("harness.build") or (
+            built = labels.get(BUILD_LABEL) or (
                 "offline" if labels.get("harness.offline") == "true" else "vendor-base")
-            checks.append(Check(f"image {tag}", "ok", f"{img.short_id}, built {built}"))
+            level, note, fix = "ok", "", ""
+            if device == "cuda":
+                level, note, fix = _cuda_fit(labels, driver)
+            checks.append(Check(f"image {tag}", level,  # type: ignore[arg-type]
+                                f"{img.short_id}, built {built}{note}", fix))
     return checks
 
 
@@ -108,5 +185,5 @@ def run_checks() -> list[Check]:
     checks.append(_gpus())
     checks += _backends()
     if client is not None:
-        checks += _images(client)
+        checks += _images(client, host_driver())
     return checks

@@ -133,6 +133,23 @@ def model_findings(model: str, hf_cache: str | None, base: Path | None, origin: 
             "the cache that holds it)")
 
 
+def model_fit_findings(experiments: Iterable[Experiment], hf_cache: str | None,
+                       base: Path | None, origin: str, found: Findings,
+                       mapped: Mapping[str, Path] | None = None) -> None:
+    """Add what a model folder's own files rule out (a quantization its checkpoint refuses)."""
+    folders: dict[str, Path | None] = {}
+    for exp in experiments:
+        if exp.model not in folders:
+            try:
+                folders[exp.model] = locate_model(exp.model, hf_cache, base, mapped).host_path
+            except RunFailure:
+                folders[exp.model] = None  # said by model_findings
+        folder = folders[exp.model]
+        if folder is not None:
+            found.errors += [f"{origin}: experiment {exp.id}: {why}"
+                             for why in exp.spec.problems_with_model(exp, folder)]
+
+
 def image_findings(experiments: Iterable[Experiment], runtime: Runtime | None,
                    images: Mapping[str, str], found: Findings) -> None:
     """Add a warning per image that the docker runner would need and this engine lacks."""
@@ -176,6 +193,7 @@ def check_experiments(
     found = Findings()
     for model in dict.fromkeys(exp.model for exp in experiments):
         model_findings(model, hf_cache, model_base, origin, found, models)
+    model_fit_findings(experiments, hf_cache, model_base, origin, found, models)
     files = resolve_files(experiments, dataset_base, origin, known)
     found.errors += files.errors
     found.warnings += files.notes

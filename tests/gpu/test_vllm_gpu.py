@@ -52,4 +52,6 @@ def test_vllm_online_fp8(tmp_path, model):
         pytest.skip("FP8 needs compute capability 8.9 or newer (Ada, Hopper)")
     result = run_agent(tmp_path, experiment(model, precision="fp8"))
     check_run(result)
-    assert result.backend_info["llm_kwargs"]["quantization"] == "fp8"
+    # vLLM 0.32.0 quantizes a 16-bit checkpoint online as fp8_per_tensor (it rewrites "fp8")
+    assert result.backend_info["llm_kwargs"]["quantization"] == "fp8_per_tensor"
+    assert result.backend_info["quantization"] == "fp8_per_tensor"

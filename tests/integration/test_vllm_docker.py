@@ -139,3 +139,36 @@ def test_mixed_pytorch_and_vllm_study_in_containers(
         assert f"- backend {backend}: {engine} {version} on torch " in setup, setup
     mine = {"label": "org.harness.study=mixed"}
     assert docker_client.containers.list(all=True, filters=mine) == [], "a container was left behind"
+
+
+MOE_CONFIG = {  # a tiny Mixtral's config.json: only its config is read, never weights
+    "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "hidden_size": 64,
+    "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "num_hidden_layers": 2, "num_local_experts": 4, "num_experts_per_tok": 2,
+    "vocab_size": 512, "max_position_embeddings": 256, "torch_dtype": "float32",
+}
+
+
+def test_the_engine_arguments_pass_vllm_0_32_own_validation(
+    docker_client, vllm_cpu_image, tiny_model, tmp_path
+):
+    """llm_kwargs against vLLM 0.32.0 itself: names, values, quantization methods, MoE."""
+    moe = tmp_path / "moe"
+    moe.mkdir()
+    (moe / "config.json").write_text(json.dumps(MOE_CONFIG))
+    probe = Path(__file__).with_name("_vllm_args_probe.py")
+    out = docker_client.containers.run(
+        vllm_cpu_image, entrypoint=["python", "/probe.py", "/tiny", "/moe"], network_mode="none",
+        user=f"{os.getuid()}:{os.getgid()}", remove=True, stderr=False,
+        volumes={str(probe): {"bind": "/probe.py", "mode": "ro"},
+                 str(tiny_model): {"bind": "/tiny", "mode": "ro"},
+                 str(moe): {"bind": "/moe", "mode": "ro"}},
+    ).decode()
+    found = json.loads(out.strip().splitlines()[-1])
+    assert found["unknown_args"] == {} and found["config_errors"] == {}
+    assert found["schemes_unknown_to_vllm"] == [] and found["schemes_deprecated_in_vllm"] == []
+    assert found["refused_not_deprecated"] == []  # what the harness refuses, vLLM refuses too
+    assert found["default_fp8_online"] is True and found["default_fp8_accepted"] is None
+    assert "fbgemm_fp8" in found["fbgemm_fp8_refused"] and "deprecated" in found["fbgemm_fp8_refused"]
+    # the harness's reading of a config.json agrees with vLLM on which models are MoE
+    assert found["moe"] == {"dense": [False, False], "moe": [True, True]}

@@ -186,7 +186,7 @@ def test_images_the_study_names_itself_are_not_built(tmp_path: Path) -> None:
     assert images_needed(*plan_study(study)) == [("pytorch", "cpu")]
 
 
-def test_images_build_for_a_study_builds_each_needed_image(monkeypatch) -> None:
+def test_images_build_for_a_study_builds_each_needed_image(monkeypatch, tmp_path) -> None:
     from typer.testing import CliRunner
 
     from harness import cli
@@ -202,8 +202,17 @@ def test_images_build_for_a_study_builds_each_needed_image(monkeypatch) -> None:
     result = runner.invoke(cli.app, ["images", "build", "--study",
                                      str(REPO / "studies" / "sweep.yaml"), "--offline"])
     assert result.exit_code == 0, result.output
-    # CUDA images have no registry-less recipe: built from their vendor base, and said so
-    assert built == [("pytorch", "cuda", True), ("vllm", "cuda", False)]
+    # the PyTorch and vLLM CUDA images build from the wheelhouse too
+    assert built == [("pytorch", "cuda", True), ("vllm", "cuda", True)]
+    assert "has no registry-less recipe" not in result.output
+    built.clear()
+    # TensorRT-LLM's has no registry-less recipe: built from its vendor base, and said so
+    mixed = tmp_path / "mixed.yaml"
+    mixed.write_text("name: mixed\nexperiment: {model: m, backend: tensorrt_llm, device: cuda}\n"
+                     "include: [{backend: pytorch, device: cpu}]\n")
+    result = runner.invoke(cli.app, ["images", "build", "--study", str(mixed), "--offline"])
+    assert result.exit_code == 0, result.output
+    assert built == [("tensorrt_llm", "cuda", False), ("pytorch", "cpu", True)]
     assert "has no registry-less recipe" in result.output
     built.clear()
     result = runner.invoke(cli.app, ["images", "build", "--study",
@@ -214,3 +223,28 @@ def test_images_build_for_a_study_builds_each_needed_image(monkeypatch) -> None:
                                      str(REPO / "studies" / "demo.yaml"), "--backend", "vllm"])
     assert isinstance(result.exception, UserInputError)
     assert "either --study or --backend/--device" in str(result.exception)
+
+
+def test_the_build_context_streams_as_a_tar(tmp_path: Path, monkeypatch) -> None:
+    import io
+    import tarfile
+
+    from harness.controller.images.wheels import stream_context
+
+    context = tmp_path / "ctx"
+    (context / "wheels" / "deps").mkdir(parents=True)
+    (context / "Dockerfile").write_text("FROM scratch\n")
+    big = bytes(range(256)) * 20_000  # several chunks
+    (context / "wheels" / "deps" / "a.whl").write_bytes(big)
+    chunks = list(stream_context(context, chunk_bytes=64 * 1024))
+    assert len(chunks) > 10 and all(len(c) <= 64 * 1024 for c in chunks)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+        assert sorted(tar.getnames()) == ["Dockerfile", "wheels", "wheels/deps", "wheels/deps/a.whl"]
+        member = tar.extractfile("wheels/deps/a.whl")
+        assert member is not None and member.read() == big
+    def unreadable(*args, **kwargs):
+        raise PermissionError("denied")
+
+    monkeypatch.setattr(tarfile.TarFile, "add", unreadable)
+    with pytest.raises(EnvironmentProblem, match="cannot send the build context .*: denied"):
+        list(stream_context(context))

@@ -6,7 +6,7 @@ import time
 from typing import Any, cast
 
 from harness.backends import weights
-from harness.backends.engine import Engine, RequestTiming
+from harness.backends.engine import Engine, RequestTiming, torch_build_info
 from harness.backends.pytorch import SPEC
 from harness.backends.pytorch.options import PytorchOptions
 from harness.errors import EnvironmentProblem, RunFailure
@@ -59,7 +59,9 @@ class PytorchEngine(Engine):
         if exp.device == "cuda" and not torch.cuda.is_available():
             raise EnvironmentProblem("device cuda requested but torch sees no CUDA device")
         dtype = getattr(torch, _DTYPES[exp.precision])
-        model_dir = str(weights.find_model(model_path))
+        found = weights.find_model(model_path)
+        self.refuse_unfit_model(found)
+        model_dir = str(found)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
             self.model = AutoModelForCausalLM.from_pretrained(
@@ -158,6 +160,14 @@ class PytorchEngine(Engine):
             "num_layers": getattr(cfg, "num_hidden_layers", None),
             "hidden_size": getattr(cfg, "hidden_size", None),
         }
+
+    @classmethod
+    def build_info(cls) -> dict[str, Any]:
+        """Transformers and torch as installed, and the CUDA torch was built for."""
+        import transformers
+
+        return {"engine": "transformers", "engine_version": transformers.__version__,
+                "transformers": transformers.__version__, **torch_build_info()}
 
     def memory_peak_bytes(self) -> int | None:
         """Peak bytes allocated by torch's CUDA allocator since the last reset."""

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from harness.backends.spec import BackendSpec, ImageRecipe, ImageVariant
-from harness.backends.tensorrt_llm.options import TensorrtLlmOptions
+from harness.backends.tensorrt_llm.options import (
+    DEFAULT_QUANTIZATION,
+    TensorrtLlmOptions,
+    prequantized_problems,
+)
 
 #: where the engine cache is mounted in the container (a host folder, reused across runs)
 CACHE_MOUNT = "/engine-cache"
@@ -19,8 +23,9 @@ SPEC = BackendSpec(
         "int8": ("int8_weight_only",),
         "int4": ("int4_weight_only", "int4_awq"),
     },
-    default_quantization={"fp8": "fp8", "int8": "int8_weight_only", "int4": "int4_weight_only"},
+    default_quantization=DEFAULT_QUANTIZATION,
     cache_mount=CACHE_MOUNT,
+    model_problems=prequantized_problems,
     timestamp_source="stream",
     null_block_in_id=True,
     rank=2,
@@ -30,7 +35,10 @@ SPEC = BackendSpec(
             "cuda": ImageVariant(
                 base="nvcr.io/nvidia/tensorrt-llm/release:1.0.0",
                 extras=("agent",),
+                # PyPI has only a stub of tensorrt-llm that fetches the wheel from NVIDIA's own
+                # index at install time: no wheelhouse can hold it (docs/images.md)
                 offline=False,
+                cuda="12.9",
                 # NVIDIA's entrypoint sets up CUDA forward compatibility before the agent runs
                 vendor_entrypoint="/opt/nvidia/nvidia_entrypoint.sh",
                 dirs=(CACHE_MOUNT,),

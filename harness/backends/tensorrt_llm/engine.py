@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends import weights
-from harness.backends.engine import Engine, RequestTiming
+from harness.backends.engine import Engine, RequestTiming, torch_build_info
 from harness.backends.tensorrt_llm import SPEC
 from harness.backends.tensorrt_llm.mapping import (
     engine_cache_dir,
@@ -70,6 +70,7 @@ class TensorrtLlmEngine(Engine):
         self._trtllm = tensorrt_llm
         opts = options_of(self.experiment)
         model_dir = weights.find_model(model_path)
+        self.refuse_unfit_model(model_dir)
         self._config = weights.model_config(model_dir)
         self._counts = weights.parameter_counts(model_dir)
         args = llm_args(self.experiment, str(model_dir))
@@ -205,6 +206,21 @@ class TensorrtLlmEngine(Engine):
     def info(self) -> dict[str, Any]:
         """Versions, runtime, LLM API arguments, engine cache key and build/load timings."""
         return dict(self._info)
+
+    @classmethod
+    def build_info(cls) -> dict[str, Any]:
+        """TensorRT-LLM and TensorRT as installed, and the torch and CUDA they run on."""
+        import tensorrt_llm
+
+        version = str(getattr(tensorrt_llm, "__version__", "unknown"))
+        try:
+            import tensorrt
+
+            trt_version: str | None = tensorrt.__version__
+        except ImportError:
+            trt_version = None
+        return {"engine": "tensorrt_llm", "engine_version": version, "tensorrt_llm": version,
+                "tensorrt": trt_version, **torch_build_info()}
 
     def parameter_counts(self) -> tuple[int, int] | None:
         """Total and input-embedding parameters, from the checkpoint's safetensors headers."""

@@ -17,16 +17,9 @@ from typing import Any
 
 from harness.backends.cache import backend_cache
 from harness.backends.tensorrt_llm import SPEC
-from harness.backends.tensorrt_llm.options import TensorrtLlmOptions
+from harness.backends.tensorrt_llm.options import QUANT_ALGOS, TensorrtLlmOptions
 from harness.config.experiment import Decoding, Experiment
 
-#: the options' quantization -> TensorRT-LLM's QuantAlgo member name
-QUANT_ALGOS = {
-    "fp8": "FP8",
-    "int8_weight_only": "W8A16",
-    "int4_weight_only": "W4A16",
-    "int4_awq": "W4A16_AWQ",
-}
 #: unquantized precision -> dtype; quantized precisions keep the checkpoint's activation dtype
 DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 ENGINE_FILES = "rank*.engine"

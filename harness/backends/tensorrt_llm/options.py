@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from harness.backends.spec import BackendOptions, length_problem
+from harness.backends.spec import ID_OMIT_DEFAULT, BackendOptions, length_problem
 
 if TYPE_CHECKING:
     from harness.config.experiment import Experiment
@@ -14,6 +16,18 @@ if TYPE_CHECKING:
 #: TensorRT-LLM's BuildConfig default of max_num_tokens (tokens per in-flight iteration)
 DEFAULT_MAX_NUM_TOKENS = 8192
 TensorrtLlmQuantization = Literal["fp8", "int8_weight_only", "int4_weight_only", "int4_awq"]
+#: quantized precision -> the scheme used when ``quantization`` is not given
+DEFAULT_QUANTIZATION = {"fp8": "fp8", "int8": "int8_weight_only", "int4": "int4_weight_only"}
+#: schemes TensorRT-LLM calibrates on a dataset when it quantizes a 16-bit checkpoint
+#: (QuantConfig._requires_calibration: all but the weight-only ones; an FP8 KV cache too)
+CALIBRATED = ("fp8", "int4_awq")
+CALIBRATION_HELP = (
+    "TensorRT-LLM calibrates it on a dataset that defaults to cnn_dailymail from the Hugging "
+    "Face Hub (CalibConfig.calib_dataset), which a run cannot download: runs have no network. "
+    "Quantize the checkpoint beforehand (NVIDIA ModelOpt writes hf_quant_config.json next to "
+    "the weights) and set tensorrt_llm.prequantized: true, or use a weight-only scheme "
+    "(int8_weight_only, int4_weight_only), which needs no calibration"
+)
 
 
 class TensorrtLlmOptions(BackendOptions):
@@ -34,15 +48,35 @@ class TensorrtLlmOptions(BackendOptions):
         None, description="quantization algorithm; a quantized precision picks its default"
     )
     kv_cache_dtype: Literal["auto", "fp8"] = "auto"
+    prequantized: bool = Field(
+        False, json_schema_extra=ID_OMIT_DEFAULT,
+        description="the checkpoint is already quantized (ModelOpt's hf_quant_config.json); "
+        "nothing is calibrated, so fp8, int4_awq and an fp8 KV cache can run offline",
+    )
+
+    def calibrated(self, precision: str) -> list[str]:
+        """What TensorRT-LLM would calibrate for ``precision`` with these options."""
+        scheme = self.quantization or DEFAULT_QUANTIZATION.get(precision)
+        found = [f"quantization {scheme!r}"] if scheme in CALIBRATED else []
+        if self.kv_cache_dtype == "fp8":
+            found.append("kv_cache_dtype 'fp8'")
+        return found
 
     def problems(self, experiment: Experiment) -> list[str]:
-        """A sequence limit shorter than a request; quantization asked of the PyTorch runtime."""
+        """A sequence limit shorter than a request; quantization that needs a hub download."""
         found = length_problem("tensorrt_llm.max_seq_len", self.max_seq_len, experiment)
         if self.runtime == "pytorch" and experiment.precision not in ("fp16", "bf16"):
             found.append(
                 f"tensorrt_llm.runtime 'pytorch' does not quantize a checkpoint, so it cannot "
                 f"give precision {experiment.precision!r}; use runtime 'tensorrt'"
             )
+        calibrated = self.calibrated(experiment.precision)
+        if self.runtime == "tensorrt" and calibrated and not self.prequantized:
+            found.append(f"tensorrt_llm {' and '.join(calibrated)} at precision "
+                         f"{experiment.precision!r} needs calibration: {CALIBRATION_HELP}")
+        if self.prequantized and experiment.precision in ("fp16", "bf16") and not calibrated:
+            found.append(f"tensorrt_llm.prequantized is set, but precision "
+                         f"{experiment.precision!r} quantizes nothing; remove it")
         return found
 
     def gpus_per_run(self) -> int:
@@ -70,3 +104,45 @@ class TensorrtLlmOptions(BackendOptions):
                     "in-flight batching iteration (max_num_tokens): the rest of the context "
                     "runs in iterations that also generate")
         return None
+
+
+#: the options' quantization -> TensorRT-LLM's QuantAlgo member name
+QUANT_ALGOS = {
+    "fp8": "FP8",
+    "int8_weight_only": "W8A16",
+    "int4_weight_only": "W4A16",
+    "int4_awq": "W4A16_AWQ",
+}
+#: what NVIDIA ModelOpt writes next to a quantized checkpoint; TensorRT-LLM reads it
+HF_QUANT_CONFIG = "hf_quant_config.json"
+
+
+def checkpoint_quantization(model_dir: Path) -> dict[str, Any] | None:
+    """The ``quantization`` block of a ModelOpt checkpoint's hf_quant_config.json, if any."""
+    try:
+        data = json.loads((Path(model_dir) / HF_QUANT_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    block = data.get("quantization") if isinstance(data, dict) else None
+    return block if isinstance(block, dict) else None
+
+
+def prequantized_problems(experiment: Experiment, model_dir: Path) -> list[str]:
+    """Why a checkpoint cannot stand in for calibration (``prequantized: true``)."""
+    opts = experiment.options
+    assert isinstance(opts, TensorrtLlmOptions)
+    if not opts.prequantized:
+        return []
+    found = checkpoint_quantization(model_dir)
+    if found is None:
+        return [f"tensorrt_llm.prequantized is set, but {model_dir} has no readable "
+                f"{HF_QUANT_CONFIG}: it is not a quantized checkpoint, and TensorRT-LLM would "
+                "calibrate it on a dataset it cannot download"]
+    scheme = opts.quantization or DEFAULT_QUANTIZATION.get(experiment.precision)
+    want = QUANT_ALGOS.get(scheme) if scheme else None
+    have = found.get("quant_algo")
+    if want is not None and have != want:
+        return [f"the checkpoint in {model_dir} is quantized as {have} ({HF_QUANT_CONFIG}), "
+                f"but precision {experiment.precision!r} with quantization {scheme!r} asks for "
+                f"{want}; TensorRT-LLM refuses the mismatch"]
+    return []

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from harness.backends.spec import BackendSpec, ImageRecipe, ImageVariant
-from harness.backends.vllm.options import VllmOptions
+from harness.backends.spec import COMPILER_PACKAGES, BackendSpec, ImageRecipe, ImageVariant, cuda_torch
+from harness.backends.vllm.options import (
+    DEFAULT_FP8,
+    ONLINE_FP8,
+    REFUSED,
+    VllmOptions,
+    model_problems,
+)
 
 #: the CPU build of vLLM requires exactly this torch, a +cpu build from this index
 CPU_INDEX = "--extra-index-url https://download.pytorch.org/whl/cpu"
@@ -18,11 +24,14 @@ SPEC = BackendSpec(
         "cpu": ("fp32", "fp16", "bf16"),
     },
     quantization={
-        "fp8": ("fp8", "fbgemm_fp8", "modelopt", "compressed-tensors"),
+        "fp8": (*ONLINE_FP8, "fp8", "modelopt", "compressed-tensors"),
         "int8": ("experts_int8", "compressed-tensors", "gptq", "gptq_marlin"),
         "int4": ("awq", "awq_marlin", "gptq", "gptq_marlin", "compressed-tensors"),
     },
-    default_quantization={"fp8": "fp8"},  # online FP8 from a 16-bit checkpoint
+    # online FP8 of a 16-bit checkpoint; the agent keeps an FP8 checkpoint's own method
+    default_quantization={"fp8": DEFAULT_FP8},
+    refused_quantization=REFUSED,
+    model_problems=model_problems,
     timestamp_source="engine_step",
     null_block_in_id=True,
     rank=1,
@@ -39,7 +48,15 @@ SPEC = BackendSpec(
                 # vLLM's CPU kernels link libnuma; the debootstrap base lacks it
                 apt_packages=("libnuma1",),
             ),
-            "cuda": ImageVariant(base="vllm/vllm-openai:v0.32.0", extras=("agent",), offline=False),
+            # vLLM 0.32.0 on PyPI requires torch 2.13.0, whose PyPI wheel is built for CUDA 13.0,
+            # as is the vendor image (docs/images.md); its own vLLM and torch satisfy the pins.
+            "cuda": ImageVariant(
+                base="vllm/vllm-openai:v0.32.0",
+                extras=("agent", "vllm"),
+                pins=("vllm==0.32.0", cuda_torch("2.13.0")),
+                cuda="13.0",
+                apt_packages=COMPILER_PACKAGES,
+            ),
         },
     ),
 )

@@ -20,12 +20,13 @@ import gc
 import itertools
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from harness.backends import weights
-from harness.backends.engine import Engine, RequestTiming
+from harness.backends.engine import Engine, RequestTiming, torch_build_info
 from harness.backends.vllm import SPEC
-from harness.backends.vllm.options import DTYPES, VllmOptions
+from harness.backends.vllm.options import DTYPES, VllmOptions, quantization_method
 from harness.config.experiment import Decoding, Experiment
 from harness.errors import EnvironmentProblem, RunFailure
 from harness.results.reasons import FailureReason
@@ -35,16 +36,21 @@ GIB = 1024**3
 IN_PROCESS = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
-def llm_kwargs(experiment: Experiment, model_path: str) -> dict[str, Any]:
-    """Keyword arguments of ``vllm.LLM`` for this experiment (pure; no vLLM needed)."""
+def llm_kwargs(
+    experiment: Experiment, model_path: str, config: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.LLM`` for this experiment (pure; no vLLM needed).
+
+    ``config`` is the checkpoint's config.json (None: a 16-bit checkpoint); it decides the
+    quantization method (``quantization_method``).
+    """
     opts = experiment.options
     assert isinstance(opts, VllmOptions)
-    scheme = SPEC.quantization_scheme(experiment.precision, opts.quantization)
     dtype = DTYPES.get(experiment.precision) or opts.dtype or "auto"
     kwargs: dict[str, Any] = {
         "model": model_path,
         "dtype": dtype,
-        "quantization": scheme,
+        "quantization": quantization_method(experiment, config or {}),
         "gpu_memory_utilization": opts.gpu_memory_utilization,
         "max_num_seqs": opts.max_num_seqs,
         "enforce_eager": opts.enforce_eager,
@@ -97,6 +103,7 @@ class VllmEngine(Engine):
         self._kwargs: dict[str, Any] = {}
         self._config: dict[str, Any] = {}
         self._counts: tuple[int, int] | None = None
+        self._quantization: str | None = None
 
     def load(self, model_path: str) -> None:
         """Start the engine: load weights, compile, allocate the KV cache."""
@@ -111,9 +118,10 @@ class VllmEngine(Engine):
             raise EnvironmentProblem(f"vLLM is not installed: {e}") from e
         self._vllm = vllm
         self._delta = RequestOutputKind.DELTA
-        self._kwargs = llm_kwargs(self.experiment, model_path)
         model_dir = weights.find_model(model_path)
+        self.refuse_unfit_model(model_dir)
         self._config = weights.model_config(model_dir)
+        self._kwargs = llm_kwargs(self.experiment, model_path, self._config)
         self._counts = weights.parameter_counts(model_dir)
         t0 = time.perf_counter()
         try:
@@ -122,6 +130,8 @@ class VllmEngine(Engine):
             raise RunFailure(f"vLLM could not start the engine: {e}",
                              reason=FailureReason.ENGINE_START_FAILED) from e
         self._engine_start_s = time.perf_counter() - t0
+        # what the engine settled on (a quantized checkpoint names its own method)
+        self._quantization = getattr(getattr(self._llm, "model_config", None), "quantization", None)
         self._tokenizer = self._llm.get_tokenizer()
 
     def vocab(self) -> tuple[int, list[int]]:
@@ -212,6 +222,7 @@ class VllmEngine(Engine):
             "torch": torch.__version__,
             "device": self.experiment.device,
             "llm_kwargs": settings,
+            "quantization": self._quantization,
             "engine_start_s": self._engine_start_s,
             "token_timing": "engine core in this process (VLLM_ENABLE_V1_MULTIPROCESSING=0): "
             "each step()'s tokens (DELTA outputs) timestamped when step() returns, after the "
@@ -222,6 +233,19 @@ class VllmEngine(Engine):
             "num_layers": self._config.get("num_hidden_layers"),
             "hidden_size": self._config.get("hidden_size"),
         }
+
+    @classmethod
+    def build_info(cls) -> dict[str, Any]:
+        """Which vLLM is installed (version, source commit), and the torch and CUDA it runs on."""
+        import vllm
+
+        version = str(getattr(vllm, "__version__", "unknown"))
+        try:
+            from vllm._version import __commit_id__ as commit
+        except ImportError:
+            commit = None
+        return {"engine": "vllm", "engine_version": version, "vllm": version,
+                "vllm_commit": commit, **torch_build_info()}
 
     def parameter_counts(self) -> tuple[int, int] | None:
         """Total and input-embedding parameters, from the checkpoint's safetensors headers."""

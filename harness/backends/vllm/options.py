@@ -2,19 +2,35 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from harness.backends import weights
 from harness.backends.spec import BackendOptions, length_problem
 
 if TYPE_CHECKING:
     from harness.config.experiment import Experiment
 
 VllmQuantization = Literal[
+    "fp8_per_tensor", "fp8_per_channel", "fp8_per_block",
     "fp8", "fbgemm_fp8", "modelopt", "compressed-tensors",
     "experts_int8", "awq", "awq_marlin", "gptq", "gptq_marlin",
 ]  # fmt: skip
+#: vLLM 0.32.0's online FP8 methods: they quantize a 16-bit checkpoint as it loads
+ONLINE_FP8 = ("fp8_per_tensor", "fp8_per_channel", "fp8_per_block")
+#: methods that quantize only a mixture-of-experts model's experts (linear layers stay 16-bit)
+EXPERTS_ONLY = ("experts_int8",)
+#: refused by vLLM 0.32.0 (ModelConfig._verify_quantization: DEPRECATED_QUANTIZATION_METHODS)
+REFUSED = {
+    "fbgemm_fp8": "is deprecated in vLLM 0.32.0, which refuses it without "
+    "--allow-deprecated-quantization; use fp8_per_tensor (online FP8 of a 16-bit checkpoint) or "
+    "a checkpoint quantized to FP8 with quantization 'fp8'",
+}
+#: the method of precision fp8 when none is named: online FP8 of a 16-bit checkpoint
+DEFAULT_FP8 = "fp8_per_tensor"
 #: unquantized precision -> vLLM's dtype
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -34,7 +50,8 @@ class VllmOptions(BackendOptions):
     enable_chunked_prefill: bool | None = None
     tensor_parallel_size: int = Field(1, ge=1)
     quantization: VllmQuantization | None = Field(
-        None, description="vLLM quantization method; precision fp8 defaults to 'fp8'"
+        None, description="vLLM quantization method; precision fp8 defaults to online "
+        "'fp8_per_tensor' (or 'fp8' for a checkpoint already quantized to FP8)",
     )
     dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = Field(
         None, description="activation dtype; set by precision unless the weights are quantized"
@@ -80,3 +97,51 @@ class VllmOptions(BackendOptions):
                     "schedules per step (max_num_batched_tokens): the rest of the prefill runs "
                     "in steps that also decode (chunked prefill)")
         return None
+
+
+def checkpoint_method(config: Mapping[str, Any]) -> str | None:
+    """The quantization method a checkpoint's config.json names (quantization_config)."""
+    block = config.get("quantization_config")
+    method = block.get("quant_method") if isinstance(block, Mapping) else None
+    return str(method) if method else None
+
+
+def quantization_method(experiment: Experiment, config: Mapping[str, Any]) -> str | None:
+    """The method vLLM is given for this experiment on the checkpoint whose config is ``config``.
+
+    vLLM 0.32.0 quantizes a 16-bit checkpoint online only with the ``fp8_per_*`` methods: it
+    rewrites ``fp8`` to ``fp8_per_tensor`` itself (model_loader/weight_utils.py) and keeps
+    calling it ``fp8``; so the rewrite is made here, where results record it. A checkpoint that
+    is already quantized keeps its own method (None: vLLM reads it from the checkpoint).
+    """
+    opts = experiment.options
+    assert isinstance(opts, VllmOptions)
+    online = checkpoint_method(config) is None
+    given = opts.quantization
+    if given is None:
+        return DEFAULT_FP8 if experiment.precision == "fp8" and online else None
+    return DEFAULT_FP8 if given == "fp8" and online else given
+
+
+def model_problems(experiment: Experiment, model_dir: Path) -> list[str]:
+    """Methods the checkpoint rules out: experts-only on a dense model, online on a quantized one."""
+    opts = experiment.options
+    assert isinstance(opts, VllmOptions)
+    config = weights.model_config(model_dir)
+    method = quantization_method(experiment, config)
+    found = []
+    if method in EXPERTS_ONLY and weights.num_experts(config) == 0:
+        found.append(
+            f"vllm.quantization {method!r} quantizes only the experts of a mixture-of-experts "
+            f"model, and {model_dir} is dense (its config.json names no experts): it would run "
+            f"in 16 bit while labelled {experiment.precision}; use a checkpoint quantized to "
+            f"{experiment.precision} (gptq, awq, compressed-tensors) instead"
+        )
+    saved = checkpoint_method(config)
+    if method in ONLINE_FP8 and saved is not None:
+        found.append(
+            f"vllm.quantization {method!r} quantizes a 16-bit checkpoint as it loads, but "
+            f"{model_dir} is already quantized ({saved}); vLLM refuses the mismatch: leave "
+            f"vllm.quantization unset or set it to {saved!r}"
+        )
+    return found

@@ -23,6 +23,7 @@ from harness.controller.images.wheels import (
     build_wheel,
     digest,
     fill_wheelhouse,
+    stream_context,
 )
 from harness.errors import EnvironmentProblem, UserInputError
 from harness.source import source_info
@@ -31,6 +32,15 @@ if TYPE_CHECKING:
     import docker
 
 OFFLINE_PIP_ARGS = "--no-index --find-links /wheels"
+#: how an image was built: offline (debootstrap base + wheelhouse) or vendor-base
+BUILD_LABEL = "harness.build"
+#: the CUDA runtime (major.minor) the engine inside was built for
+CUDA_LABEL = "harness.cuda_runtime"
+
+
+def build_kind(offline: bool) -> str:
+    """The value of an image's ``harness.build`` label."""
+    return "offline" if offline else "vendor-base"
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,7 @@ def build_image(
         )
 
     source = source_info(repo_root)
+    how = build_kind(offline)
     build_args = {
         "BASE_IMAGE": base,
         "PIP_ARGS": pip_args,
@@ -136,17 +147,21 @@ def build_image(
         "HARNESS_DEVICE": device,
         "HARNESS_SOURCE": source.remote or "",
         "HARNESS_GIT_REVISION": source.revision or "",
+        "HARNESS_IMAGE_BUILD": how,
     }
     labels = {
         "harness.version": __version__,
         "harness.offline": str(offline).lower(),
-        "harness.build": "offline" if offline else "vendor-base",
+        BUILD_LABEL: how,
         "harness.requirements": digest(deps)[:16],
         "org.opencontainers.image.revision": source.revision or "",
     }
+    if recipe.cuda:
+        labels[CUDA_LABEL] = recipe.cuda
     say(f"building {tag} from {base}")
     image_id = _stream_build(
-        client, progress, path=str(context), tag=tag, buildargs=build_args, labels=labels
+        client, progress, fileobj=stream_context(context), custom_context=True, tag=tag,
+        buildargs=build_args, labels=labels,
     )
     try:
         attrs = client.images.get(image_id).attrs

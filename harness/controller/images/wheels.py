@@ -5,14 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from harness.controller.images.recipes import PACKAGE
 from harness.errors import EnvironmentProblem
@@ -146,3 +149,51 @@ def assemble_context(
     return context
 
 
+
+
+class _Chunks:
+    """A write-only file that hands what is written to a bounded queue in chunks."""
+
+    def __init__(self, sink: queue.Queue[bytes | BaseException | None], size: int) -> None:
+        self._sink, self._size, self._buffer = sink, size, bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        while len(self._buffer) >= self._size:
+            self._sink.put(bytes(self._buffer[: self._size]))
+            del self._buffer[: self._size]
+        return len(data)
+
+    def flush(self) -> None:
+        if self._buffer:
+            self._sink.put(bytes(self._buffer))
+            self._buffer.clear()
+
+
+def stream_context(context: Path, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """The build context folder as an uncompressed tar, made while the engine reads it.
+
+    The engine receives it as it is written, so no copy of the context (the wheelhouse: GBs
+    for a CUDA image) is made on disk first, as ``docker build PATH`` would.
+    """
+    sink: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
+
+    def write() -> None:
+        try:
+            out = _Chunks(sink, chunk_bytes)
+            with tarfile.open(fileobj=cast(Any, out), mode="w|", format=tarfile.PAX_FORMAT) as tar:
+                for path in sorted(Path(context).rglob("*")):
+                    tar.add(path, arcname=str(path.relative_to(context)), recursive=False)
+            out.flush()
+            sink.put(None)
+        except BaseException as e:  # noqa: BLE001 - handed to the reading side
+            sink.put(e)
+
+    threading.Thread(target=write, name="build-context", daemon=True).start()
+    while True:
+        item = sink.get()
+        if item is None:
+            return
+        if isinstance(item, BaseException):
+            raise EnvironmentProblem(f"cannot send the build context {context}: {item}") from item
+        yield item

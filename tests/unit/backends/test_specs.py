@@ -23,7 +23,9 @@ def test_quantization_tables_match_the_options():
     for name, literal in (("vllm", VllmQuantization), ("tensorrt_llm", TensorrtLlmQuantization)):
         spec = registry.get(name)
         schemes = {s for values in spec.quantization.values() for s in values}
-        assert schemes == set(typing.get_args(literal)), name
+        # every scheme the options accept either gives a precision or is refused with a reason
+        assert schemes | set(spec.refused_quantization) == set(typing.get_args(literal)), name
+        assert not schemes & set(spec.refused_quantization), name
         assert set(spec.quantization) <= {p for ps in spec.precisions.values() for p in ps}
         for precision, default in spec.default_quantization.items():
             assert default in spec.quantization[precision], (name, precision)
@@ -74,7 +76,8 @@ def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
          "(one of: awq, awq_marlin, gptq, gptq_marlin, compressed-tensors)"),
         ("{model: m, backend: vllm, precision: fp8, vllm: {quantization: awq}}",
          "experiment: vllm.quantization 'awq' cannot give precision 'fp8' "
-         "(for 'fp8' use one of: fp8, fbgemm_fp8, modelopt, compressed-tensors)"),
+         "(for 'fp8' use one of: fp8_per_tensor, fp8_per_channel, fp8_per_block, fp8, modelopt, "
+         "compressed-tensors)"),
         ("{model: m, backend: tensorrt_llm, precision: fp8, "
          "tensorrt_llm: {quantization: int4_awq}}",
          "experiment: tensorrt_llm.quantization 'int4_awq' cannot give precision 'fp8' "
@@ -87,7 +90,7 @@ def write(tmp_path: Path, text: str, name: str = "s.yaml") -> Path:
          "experiment: tensorrt_llm.runtime 'pytorch' does not quantize a checkpoint, so it "
          "cannot give precision 'fp8'; use runtime 'tensorrt'"),
         ("{model: m, backend: vllm, vllm: {quantization: squeeze}}",
-         "experiment.vllm.quantization: Input should be 'fp8', 'fbgemm_fp8'"),
+         "experiment.vllm.quantization: Input should be 'fp8_per_tensor', 'fp8_per_channel'"),
         ("{model: m, backend: vllm, precision: bf16, vllm: {dtype: float16}}",
          "experiment: vllm.dtype 'float16' contradicts precision 'bf16' (which runs as "
          "'bfloat16'); remove vllm.dtype or change the precision"),

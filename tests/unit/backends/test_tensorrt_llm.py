@@ -46,6 +46,7 @@ def test_tensorrt_build_kv_and_quant_configs():
             "max_batch_size": 16, "max_num_tokens": 4096, "max_seq_len": 2048,
             "kv_cache_free_gpu_memory_fraction": 0.8, "enable_block_reuse": True,
             "tensor_parallel_size": 2, "pipeline_parallel_size": 2, "kv_cache_dtype": "fp8",
+            "prequantized": True,  # FP8 and an FP8 KV cache are calibrated otherwise
         },
     )
     args = trt.llm_args(e, "/m")
@@ -58,17 +59,17 @@ def test_tensorrt_build_kv_and_quant_configs():
 
 
 @pytest.mark.parametrize(
-    ("precision", "quantization", "algo"),
+    ("precision", "quantization", "algo", "prequantized"),
     [
-        ("int8", None, "W8A16"),
-        ("int4", None, "W4A16"),
-        ("int4", "int4_awq", "W4A16_AWQ"),
-        ("fp8", None, "FP8"),
+        ("int8", None, "W8A16", False),
+        ("int4", None, "W4A16", False),
+        ("int4", "int4_awq", "W4A16_AWQ", True),  # calibrated unless the checkpoint is quantized
+        ("fp8", None, "FP8", True),
     ],
 )
-def test_tensorrt_quantized_precisions(precision, quantization, algo):
+def test_tensorrt_quantized_precisions(precision, quantization, algo, prequantized):
     e = exp(backend="tensorrt_llm", precision=precision,
-            tensorrt_llm={"quantization": quantization})
+            tensorrt_llm={"quantization": quantization, "prequantized": prequantized})
     assert trt.quant_config(e) == {"quant_algo": algo}
 
 
@@ -104,7 +105,8 @@ def test_instantiate_builds_the_engines_config_objects():
         BuildConfig=kind("BuildConfig"), KvCacheConfig=kind("KvCacheConfig"),
         QuantConfig=kind("QuantConfig"), QuantAlgo=SimpleNamespace(FP8="QuantAlgo.FP8"),
     )
-    args = trt.llm_args(exp(backend="tensorrt_llm", precision="fp8"), "/m")
+    args = trt.llm_args(exp(backend="tensorrt_llm", precision="fp8",
+                            tensorrt_llm={"prequantized": True}), "/m")
     out = trt.instantiate(args, llmapi)
     assert out["build_config"] == ("BuildConfig", {"max_batch_size": 64})
     assert out["quant_config"] == ("QuantConfig", {"quant_algo": "QuantAlgo.FP8"})
@@ -132,13 +134,13 @@ def test_engine_key_names_what_the_engine_depends_on():
                    tensorrt_llm={"kv_cache_free_gpu_memory_fraction": 0.5})) == k
     changed = [
         key(exp(backend="tensorrt_llm", precision="fp16")),
-        key(exp(backend="tensorrt_llm", precision="fp8")),
+        key(exp(backend="tensorrt_llm", precision="fp8", tensorrt_llm={"prequantized": True})),
         key(exp(backend="tensorrt_llm", tensorrt_llm={"tensor_parallel_size": 2})),
         key(exp(backend="tensorrt_llm", tensorrt_llm={"pipeline_parallel_size": 2})),
         key(exp(backend="tensorrt_llm", tensorrt_llm={"max_batch_size": 8})),
         key(exp(backend="tensorrt_llm", tensorrt_llm={"max_seq_len": 4096})),
         key(exp(backend="tensorrt_llm", tensorrt_llm={"max_num_tokens": 8192})),
-        key(exp(backend="tensorrt_llm", tensorrt_llm={"kv_cache_dtype": "fp8"})),
+        key(exp(backend="tensorrt_llm", tensorrt_llm={"kv_cache_dtype": "fp8", "prequantized": True})),
         key(exp(backend="tensorrt_llm", tensorrt_llm={"enable_block_reuse": True})),
         key(base, model_fingerprint="def"),
         key(base, model_name="org/other"),

@@ -57,8 +57,9 @@ def test_vllm_every_option_reaches_the_engine():
     ("precision", "options", "dtype", "quantization"),
     [
         ("fp16", {}, "float16", None),
-        ("fp8", {}, "auto", "fp8"),  # online FP8 from a 16-bit checkpoint
-        ("fp8", {"dtype": "bfloat16"}, "bfloat16", "fp8"),
+        # online FP8 from a 16-bit checkpoint: vLLM 0.32.0 calls it fp8_per_tensor
+        ("fp8", {}, "auto", "fp8_per_tensor"),
+        ("fp8", {"dtype": "bfloat16"}, "bfloat16", "fp8_per_tensor"),
         ("fp8", {"quantization": "modelopt"}, "auto", "modelopt"),
         ("int4", {"quantization": "awq"}, "auto", "awq"),
         ("int8", {"quantization": "gptq", "dtype": "float16"}, "float16", "gptq"),
