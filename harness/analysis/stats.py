@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from harness.analysis.uncertainty import mean_uncertainty
+
 CONFIDENCE = 0.95
 BOOTSTRAP_MIN_N = 5
 BOOTSTRAP_RESAMPLES = 2000
@@ -118,11 +120,25 @@ def summarize(table: pd.DataFrame, metrics: dict[str, str] | None = None) -> pd.
             values = done[metric] if metric in done.columns else pd.Series(dtype="float64")
             for key, value in describe(values).items():
                 row[f"{metric}_{key}"] = value
+            row.update(_mean_budget(done, metric))
         rows.append(row)
     summary = pd.DataFrame(rows)
     for metric in metrics:
         summary[f"{metric}_n"] = summary[f"{metric}_n"].astype("int64")
     return summary
+
+
+def _mean_budget(done: pd.DataFrame, metric: str) -> dict[str, Any]:
+    """The expanded uncertainty of the metric's mean over runs, where the runs state budgets."""
+    if f"{metric}_u95" not in done.columns:
+        return {}
+    combined = mean_uncertainty(list(done[metric]), list(done[f"{metric}_u95"]),
+                                list(done[f"{metric}_u95_random"]))
+    return {
+        f"{metric}_u95": combined.u95 if combined else math.nan,
+        f"{metric}_u95_random": combined.u95_random if combined else math.nan,
+        f"{metric}_u_dominant": combined.dominant if combined else None,
+    }
 
 
 def energy_unavailable_reason(table: pd.DataFrame) -> str | None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.analysis.uncertainty import budget_columns
 from harness.config.sweep import Plan
 from harness.results.io import read_model
 from harness.results.manifest import load as load_manifest
@@ -61,7 +62,9 @@ def result_row(result: ExperimentResult) -> dict[str, Any]:
         "e2e_p99_s": lat.e2e.p99_s,
         "flops": result.compute.flops,
         "peak_memory_allocated_bytes": result.compute.peak_memory_allocated_bytes,
+        "loaded_idle_power_w": e.loaded_idle_power_w,
         "warnings": ";".join(w.code for w in result.warnings),
+        **budget_columns(result),
     }
 
 

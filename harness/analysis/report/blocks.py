@@ -16,7 +16,7 @@ from harness.analysis.effects import EFFECT_METRICS, Effects
 from harness.analysis.report.data import Report
 from harness.analysis.report.render import Block, Heading, Image, Items, Para, Table
 from harness.analysis.report.setup import setup_section
-from harness.analysis.report.text import RATIO_SPEC, ci, num
+from harness.analysis.report.text import RATIO_SPEC, ci, num, plus_minus
 from harness.analysis.stats import METRICS, param_columns
 from harness.config.load import read_yaml
 from harness.errors import UserInputError
@@ -107,6 +107,12 @@ def _summary_view(report: Report) -> pd.DataFrame:
                 s[f"{metric}_mean"], s[f"{metric}_ci95_low"], s[f"{metric}_ci95_high"],
                 strict=True)
         ]
+        if f"{metric}_u95" in s.columns and s[f"{metric}_u95"].notna().any():
+            view[label + " mean ± U95 (dominant)"] = [
+                plus_minus(m, u, d) for m, u, d in zip(
+                    s[f"{metric}_mean"], s[f"{metric}_u95"], s[f"{metric}_u_dominant"],
+                    strict=True)
+            ]
     return view
 
 
@@ -114,7 +120,11 @@ def summary(report: Report, ctx: Context) -> list[Block]:
     """Per experiment: mean and interval of each headline metric."""
     return [Heading(2, "Summary per experiment"),
             Para("Mean over cycles with a 95 % t-interval; summary.csv also holds std, CV, n "
-                 "and a bootstrap interval when n >= 5."),
+                 "and a bootstrap interval when n >= 5. For energy figures, U95 is the "
+                 "expanded uncertainty of the mean: the runs' scatter (or, when smaller, their "
+                 "own random budgets averaged down) combined with the sensor's stated accuracy, "
+                 "which repeating runs cannot reduce; the largest of the three is named "
+                 "(docs/analysis.md, 'Uncertainty of a mean')."),
             Table(_summary_view(report))]
 
 

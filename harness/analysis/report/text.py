@@ -41,3 +41,12 @@ def percent_past(value: float, limit: float) -> tuple[str, str]:
         if text != format(limit, f".{digits}%"):
             return text, shown
     return format(value, ".6%"), shown
+
+
+def plus_minus(mean: Any, u95: Any, dominant: Any, spec: str = ".4g") -> str:
+    """A mean with its expanded uncertainty and what dominates it: ``m ± U (term)``."""
+    if num(mean) == "n/a":
+        return "n/a"
+    if num(u95) == "n/a":
+        return f"{num(mean, spec)} ± n/a"
+    return f"{num(mean, spec)} ± {num(u95, '.2g')} ({dominant})"
