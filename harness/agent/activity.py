@@ -1,8 +1,9 @@
 """What the engine is doing, published as it happens: no context, loaded idle, prefill, decode.
 
 Engines and the protocol publish state changes; subscribers (a simulated GPU, the sensors'
-phase marks) receive ``(state, time.perf_counter())`` (CLOCK_MONOTONIC on Linux, one clock for every process). Publishing costs one list walk and never
-raises into the engine. One bus per process, like logging.
+phase marks) receive ``(state, time.perf_counter())`` (CLOCK_MONOTONIC on Linux, one clock for
+every process). Publishing costs one list walk and never raises into the engine. One bus per
+process, like logging.
 """
 
 from __future__ import annotations

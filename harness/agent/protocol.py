@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.agent import environment, validity
+from harness.agent import activity, environment, validity
 from harness.agent.metrics import (
     FLOPS_FORMULA,
     coefficient_of_variation,
@@ -24,6 +24,7 @@ from harness.agent.metrics import (
 )
 from harness.agent.sensors import select_sensor
 from harness.agent.sensors.base import Sensor, WindowReading
+from harness.agent.sensors.composite import host_figures
 from harness.agent.workload import batches, file_prompts, prompts_sha256, synthetic_prompts
 from harness.backends.engine import Engine, RequestTiming, create_engine, engine_info
 from harness.config.experiment import Measurement
@@ -164,6 +165,8 @@ def device_figures(
         device=dev,
         energy_j=energy,
         energy_method=reading.methods.get(dev),
+        readout=reading.readouts.get(dev),
+        gpu_processes=reading.gpu_processes.get(dev),
         idle_power_w=idle_w,
         dynamic_energy_j=(
             energy - idle_w * reading.duration_s
@@ -197,13 +200,9 @@ def energy_figures(
         notes.append(f"the sampler missed {reading.sampler_missed_ticks} ticks")
     common: dict[str, Any] = {
         "devices": devices,
-        "samples": min((d.samples for d in devices), default=0),
+        "host": host_figures(reading, sensor.provenance().get("host", {}).get("reason")),
         "window_s": reading.duration_s,
         "idle_window_s": idle.duration_s if idle is not None else None,
-        "idle_samples": (
-            min((len(known(idle.device_samples(d), "power_w")) for d in sensor.devices), default=0)
-            if idle is not None else 0
-        ),
         "sample_interval_ms": interval_ms if sensor.available else None,
         "sampler_cpu_s": reading.sampler_cpu_s,
         "notes": notes,
@@ -211,6 +210,14 @@ def energy_figures(
     if reading.method == "unavailable" or total is None:
         reason = sensor.reason or "; ".join(reading.notes) or "the sensor gave no energy"
         return Energy(energy_method="unavailable", unavailable_reason=reason, **common)
+    common["samples"] = min((d.samples for d in devices), default=0)
+    common["idle_samples"] = (
+        min((len(known(idle.device_samples(d), "power_w")) for d in sensor.devices), default=0)
+        if idle is not None else None
+    )
+    host = common["host"]
+    common["total_energy_j"] = total if host is None else (
+        total + host.energy_j if host.energy_j is not None else None)
     requests = len(window.requests)
     idle_values = [idle_w.get(dev) for dev in sensor.devices]
     idle_total = (
@@ -221,6 +228,7 @@ def energy_figures(
     j_per_request = ratio(total, requests)
     return Energy(
         energy_method=reading.method,
+        readout=reading.readout,
         energy_j=total,
         idle_power_w=idle_total,
         dynamic_energy_j=(
@@ -325,7 +333,7 @@ def write_timeseries(path: Path, phases: dict[str, WindowReading]) -> None:
     """Every sample of every measured phase, one row per device and sample."""
     rows = []
     for phase, reading in phases.items():
-        for sample in reading.samples:
+        for sample in reading.samples + (reading.host.samples if reading.host else []):
             rows.append({"phase": phase, **{k: sample.get(k) for k in TIMESERIES_COLUMNS[1:]}})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".csv.tmp")
@@ -381,7 +389,7 @@ def run(
     t_start = time.perf_counter()
     exp = spec.experiment
     m = exp.measurement
-    sensor = sensor or select_sensor(exp.device, spec.gpu_uuids)
+    sensor = sensor or select_sensor(exp.device, spec.gpu_uuids, library=spec.gpu_library)
     prefill_window: Window | None = None
     try:
         idle_w, idle = measure_idle(sensor, m)
@@ -389,6 +397,7 @@ def run(
         t_load = time.perf_counter()
         backend.load(spec.model_path)
         load_s = time.perf_counter() - t_load
+        activity.publish(activity.Activity.LOADED_IDLE)
 
         vocab_size, special = backend.vocab()
         if exp.workload.dataset == "synthetic":
@@ -410,6 +419,7 @@ def run(
     finally:
         if backend is not None:
             backend.unload()
+            activity.publish(activity.Activity.NO_CONTEXT)
         sensor.close()
 
     phases: dict[str, WindowReading] = {}
@@ -464,6 +474,9 @@ def run(
         warmup=warm,
         compute=compute,
     )
+    result.energy.phase_edges_s = {
+        p: (r.start_s, r.end_s) for p, r in phases.items() if r.start_s is not None and r.end_s is not None
+    }
     result.warnings = validity.check(result, phases, sensor)
     atomic_write_json(out_dir / "result.json", result)
     return result

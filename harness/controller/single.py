@@ -20,6 +20,7 @@ from harness.controller.preflight import preflight
 from harness.controller.runtimes import select_runtime
 from harness.controller.runtimes.base import Runtime
 from harness.controller.signals import SignalWatch
+from harness.errors import UserInputError
 from harness.results import events
 from harness.results.manifest import now_iso
 from harness.results.schema import ExperimentResult, RunInfo, RunRecord
@@ -75,6 +76,9 @@ def prepare_experiment(
 ) -> SingleRun:
     """Validate an experiment file, choose the runner and make its run folder; nothing runs yet."""
     exp = load_experiment(file)
+    problem = Execution().placement_problem(exp)
+    if problem is not None:
+        raise UserInputError(f"{file}: {problem}")
     runtime, why = select_runtime(runner or "auto")
     notes = preflight([exp], runtime, images={}, hf_cache=None, base=Path.cwd())
     run_dir = new_study_dir(output_dir or DEFAULT_ROOT, exp.id)

@@ -30,6 +30,8 @@ class SimulatedGpus(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     count: int = Field(1, ge=1, le=64, description="devices the simulated NVML lists")
+    #: GPUs each run gets (default: what its engine uses, tensor x pipeline parallel, at least 1)
+    per_run: int | None = Field(None, ge=1, le=64)
     name: str = "Simulated H100 80GB HBM3"
     power_w: StatePower = StatePower()
     #: multiplicative spread of power between devices (device i: 1 + spread * (i / count - 0.5))
@@ -60,6 +62,8 @@ class SimulatedGpus(BaseModel):
     temperature_c_per_w: float = Field(0.06, ge=0)
     temperature_tau_s: float = Field(20.0, gt=0)
     memory_total_bytes: int = Field(80 * 2**30, gt=0)
+    #: device memory in use while a model is resident (NVML's memory.used)
+    loaded_memory_bytes: int = Field(20 * 2**30, ge=0)
     #: whether the compute-process list can be read (False: NoPermission, as in some containers)
     process_list: bool = True
     #: whether power limits and locked clocks may be changed (also needs root, as on real GPUs)
@@ -69,6 +73,12 @@ class SimulatedGpus(BaseModel):
     def _limits_ordered(self) -> SimulatedGpus:
         if not self.power_limit_min_w <= self.power_limit_w <= self.power_limit_max_w:
             raise ValueError("power_limit_w must lie within [power_limit_min_w, power_limit_max_w]")
+        if self.per_run is not None and self.per_run > self.count:
+            raise ValueError(f"per_run {self.per_run} is more than the {self.count} simulated GPUs")
+        if self.loaded_memory_bytes > self.memory_total_bytes:
+            raise ValueError("loaded_memory_bytes exceeds memory_total_bytes")
+        if self.sm_clock_max_mhz not in self.sm_clocks_mhz:
+            raise ValueError("sm_clock_max_mhz must be one of sm_clocks_mhz")
         return self
 
     def uuid(self, index: int) -> str:

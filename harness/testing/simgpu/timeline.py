@@ -55,21 +55,24 @@ class Timeline:
         """True energy from ``t0`` to ``t1``, in joules."""
         return self.energy(t1) - self.energy(t0)
 
-    def observed_mean(self, t0: float, t1: float, period_s: float, duty: float) -> float | None:
+    def observed_mean(
+        self, t0: float, t1: float, period_s: float, duty: float, phase_s: float = 0.0
+    ) -> float | None:
         """Mean power over the parts of ``[t0, t1]`` a part-time sensor sees.
 
-        The sensor looks during the first ``duty`` share of every ``period_s`` (phase 0 at
-        t = 0); None when it saw nothing in the interval.
+        The sensor looks during the first ``duty`` share of every ``period_s``, periods starting
+        at ``phase_s + k * period_s``; None when it saw nothing in the interval.
         """
         if t1 <= t0:
             return None
         if duty >= 1.0:
             return self.between(t0, t1) / (t1 - t0)
         seen = energy = 0.0
-        k = math.floor(t0 / period_s)
-        while k * period_s < t1:
-            a = max(t0, k * period_s)
-            b = min(t1, k * period_s + duty * period_s)
+        k = math.floor((t0 - phase_s) / period_s)
+        while phase_s + k * period_s < t1:
+            start = phase_s + k * period_s
+            a = max(t0, start)
+            b = min(t1, start + duty * period_s)
             if b > a:
                 seen += b - a
                 energy += self.between(a, b)
