@@ -2,7 +2,7 @@
 
 Codes (docs/methodology.md explains each): window_too_short, too_few_samples,
 counter_not_advancing, counter_reset, temperature_drift, throttling, power_above_limit,
-power_below_idle, persistence_mode_off, other_gpu_processes, mig_enabled,
+power_below_idle, persistence_mode_off, other_gpu_processes, mig_enabled, gpu_unused,
 energy_unavailable, prefill_exceeds_total, warmup_not_converged.
 """
 
@@ -21,6 +21,8 @@ from harness.results.schema import ExperimentResult, Warning_
 MIN_SAMPLES = 10
 MAX_TEMPERATURE_DRIFT_C = 10.0
 POWER_LIMIT_FACTOR = 1.1
+#: a measured GPU whose mean utilisation over the window is below this (percent) is unused
+UNUSED_GPU_PCT = 1.0
 #: phases in which the model runs (the idle phase is measured before it loads)
 LOADED_PHASES = ("window", "prefill")
 
@@ -59,6 +61,7 @@ def check(
     window = phases.get("window")
     if window is not None and sensor.available:
         warnings += _power_warnings(result, window, devices)
+        warnings += unused_gpu_warnings(window, sensor.devices)
     warnings += _device_mode_warnings(devices)
     decode = result.prefill.decode_energy_j
     if decode is not None and decode < 0:
@@ -209,5 +212,20 @@ def _device_mode_warnings(devices: dict[str, dict[str, Any]]) -> list[Warning_]:
                 code="mig_enabled",
                 message=f"{dev}: MIG is enabled; NVML power and energy cover the whole GPU, not "
                 "the instance",
+            ))
+    return found
+
+
+def unused_gpu_warnings(window: WindowReading, devices: list[str]) -> list[Warning_]:
+    """Measured GPUs at about 0 % utilisation over the window: the engine does not use them."""
+    found = []
+    for dev in devices:
+        util = known(window.device_samples(dev), "utilization_gpu_pct")
+        if util and sum(util) / len(util) < UNUSED_GPU_PCT:
+            found.append(Warning_(
+                code="gpu_unused",
+                message=f"{dev}: utilisation {sum(util) / len(util):.1f} % over the window; the "
+                "engine does not seem to compute on this GPU, yet its energy is counted",
+                phase="window",
             ))
     return found
