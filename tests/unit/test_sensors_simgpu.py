@@ -28,7 +28,6 @@ from harness.testing.simgpu.config import SimulatedGpus
 from harness.testing.simgpu.truth import TRUTH_FILE, phase_energy, read_truth
 
 
-
 def write(path: Path, value: object) -> None:
     """Replace a sysfs-like file atomically."""
     tmp = path.with_name(path.name + ".tmp")
