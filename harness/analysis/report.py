@@ -258,11 +258,17 @@ def _study_text(study_dir: Path) -> tuple[str, str]:
     return str(data.get("name", "")), str(data.get("description", "")).strip()
 
 
+#: the title's end when any figure comes from simulated GPUs (docs/simulated-gpu.md)
+SIMULATED_NOTE = (": energy from SIMULATED GPUs (execution.simulated_gpus), not measured on real "
+                  "hardware")
+
+
 def _blocks(report: Report, results: dict[str, ExperimentResult], rel: dict[Path, str]) -> list[Block]:
     name, description = _study_text(report.study_dir)
     m = report.manifest
     done = sum(r.status == "done" for r in m.runs)
-    b: list[Block] = [("h", 1, f"Study {name or m.study}")]
+    simulated = any(r.energy.energy_method == "simulated" for r in results.values())
+    b: list[Block] = [("h", 1, f"Study {name or m.study}" + (SIMULATED_NOTE if simulated else ""))]
     if description:
         b.append(("p", description))
     b.append(("p", f"State {m.state}: {done} of {len(m.runs)} runs done; "

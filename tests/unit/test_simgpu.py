@@ -307,3 +307,26 @@ def test_truth_file_round_trip(tmp_path: Path) -> None:
     assert sum(by_state.values()) == pytest.approx(d1.energy_between(t0, t1))
     with pytest.raises(ValueError, match="outside"):
         d1.energy_between(t0 - 100, t1)
+
+
+# --- the report says so -----------------------------------------------------------------------
+
+
+def test_the_report_says_in_its_first_line_that_figures_are_simulated(tmp_path: Path) -> None:
+    from _synthetic import make_study
+
+    from harness.analysis.report import SIMULATED_NOTE, build
+    from harness.results.io import atomic_write_json, read_model
+    from harness.results.schema import ExperimentResult
+
+    study = make_study(tmp_path, sweep={"batch_size": [1, 8]}, j_factors={}, cycles=1)
+    build(study, figures=False)
+    assert SIMULATED_NOTE not in (study / "report" / "report.md").read_text()
+    for path in (study / "runs").glob("*/result.json"):
+        result = read_model(path, ExperimentResult)
+        result.energy.energy_method = "simulated"
+        atomic_write_json(path, result)
+    build(study, figures=False)
+    first = (study / "report" / "report.md").read_text().splitlines()[0]
+    assert first.startswith("# Study synth") and first.endswith(SIMULATED_NOTE)
+    assert "SIMULATED GPUs" in first
