@@ -277,3 +277,22 @@ def test_protocol_on_simulated_gpus_matches_the_truth(tmp_path: Path) -> None:
     assert states[-1] == "no_context"
     assert [s for _, s in truth.device(0).states] == ["no_context"]  # not the run's GPU
     assert "gpu_unused" not in [w.code for w in result.warnings]
+
+
+def test_a_slow_sampler_counts_each_skipped_slot_once() -> None:
+    from harness.agent.sensors.base import Sampler
+
+    taken: list[float] = []
+
+    def slow(tick: int) -> None:
+        taken.append(time.perf_counter())
+        time.sleep(0.025)  # two and a half 10 ms slots per sample
+
+    sampler = Sampler(slow, 10)
+    sampler.start()
+    time.sleep(0.5)
+    sampler.stop()
+    slots = (taken[-1] - taken[0]) / 0.01 + 1
+    # every slot of the schedule is either taken or skipped, none counted twice
+    assert sampler.ticks + sampler.missed_ticks == pytest.approx(slots, abs=4)
+    assert sampler.missed_ticks < 2 * sampler.ticks + 4

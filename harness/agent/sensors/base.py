@@ -112,17 +112,20 @@ class Sampler:
     def _run(self) -> None:
         cpu_start = time.thread_time()
         tick = 0
+        slot = 0  # slots of the schedule passed, taken or skipped
         try:
             while not self._stop.is_set():
                 self._sample(tick)
                 tick += 1
+                slot += 1
                 self.ticks = tick
                 now = self._clock()
-                due = self._t0 + tick * self._interval_s
+                due = self._t0 + slot * self._interval_s
                 if now > due:
                     # a sample overran its slot: resume at the next slot still ahead
                     skip = math.floor((now - due) / self._interval_s) + 1
                     self.missed_ticks += skip
+                    slot += skip
                     due += skip * self._interval_s
                 if self._stop.wait(due - now):
                     break
