@@ -256,7 +256,7 @@ def test_protocol_on_simulated_gpus_matches_the_truth(tmp_path: Path) -> None:
         measurement={"warmup_batches": 1, "baseline_s": 0.3, "min_window_s": 0.5,
                      "sample_interval_ms": 20, "prefill_split": True},
     )
-    config = SimulatedGpus(count=2, counter_period_ms=20.0)
+    config = SimulatedGpus(count=2, counter_period_ms=1.0)  # edge lag well under 10 %
     out = tmp_path / "run"
     spec = RunSpec(
         run=RunInfo(study="t", experiment_id=exp.id, cycle=1, run_id="r"), experiment=exp,
