@@ -147,6 +147,23 @@ def test_power_reading_is_a_trailing_average() -> None:
     assert instant.power_mw(1.0001) == 300_000
 
 
+def test_a_part_time_power_sensor_misses_what_falls_between_its_looks() -> None:
+    dev = device(power_average_s=1.0, power_sensor_duty=0.25, power_sensor_period_ms=100.0)
+    dev.enter(Activity.LOADED_IDLE, 0.0)
+    for k in range(30):  # 25 ms prefill bursts at the start of every 100 ms (device 0: phase 0)
+        dev.enter(Activity.PREFILL, 1.0 + k * 0.1)
+        dev.enter(Activity.LOADED_IDLE, 1.0 + k * 0.1 + 0.025)
+    true_mean = dev.timeline.between(2.0, 3.0)  # 1 s: a quarter at 500 W, the rest at 100 W
+    assert true_mean == pytest.approx(200.0)
+    assert dev.power_mw(3.0) == 500_000  # it looks only while the bursts run
+    shifted = device(index=1, power_average_s=1.0, power_sensor_duty=0.25)
+    shifted.enter(Activity.LOADED_IDLE, 0.0)
+    for k in range(30):
+        shifted.enter(Activity.PREFILL, 1.0 + k * 0.1)
+        shifted.enter(Activity.LOADED_IDLE, 1.0 + k * 0.1 + 0.025)
+    assert shifted.power_mw(3.0) == 100_000  # device 1 looks 61.8 ms later: only idle
+
+
 def test_temperature_responds_in_first_order() -> None:
     dev = device(idle_temperature_c=30.0, temperature_c_per_w=0.1, temperature_tau_s=10.0)
     assert dev.temperature_c(0.0) == pytest.approx(30.0)
