@@ -135,14 +135,15 @@ class Launcher:
                                  reason=FailureReason.ENGINE_UNAVAILABLE, error=str(e))
         lib = self.gpu_library
         measured = measures_gpus(exp.device, lib)
-        atomic_write_json(run_dir / "config.json", RunSpec(
+        spec = RunSpec(
             run=info, experiment=exp,
             model_path=self.runtime.model_path_for_agent(job) if job else exp.model,
             image=image, gpu_uuids=host_gpu_uuids(gpus, library=lib) if measured else [],
             runner=self.runtime.name,
             gpu_library=(self.runtime.gpu_library_for_agent(job)
                          if job is not None and lib.kind == "simulated" else lib),
-        ))
+        )
+        atomic_write_json(run_dir / "config.json", spec.file_data())
         thermal: dict[str, Any] = {}
         if job is not None:
             ex = self.execution

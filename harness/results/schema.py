@@ -90,6 +90,14 @@ class RunSpec(_Model):
     runner: str = "local"
     gpu_library: GpuLibrary = GpuLibrary()
 
+    def file_data(self) -> dict[str, Any]:
+        """config.json's content, without gpu_library at its default (the system's NVML).
+
+        Agents in images built before gpu_library existed then still read the file.
+        """
+        return self.model_dump(mode="json", exclude={"gpu_library"} if self.gpu_library ==
+                               GpuLibrary() else None)
+
 
 class LatencyStats(_Model):
     """Summary of one latency quantity over requests, in seconds."""

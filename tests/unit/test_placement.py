@@ -186,3 +186,14 @@ def test_the_run_spec_names_the_simulated_gpus_the_host_assigned(tmp_path: Path)
     assert spec.gpu_library.state_dir == "/seen-by-agent"
     assert spec.gpu_library.truth_file == str((run_dir / TRUTH_FILE).resolve())
     assert attempt.thermal["gpus"] == [5] and attempt.thermal["checked"] is True
+
+
+def test_config_json_names_the_library_only_when_it_is_not_the_system_one() -> None:
+    e = exp(device="cpu", precision="fp32")
+    info = RunInfo(study="s", experiment_id=e.id, cycle=1, run_id="r-c1")
+    plain = RunSpec(run=info, experiment=e, model_path="m").file_data()
+    assert "gpu_library" not in plain  # agents built before the field still read the file
+    assert RunSpec.model_validate(plain).gpu_library == GpuLibrary()
+    sim = RunSpec(run=info, experiment=e, model_path="m",
+                  gpu_library=GpuLibrary(kind="simulated", simulated=SIM)).file_data()
+    assert RunSpec.model_validate(sim).gpu_library.simulated == SIM
