@@ -13,7 +13,7 @@ import pytest
 
 from harness.agent import activity
 from harness.agent.activity import Activity
-from harness.testing.simgpu import nvml as simnvml
+from harness.testing.simgpu import commands as simnvml
 from harness.testing.simgpu.config import SimulatedGpus, StatePower
 from harness.testing.simgpu.device import COUNTER_BASE_MJ, SimDevice
 from harness.testing.simgpu.nvml import SimulatedNvml

@@ -24,6 +24,7 @@ from typing import Any
 
 from harness.agent.sensors.base import Sampler, Sensor, WindowReading, trapezoid_energy_j
 from harness.agent.sensors.null import UnavailableSensor
+from harness.agent.sensors.nvml_provenance import describe, text
 from harness.devices.library import NoLibrary, energy_label, open_library
 from harness.results.schema import EnergyMethod, GpuLibrary, Readout
 
@@ -76,10 +77,6 @@ class Gpu:
     pids_unknown: str | None = None
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def init_reason(nvml: ModuleType, error: Exception) -> str:
     """Why NVML could not be initialised, in words a user can act on."""
     if isinstance(error, nvml.NVMLError_LibraryNotFound):
@@ -109,7 +106,7 @@ def select_gpus(
     found: list[tuple[int, Any, str]] = []
     for index in range(count):
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
-        found.append((index, handle, _text(nvml.nvmlDeviceGetUUID(handle))))
+        found.append((index, handle, text(nvml.nvmlDeviceGetUUID(handle))))
     seen = ", ".join(uuid for _, _, uuid in found)
 
     def by_uuid(wanted: str) -> tuple[int, Any, str]:
@@ -175,7 +172,7 @@ class NvmlSensor(Sensor):
             "nvml_counter" if all(g.has_counter for g in gpus) else "nvml_power_integration"
         )
         self.reason = None
-        self._static = self._describe(selected_by)
+        self._static = describe(nvml, gpus, self._read, selected_by)
 
     @property
     def devices(self) -> list[str]:
@@ -369,90 +366,6 @@ class NvmlSensor(Sensor):
         if self._label is not None:
             return self._label
         return "nvml_counter" if reading.readout == "counter" else "nvml_power_integration"
-
-    # --- provenance ---------------------------------------------------------------------------
-
-    def _describe(self, selected_by: str) -> dict[str, Any]:
-        nvml = self._nvml
-
-        def system(fn_name: str) -> Any:
-            try:
-                return getattr(nvml, fn_name)()
-            except nvml.NVMLError:
-                return None
-
-        cuda = system("nvmlSystemGetCudaDriverVersion")
-        driver = system("nvmlSystemGetDriverVersion")
-        nvml_version = system("nvmlSystemGetNVMLVersion")
-        devices = [self._describe_gpu(g) for g in self._gpus]
-        return {
-            "selected_by": selected_by,
-            "driver_version": _text(driver) if driver is not None else None,
-            "cuda_driver_version": f"{cuda // 1000}.{(cuda % 1000) // 10}" if cuda else None,
-            "nvml_version": _text(nvml_version) if nvml_version is not None else None,
-            "devices": devices,
-        }
-
-    def _describe_gpu(self, gpu: Gpu) -> dict[str, Any]:
-        nvml = self._nvml
-        read = self._read
-
-        def watts(value: Any) -> float | None:
-            return value / 1000.0 if value is not None else None
-
-        def feature(value: Any) -> bool | None:
-            return None if value is None else value == nvml.NVML_FEATURE_ENABLED
-
-        def pair(value: Any) -> tuple[Any, Any]:
-            return (value[0], value[1]) if value is not None else (None, None)
-
-        mig_current, mig_pending = pair(read(gpu, "mig", nvml.nvmlDeviceGetMigMode))
-        ecc_current, ecc_pending = pair(read(gpu, "ecc", nvml.nvmlDeviceGetEccMode))
-        memory = read(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo)
-        name = read(gpu, "name", nvml.nvmlDeviceGetName)
-        pci = read(gpu, "pci", nvml.nvmlDeviceGetPciInfo)
-        capability = read(gpu, "capability", nvml.nvmlDeviceGetCudaComputeCapability)
-        return {
-            "device": gpu.key,
-            "nvml_index": gpu.index,
-            "uuid": gpu.uuid,
-            "name": _text(name) if name is not None else None,
-            "pci_bus_id": _text(pci.busId) if pci is not None else None,
-            "compute_capability": f"{capability[0]}.{capability[1]}" if capability else None,
-            "memory_total_bytes": int(memory.total) if memory is not None else None,
-            "energy_counter": gpu.has_counter,
-            "power_limit_w": watts(read(gpu, "enforced_limit", nvml.nvmlDeviceGetEnforcedPowerLimit)),
-            "power_management_limit_w": watts(
-                read(gpu, "limit", nvml.nvmlDeviceGetPowerManagementLimit)
-            ),
-            "power_default_limit_w": watts(
-                read(gpu, "default_limit", nvml.nvmlDeviceGetPowerManagementDefaultLimit)
-            ),
-            "persistence_mode": feature(read(gpu, "persistence", nvml.nvmlDeviceGetPersistenceMode)),
-            "mig_mode": feature(mig_current),
-            "mig_mode_pending": feature(mig_pending),
-            "ecc_mode": feature(ecc_current),
-            "ecc_mode_pending": feature(ecc_pending),
-            "sm_clock_mhz": read(gpu, "sm_clock", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM),
-            "mem_clock_mhz": read(
-                gpu, "mem_clock", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_MEM
-            ),
-            "sm_clock_max_mhz": read(
-                gpu, "sm_clock_max", nvml.nvmlDeviceGetMaxClockInfo, nvml.NVML_CLOCK_SM
-            ),
-            "mem_clock_max_mhz": read(
-                gpu, "mem_clock_max", nvml.nvmlDeviceGetMaxClockInfo, nvml.NVML_CLOCK_MEM
-            ),
-            "sm_clock_applications_mhz": read(
-                gpu, "sm_clock_app", nvml.nvmlDeviceGetApplicationsClock, nvml.NVML_CLOCK_SM
-            ),
-            "mem_clock_applications_mhz": read(
-                gpu, "mem_clock_app", nvml.nvmlDeviceGetApplicationsClock, nvml.NVML_CLOCK_MEM
-            ),
-            "temperature_c": read(
-                gpu, "temperature", nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU
-            ),
-        }
 
     def provenance(self) -> dict[str, Any]:
         """Driver, CUDA, and each GPU's name, UUID, limits, modes and clocks (read at open)."""

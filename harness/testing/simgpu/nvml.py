@@ -8,8 +8,8 @@ one process's view of the GPUs:
 - in the agent it follows the engine: created with ``engine_uuids``, it subscribes to the
   activity bus (``harness.agent.activity``) and those devices' power follows the engine's
   states; at the last ``nvmlShutdown`` it writes its truth file (``truth.py``);
-- on the host it only answers queries and changes settings, which persist in the state folder
-  (``state.py``) for every other instance to see.
+- on the host it only answers queries and changes settings (``commands.py``), which persist
+  in the state folder (``state.py``) for every other instance to see.
 
 Every call sleeps ``call_latency_ms`` first (outside the lock, as NVML calls from two threads
 overlap), then answers for the moment it returns.
@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import pynvml
 
 from harness.agent import activity
 from harness.agent.activity import Activity
+from harness.testing.simgpu.commands import DeviceCommands, Handle, error
 from harness.testing.simgpu.config import SimulatedGpus
 from harness.testing.simgpu.device import SimDevice
 from harness.testing.simgpu.state import SettingsStore, write_json_atomically
@@ -41,23 +41,7 @@ CUDA_DRIVER_VERSION = 12080
 _NA = 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
-class Handle:
-    """A device handle (what nvmlDeviceGetHandleBy* return)."""
-
-    index: int
-
-
-def is_root() -> bool:
-    """Whether this process may change GPU settings (root, as NVML requires)."""
-    return os.geteuid() == 0
-
-
-def _error(code: int) -> pynvml.NVMLError:
-    return pynvml.NVMLError(code)
-
-
-class SimulatedNvml:
+class SimulatedNvml(DeviceCommands):
     """pynvml's interface over simulated GPUs; see the module docstring."""
 
     def __init__(
@@ -126,7 +110,7 @@ class SimulatedNvml:
             time.sleep(self.config.call_latency_ms / 1000.0)
         with self._lock:
             if self._inits == 0:
-                raise _error(pynvml.NVML_ERROR_UNINITIALIZED)
+                raise error(pynvml.NVML_ERROR_UNINITIALIZED)
             now = self._clock()
             self._horizon = max(self._horizon, now)
             changed = self._store.changed(now)
@@ -139,7 +123,7 @@ class SimulatedNvml:
 
     def _device(self, handle: Handle) -> SimDevice:
         if not isinstance(handle, Handle) or not 0 <= handle.index < len(self._devices):
-            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+            raise error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
         return self._devices[handle.index]
 
     # --- library --------------------------------------------------------------------------
@@ -194,7 +178,7 @@ class SimulatedNvml:
             for device in self._devices:
                 if device.uuid == text:
                     return Handle(device.index)
-            raise _error(pynvml.NVML_ERROR_NOT_FOUND)
+            raise error(pynvml.NVML_ERROR_NOT_FOUND)
 
     # --- identity -------------------------------------------------------------------------
 
@@ -249,7 +233,7 @@ class SimulatedNvml:
         with self._api() as now:
             device = self._device(handle)
             if not self.config.energy_counter:
-                raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+                raise error(pynvml.NVML_ERROR_NOT_SUPPORTED)
             return device.counter_mj(now)
 
     def nvmlDeviceGetPowerUsage(self, handle: Handle) -> int:
@@ -287,7 +271,7 @@ class SimulatedNvml:
         with self._api() as now:
             device = self._device(handle)
             if sensor != pynvml.NVML_TEMPERATURE_GPU:
-                raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
+                raise error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
             return int(round(device.temperature_c(now)))
 
     def _clock_mhz(self, handle: Handle, kind: int, sm: Callable[[SimDevice], int]) -> int:
@@ -296,7 +280,7 @@ class SimulatedNvml:
             return sm(device)
         if kind == pynvml.NVML_CLOCK_MEM:
             return device.mem_clock_mhz()
-        raise _error(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        raise error(pynvml.NVML_ERROR_NOT_SUPPORTED)
 
     def nvmlDeviceGetClockInfo(self, handle: Handle, type: int) -> int:  # noqa: A002 - pynvml's name
         """Current clock of one domain, in MHz."""
@@ -350,76 +334,13 @@ class SimulatedNvml:
         with self._api():
             device = self._device(handle)
             if not self.config.process_list:
-                raise _error(pynvml.NVML_ERROR_NO_PERMISSION)
+                raise error(pynvml.NVML_ERROR_NO_PERMISSION)
             if not (device.follows_engine and device.loaded()):
                 return []
             return [pynvml.nvmlFriendlyObject({
                 "pid": os.getpid(), "usedGpuMemory": self.config.loaded_memory_bytes,
                 "gpuInstanceId": _NA, "computeInstanceId": _NA,
             })]
-
-    # --- settings (root and settings_permitted, like real GPUs) ----------------------------
-
-    def _set(self, handle: Handle, now: float, **changes: Any) -> None:
-        self._device(handle)
-        if not (self.config.settings_permitted and is_root()):
-            raise _error(pynvml.NVML_ERROR_NO_PERMISSION)
-        stored = self._store.update(handle.index, **changes)
-        for device in self._devices:
-            new = stored.get(device.index)
-            if new is not None and new != device.settings:
-                device.apply(new, now)
-
-    def nvmlDeviceSetPowerManagementLimit(self, handle: Handle, limit: int) -> None:
-        """Set the power limit (mW) within the constraints."""
-        with self._api() as now:
-            c = self.config
-            if not c.power_limit_min_w * 1000 <= limit <= c.power_limit_max_w * 1000:
-                self._device(handle)
-                raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-            self._set(handle, now, power_limit_w=limit / 1000.0)
-
-    def _check_range(self, low: int, high: int, allowed: Sequence[int]) -> None:
-        if not min(allowed) <= low <= high <= max(allowed):
-            raise _error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
-
-    def nvmlDeviceSetGpuLockedClocks(self, handle: Handle, minGpuClockMHz: int,  # noqa: N803
-                                     maxGpuClockMHz: int) -> None:  # noqa: N803
-        """Lock the SM clock to a range (MHz)."""
-        with self._api() as now:
-            self._check_range(minGpuClockMHz, maxGpuClockMHz, self.config.sm_clocks_mhz)
-            self._set(handle, now, gpu_locked_mhz=(int(minGpuClockMHz), int(maxGpuClockMHz)))
-
-    def nvmlDeviceResetGpuLockedClocks(self, handle: Handle) -> None:
-        """Unlock the SM clock."""
-        with self._api() as now:
-            self._set(handle, now, gpu_locked_mhz=None)
-
-    def nvmlDeviceSetMemoryLockedClocks(self, handle: Handle, minMemClockMHz: int,  # noqa: N803
-                                        maxMemClockMHz: int) -> None:  # noqa: N803
-        """Lock the memory clock to a range (MHz)."""
-        with self._api() as now:
-            self._check_range(minMemClockMHz, maxMemClockMHz, [self.config.mem_clock_mhz])
-            self._set(handle, now, mem_locked_mhz=(int(minMemClockMHz), int(maxMemClockMHz)))
-
-    def nvmlDeviceResetMemoryLockedClocks(self, handle: Handle) -> None:
-        """Unlock the memory clock."""
-        with self._api() as now:
-            self._set(handle, now, mem_locked_mhz=None)
-
-    def nvmlDeviceGetSupportedMemoryClocks(self, handle: Handle) -> list[int]:
-        """Memory clocks the device supports (MHz)."""
-        with self._api():
-            self._device(handle)
-            return [self.config.mem_clock_mhz]
-
-    def nvmlDeviceGetSupportedGraphicsClocks(self, handle: Handle, memoryClockMHz: int) -> list[int]:  # noqa: N803
-        """SM clocks supported at a memory clock (MHz), highest first."""
-        with self._api():
-            self._device(handle)
-            if memoryClockMHz != self.config.mem_clock_mhz:
-                raise _error(pynvml.NVML_ERROR_NOT_FOUND)
-            return sorted(self.config.sm_clocks_mhz, reverse=True)
 
     # --- the truth ------------------------------------------------------------------------
 
