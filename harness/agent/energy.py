@@ -12,6 +12,7 @@ from harness.agent.baseline import Baseline
 from harness.agent.metrics import known, peak_total_power_w
 from harness.agent.readings import counter_period_s, counter_updates
 from harness.agent.sensors.base import Sensor
+from harness.agent.sensors.composite import host_figures
 from harness.agent.uncertainty import (
     Budget,
     above_baseline,
@@ -55,6 +56,8 @@ def device_figures(
         device=dev,
         energy_j=energy.value if energy is not None else None,
         energy_method=reading.methods.get(dev),
+        readout=reading.readouts.get(dev),
+        gpu_processes=reading.gpu_processes.get(dev),
         idle_power_w=idle.value if idle is not None else None,
         loaded_idle_power_w=loaded_idle.value if loaded_idle is not None else None,
         dynamic_energy_j=dynamic.value if dynamic is not None else None,
@@ -88,12 +91,10 @@ def _common(
         notes.append(f"the sampler missed {reading.sampler_missed_ticks} ticks")
     return {
         "devices": devices,
-        "samples": min((d.samples for d in devices), default=0),
+        "host": host_figures(reading, sensor.provenance().get("host", {}).get("reason")),
         "window_s": reading.duration_s,
         "idle_window_s": preload.reading.duration_s if preload is not None else None,
-        "idle_samples": preload.samples if preload is not None else 0,
         "loaded_idle_window_s": loaded.reading.duration_s if loaded is not None else None,
-        "loaded_idle_samples": loaded.samples if loaded is not None else 0,
         "sample_interval_ms": interval_ms if sensor.available else None,
         "sampler_cpu_s": reading.sampler_cpu_s,
         "notes": notes,
@@ -118,6 +119,12 @@ def energy_figures(
     if reading.method == "unavailable" or reading.total_energy_j is None or energy is None:
         reason = sensor.reason or "; ".join(reading.notes) or "the sensor gave no energy"
         return Energy(energy_method="unavailable", unavailable_reason=reason, **common)
+    common["samples"] = min((d.samples for d in devices), default=0)
+    common["idle_samples"] = preload.samples if preload is not None else None
+    common["loaded_idle_samples"] = loaded.samples if loaded is not None else None
+    host = common["host"]
+    common["total_energy_j"] = energy.value if host is None else (
+        energy.value + host.energy_j if host.energy_j is not None else None)
     dynamic = total(dynamics) if len(dynamics) == len(budgets) else None
     out_tokens = window.output_tokens
     all_tokens = window.input_tokens + out_tokens
@@ -140,4 +147,5 @@ def energy_figures(
         ),
     }
     values = {name: b.value if b is not None else None for name, b in figures.items()}
-    return Energy(energy_method=reading.method, uncertainty=reported(figures), **values, **common)
+    return Energy(energy_method=reading.method, readout=reading.readout,
+                  uncertainty=reported(figures), **values, **common)

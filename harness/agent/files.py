@@ -45,7 +45,7 @@ def write_timeseries(path: Path, phases: dict[str, WindowReading]) -> None:
     """Every sample of every measured phase, one row per device and sample."""
     rows = []
     for phase, reading in phases.items():
-        for sample in reading.samples:
+        for sample in reading.samples + (reading.host.samples if reading.host else []):
             rows.append({"phase": phase, **{k: sample.get(k) for k in TIMESERIES_COLUMNS[1:]}})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".csv.tmp")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.agent import environment, validity
+from harness.agent import activity, environment, validity
 from harness.agent.baseline import Baseline, measure_baseline
 from harness.agent.compute import compute_figures
 from harness.agent.energy import energy_figures
@@ -125,7 +125,7 @@ def _measure(
     t_load = time.perf_counter()
     backend.load(spec.model_path)
     load_s = time.perf_counter() - t_load
-    # the engine is loaded and idle from here (model resident, no request)
+    activity.publish(activity.Activity.LOADED_IDLE)  # model resident, no request
     device_check = check_devices(backend.device_uuids(), sensor)
     prompts = encoded_prompts(spec, texts, backend)
     work = batches(prompts, exp.batch_size)
@@ -176,14 +176,14 @@ def run(
     exp = spec.experiment
     texts = prompt_texts(spec)  # a bad prompts file costs no engine start
     host = host or HostProbe()
-    sensor = sensor or select_sensor(exp.device, spec.gpu_uuids)
+    sensor = sensor or select_sensor(exp.device, spec.gpu_uuids, library=spec.gpu_library)
     try:
         backend = backend or create_engine(exp)
         got = _measure(spec, sensor, backend, texts, host)
     finally:
         if backend is not None:
             backend.unload()
-            # the engine is unloaded from here (no model, no context)
+            activity.publish(activity.Activity.NO_CONTEXT)  # no model, no context
         sensor.close()
     return _finish(spec, out_dir, sensor, got, _interference(got, sensor, host), t_start)
 
@@ -249,6 +249,10 @@ def _finish(
         model=identify_for_agent(exp.model, spec.model_path, spec.model_fingerprint),
         datasets=spec.datasets,
     )
+    result.energy.phase_edges_s = {
+        p: (r.start_s, r.end_s) for p, r in phases.items()
+        if r.start_s is not None and r.end_s is not None
+    }
     result.warnings = validity.check(result, phases, sensor)
     atomic_write_json(out_dir / "result.json", result)
     return result

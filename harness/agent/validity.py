@@ -2,7 +2,7 @@
 
 Codes (docs/methodology.md explains each): window_too_short, too_few_samples,
 counter_not_advancing, counter_reset, temperature_drift, throttling, power_above_limit,
-power_below_idle, persistence_mode_off, other_gpu_processes, mig_enabled,
+power_below_idle, persistence_mode_off, other_gpu_processes, mig_enabled, gpu_unused,
 energy_unavailable, prefill_exceeds_total, warmup_not_converged, too_few_counter_updates,
 not_steady, baseline_too_short, baseline_hot, idle_power_high, preload_idle_above_loaded,
 host_contention (the last seven with results schema 1.1; thresholds below).
@@ -25,6 +25,8 @@ from harness.results.schema import ExperimentResult, Warning_
 MIN_SAMPLES = 10
 MAX_TEMPERATURE_DRIFT_C = 10.0
 POWER_LIMIT_FACTOR = 1.1
+#: a measured GPU whose mean utilisation over the window is below this (percent) is unused
+UNUSED_GPU_PCT = 1.0
 #: phases in which the model runs (the idle phase is measured before it loads)
 LOADED_PHASES = ("window", "prefill")
 #: phases in which this process holds a context on the GPU
@@ -65,6 +67,7 @@ def check(
     window = phases.get("window")
     if window is not None and sensor.available:
         warnings += _power_warnings(result, window, devices)
+        warnings += unused_gpu_warnings(window, sensor.devices)
     warnings += baseline_warnings(result, phases, devices)
     warnings += window_warnings(result, phases, sensor)
     warnings += _device_mode_warnings(devices)
@@ -219,5 +222,20 @@ def _device_mode_warnings(devices: dict[str, dict[str, Any]]) -> list[Warning_]:
                 code="mig_enabled",
                 message=f"{dev}: MIG is enabled; NVML power and energy cover the whole GPU, not "
                 "the instance",
+            ))
+    return found
+
+
+def unused_gpu_warnings(window: WindowReading, devices: list[str]) -> list[Warning_]:
+    """Measured GPUs at about 0 % utilisation over the window: the engine does not use them."""
+    found = []
+    for dev in devices:
+        util = known(window.device_samples(dev), "utilization_gpu_pct")
+        if util and sum(util) / len(util) < UNUSED_GPU_PCT:
+            found.append(Warning_(
+                code="gpu_unused",
+                message=f"{dev}: utilisation {sum(util) / len(util):.1f} % over the window; the "
+                "engine does not seem to compute on this GPU, yet its energy is counted",
+                phase="window",
             ))
     return found

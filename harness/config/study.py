@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.backends import registry
-from harness.config.experiment import FingerprintMode, Order, Runner
+from harness.config.experiment import Experiment, FingerprintMode, Order, Runner
+from harness.testing.simgpu.config import SimulatedGpus
 
 MAX_RUNS_DEFAULT = 1000
 
@@ -46,6 +47,9 @@ class Execution(BaseModel):
         "fast", description="fingerprint of the model's files each run records: fast (sizes, "
         "safetensors headers, sampled blocks) or full (SHA-256 of every byte)",
     )
+    simulated_gpus: SimulatedGpus | None = Field(
+        None, description="measure simulated GPUs instead of the system's (docs/simulated-gpu.md)"
+    )
 
     @field_validator("gpus")
     @classmethod
@@ -55,6 +59,36 @@ class Execution(BaseModel):
         if len(set(value)) != len(value):
             raise ValueError("GPU indices must be distinct")
         return value
+
+    @model_validator(mode="after")
+    def _simulated_gpus_exist(self) -> Execution:
+        sim = self.simulated_gpus
+        if sim is not None and any(g >= sim.count for g in self.gpus):
+            raise ValueError(f"gpus {self.gpus} names GPUs beyond the {sim.count} simulated ones "
+                             f"(simulated_gpus.count; indices 0-{sim.count - 1})")
+        return self
+
+    def gpus_per_run(self, experiment: Experiment) -> int:
+        """GPUs a run of ``experiment`` gets.
+
+        What its engine uses (tensor x pipeline parallel, 0 on the CPU), or on simulated GPUs
+        ``simulated_gpus.per_run`` (default: that, at least 1, so CPU runs drive simulated GPUs
+        too).
+        """
+        sim = self.simulated_gpus
+        if sim is None:
+            return experiment.gpus_per_run()
+        return sim.per_run or max(1, experiment.gpus_per_run())
+
+    def placement_problem(self, experiment: Experiment) -> str | None:
+        """Why runs of ``experiment`` cannot get their GPUs from ``gpus`` (None when they can)."""
+        need = self.gpus_per_run(experiment)
+        if need <= len(self.gpus):
+            return None
+        why = ("simulated_gpus.per_run" if self.simulated_gpus and self.simulated_gpus.per_run
+               else f"backend {experiment.backend}: tensor x pipeline parallel")
+        return (f"experiment {experiment.id} needs {need} GPUs per run ({why}), but "
+                f"execution.gpus lists {len(self.gpus)} ({self.gpus}); list at least {need}")
 
 
 class Study(BaseModel):

@@ -84,6 +84,8 @@ def expand(study: Study, *, source: str = "study") -> Plan:
         }))
         kept.include(study.experiment, study.include)
         problems += kept.problems + kept.failures()
+        problems += [f"{source}: {why}" for p in kept.chosen.values()
+                     if (why := study.execution.placement_problem(p.experiment))]
         if not problems and swept == 0 and any(kept.exclude_hits) and not study.include:
             problems.append(f"{source}: exclude: the exclude rules remove every experiment")
         if problems:

@@ -21,12 +21,13 @@ from harness.controller.outcome import Classified, classify, keep_log, mark_done
 from harness.controller.preflight import image_for, locate_model
 from harness.controller.runtimes.base import RunJob, RunOutcome, Runtime
 from harness.controller.thermal import cooldown, host_gpu_uuids
+from harness.devices.library import SYSTEM, measures_gpus, run_library
 from harness.errors import EngineUnavailable, RunFailure, StorageProblem
 from harness.results.events import Observer
 from harness.results.io import atomic_write_json
 from harness.results.manifest import now_iso
 from harness.results.reasons import FailureReason
-from harness.results.schema import ImageInfo, RunInfo, RunRecord, RunSpec
+from harness.results.schema import GpuLibrary, ImageInfo, RunInfo, RunRecord, RunSpec
 from harness.secrets import Scrubber, forwarded_env
 
 
@@ -81,9 +82,12 @@ class Launcher:
         sleep: Callable[[float], None],
         stopping: Callable[[], bool],
         models: Mapping[str, Path] | None = None,
+        gpu_library: GpuLibrary = SYSTEM,
     ) -> None:
         self.runtime = runtime
         self.models = dict(models or {})
+        #: the library the host reads the GPUs through (and the runs' agents, paths aside)
+        self.gpu_library = gpu_library
         self.study = study
         self.execution = execution
         self.images = images
@@ -118,6 +122,7 @@ class Launcher:
             gpus=gpus, device=exp.device, timeout_s=ex.timeout_s, backend=exp.backend,
             mem_limit=ex.mem_limit, pids_limit=ex.pids_limit, env=forwarded_env(),
             datasets=files,
+            gpu_library=run_library(self.gpu_library, run_dir),
         )
 
     def attempt(self, info: RunInfo, exp: Experiment, run_dir: Path, gpus: list[int]) -> Attempt:
@@ -137,19 +142,24 @@ class Launcher:
         except EngineUnavailable as e:
             outcome = RunOutcome(exit_code=None, duration_s=0.0,
                                  reason=FailureReason.ENGINE_UNAVAILABLE, error=str(e))
-        atomic_write_json(run_dir / "config.json", RunSpec(
+        lib = self.gpu_library
+        measured = measures_gpus(exp.device, lib)
+        spec = RunSpec(
             run=info, experiment=exp,
             model_path=self.runtime.model_path_for_agent(job) if job else exp.model,
-            image=image, gpu_uuids=host_gpu_uuids(gpus) if exp.device == "cuda" else [],
+            image=image, gpu_uuids=host_gpu_uuids(gpus, library=lib) if measured else [],
             runner=self.runtime.name, model_fingerprint=self.execution.model_fingerprint,
             datasets=[d.model_copy(update={"agent_path": self.runtime.dataset_path_for_agent(d)})
                       for d in (job.datasets if job else [])],
-        ))
+            gpu_library=(self.runtime.gpu_library_for_agent(job)
+                         if job is not None and lib.kind == "simulated" else lib),
+        )
+        atomic_write_json(run_dir / "config.json", spec)
         thermal: dict[str, Any] = {}
         if job is not None:
             ex = self.execution
             thermal = cooldown(exp.device, gpus, ex.cooldown_to_c, ex.cooldown_timeout_s,
-                               sleep=self.sleep)
+                               sleep=self.sleep, library=lib)
             if not self.stopping():
                 outcome = self.runtime.run(job)
         gone = outcome.reason == FailureReason.ENGINE_UNAVAILABLE and not self._engine_back(

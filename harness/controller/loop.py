@@ -23,6 +23,7 @@ from harness.controller.recovery import Recovery
 from harness.controller.rundirs import fresh_run_dir, set_aside
 from harness.controller.runtimes.base import Runtime
 from harness.controller.signals import SignalWatch
+from harness.devices.library import study_library
 from harness.errors import Interrupted, StorageProblem
 from harness.results import events
 from harness.results import manifest as manifest_io
@@ -84,6 +85,7 @@ class StudyRun:
             observer=observer,
             sleep=lambda seconds: self.sleep(seconds), stopping=lambda: self.stopping,
             models=models,
+            gpu_library=study_library(study.execution, study_dir),
         )
         self.scrubber = self.launcher.scrubber
         self._aside: dict[str, Path] = {}  # runs interrupted by Ctrl+C: where their files went
@@ -288,8 +290,7 @@ class StudyRun:
         exp = self.plan.experiment(planned.experiment_id)
         self._start_record(record)
         gpus = assign_gpus(self.study.execution, exp)
-        self.observer(events.RunStarted(
-            planned, exp, tuple(str(g) for g in gpus) if exp.device == "cuda" else ()))
+        self.observer(events.RunStarted(planned, exp, tuple(str(g) for g in gpus)))
         run_dir = fresh_run_dir(self.dir, planned.run_id, record.attempts)
         info = RunInfo(study=self.study.name, experiment_id=planned.experiment_id,
                        cycle=planned.cycle, run_id=planned.run_id)

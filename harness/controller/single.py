@@ -21,6 +21,7 @@ from harness.controller.preflight import check_experiments
 from harness.controller.runtimes import select_runtime
 from harness.controller.runtimes.base import Runtime
 from harness.controller.signals import SignalWatch
+from harness.errors import UserInputError
 from harness.results import events
 from harness.results.manifest import now_iso
 from harness.results.schema import ExperimentResult, RunInfo, RunRecord
@@ -79,6 +80,9 @@ def prepare_experiment(
 ) -> SingleRun:
     """Validate an experiment file, choose the runner and make its run folder; nothing runs yet."""
     exp = load_experiment(file)
+    problem = Execution().placement_problem(exp)
+    if problem is not None:
+        raise UserInputError(f"{file}: {problem}")
     runtime, why = select_runtime(runner or "auto")
     # what would stop a study is said here, and the run then fails with its reason (exit 4)
     found = check_experiments([exp], runtime, origin=str(file), images={}, hf_cache=None,

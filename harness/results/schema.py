@@ -16,11 +16,15 @@ from pydantic import (
 from harness.config.datasets import DatasetFile
 from harness.config.experiment import Experiment, FingerprintMode
 from harness.results.reasons import LEGACY_REASONS, FailureReason, reason_of
+from harness.testing.simgpu.config import SimulatedGpus
 
 RESULT_SCHEMA_VERSION = "1.1"
 MANIFEST_SCHEMA_VERSION = "1.1"
 
-EnergyMethod = Literal["nvml_counter", "nvml_power_integration", "rapl", "unavailable"]
+#: how energy was obtained; "simulated": read from simulated GPUs (``readout`` says how)
+EnergyMethod = Literal["nvml_counter", "nvml_power_integration", "rapl", "simulated", "unavailable"]
+#: what was read: energy counters, integrated power samples, or some devices each way
+Readout = Literal["counter", "power_integration", "mixed"]
 RunStatus = Literal["pending", "running", "done", "failed", "interrupted"]
 
 
@@ -65,6 +69,23 @@ class ImageInfo(_Model):
     digest: str | None = None
 
 
+class GpuLibrary(_Model):
+    """Which NVML library GPUs are read through: the system's, or simulated GPUs."""
+
+    kind: Literal["nvml", "simulated"] = "nvml"
+    simulated: SimulatedGpus | None = None
+    state_dir: str | None = Field(
+        None, description="the simulated GPUs' settings folder (as the reader sees it)")
+    truth_file: str | None = Field(
+        None, description="where the agent's simulated GPUs write their truth at shutdown")
+
+    @model_validator(mode="after")
+    def _simulated_given(self) -> GpuLibrary:
+        if (self.kind == "simulated") != (self.simulated is not None):
+            raise ValueError("simulated GPUs are described (simulated) exactly when kind is simulated")
+        return self
+
+
 class RunSpec(_Model):
     """What the agent is given (config.json in the run folder)."""
 
@@ -77,13 +98,20 @@ class RunSpec(_Model):
     runner: str = "local"
     model_fingerprint: FingerprintMode = "fast"
     datasets: list[DatasetFile] = Field(default_factory=list)
+    gpu_library: GpuLibrary = GpuLibrary()
 
     @model_serializer(mode="wrap")
-    def _without_empty_datasets(self, handler: SerializerFunctionWrapHandler) -> Any:
-        """No ``datasets`` key when there are none: agents older than it read the spec too."""
+    def _without_defaults_of_later_fields(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """The spec as written to config.json: later fields are left out at their defaults.
+
+        Fields added after results schema 1.0 then do not stop an agent in an older image.
+        """
         data = handler(self)
-        if isinstance(data, dict) and not data.get("datasets"):
-            data.pop("datasets", None)
+        if isinstance(data, dict):
+            for name, default in (("model_fingerprint", "fast"), ("datasets", []),
+                                  ("gpu_library", GpuLibrary())):
+                if getattr(self, name) == default:
+                    data.pop(name, None)
         return data
 
 
@@ -137,6 +165,7 @@ class DeviceEnergy(_Model):
     mean_power_w: float | None = None
     peak_power_w: float | None = None
     energy_method: EnergyMethod | None = None
+    readout: Readout | None = None
     dynamic_energy_j: float | None = None
     samples: int = 0
     temperature_start_c: float | None = None
@@ -147,14 +176,35 @@ class DeviceEnergy(_Model):
     counter_updates: int | None = Field(default=None, description="counter changes seen by the sampler")
     counter_update_period_s: float | None = Field(default=None, description="upper estimate")
     uncertainty: dict[str, Uncertainty] = Field(default_factory=dict)
+    gpu_processes: list[int] | None = Field(
+        default=None, description="PIDs NVML listed at the window edges; null: unknown")
+
+
+class HostEnergy(_Model):
+    """CPU package and DRAM energy (RAPL) over the same window as the GPUs."""
+
+    energy_method: EnergyMethod = "unavailable"
+    unavailable_reason: str | None = None
+    energy_j: float | None = Field(default=None, description="package + DRAM")
+    cpu_energy_j: float | None = Field(default=None, description="the package domains")
+    dram_energy_j: float | None = Field(default=None, description="the DRAM domains (null: none)")
+    mean_power_w: float | None = None
+    window_s: float | None = None
+    devices: list[DeviceEnergy] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
 
 
 class Energy(_Model):
     """Energy over the measured window and the metrics derived from it; null when unknown."""
 
     energy_method: EnergyMethod = "unavailable"
+    readout: Readout | None = None
     unavailable_reason: str | None = None
     energy_j: float | None = None
+    total_energy_j: float | None = Field(
+        default=None, description="energy_j plus host.energy_j (GPU runs), or energy_j (CPU runs)")
+    host: HostEnergy | None = Field(
+        default=None, description="CPU and DRAM beside the GPUs; null when the CPU is measured")
     idle_power_w: float | None = None
     dynamic_energy_j: float | None = None
     mean_power_w: float | None = None
@@ -165,16 +215,19 @@ class Energy(_Model):
     wh_per_1k_requests: float | None = None
     output_tokens_per_j: float | None = None
     devices: list[DeviceEnergy] = Field(default_factory=list)
-    samples: int = 0
+    samples: int | None = Field(default=None, description="null when energy is unavailable")
     window_s: float | None = Field(default=None, description="the sensor's window (counter edges)")
+    phase_edges_s: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="each phase's sensor window edges, time.perf_counter() (CLOCK_MONOTONIC)")
     idle_window_s: float | None = None
-    idle_samples: int = 0
+    idle_samples: int | None = None
     sample_interval_ms: int | None = None
     sampler_cpu_s: float | None = Field(default=None, description="CPU time the sampler thread used")
     notes: list[str] = Field(default_factory=list)
     loaded_idle_power_w: float | None = Field(default=None, description="model resident, engine idle")
     loaded_idle_window_s: float | None = None
-    loaded_idle_samples: int = 0
+    loaded_idle_samples: int | None = None
     uncertainty: dict[str, Uncertainty] = Field(
         default_factory=dict, description="field name -> its uncertainty budget"
     )

@@ -19,6 +19,7 @@ import pytest
 
 from harness.agent.protocol import TIMESERIES_COLUMNS
 from harness.agent.sensors import select_sensor
+from harness.agent.sensors.composite import CompositeSensor
 from harness.agent.sensors.null import UnavailableSensor
 from harness.agent.sensors.nvml import NvmlSensor, open_nvml_sensor, throttle_names
 
@@ -329,7 +330,8 @@ def test_without_uuids_all_visible_gpus_or_cuda_visible_devices(gpus: FakeGpus) 
 def test_select_sensor_for_cuda_uses_nvml(gpus: FakeGpus, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     sensor = select_sensor("cuda", [UUIDS[1]])
-    assert isinstance(sensor, NvmlSensor)
+    # the GPUs through NVML, the host's CPU and DRAM (RAPL) beside them in the same window
+    assert isinstance(sensor, CompositeSensor) and isinstance(sensor.gpus, NvmlSensor)
     assert sensor.provenance()["devices"][0]["uuid"] == UUIDS[1]
 
 

@@ -121,7 +121,9 @@ def test_study_run_records_the_cooldown_per_run(host: Host, tmp_path) -> None:
 
     study = Study(
         name="cool",
-        experiment={"model": "org/model", "device": "cuda"},
+        # a run spans both GPUs (tensor parallel 2), so both are cooled before it
+        experiment={"model": "org/model", "device": "cuda", "backend": "vllm",
+                    "vllm": {"tensor_parallel_size": 2}},
         execution={"gpus": [0, 1], "cooldown_to_c": 50, "cooldown_timeout_s": 600},
     )
     plan = expand(study)

@@ -1,4 +1,4 @@
-"""Energy sensors: NVML for GPUs, RAPL for CPUs, or unavailable with the reason."""
+"""Energy sensors: NVML for GPUs (RAPL for the host beside them), RAPL for CPUs, or unavailable."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 from harness.agent.sensors.base import Sensor
 from harness.agent.sensors.null import UnavailableSensor
 from harness.agent.sensors.rapl import DEFAULT_POWERCAP_ROOT, open_rapl_sensor
+from harness.devices.library import measures_gpus
+from harness.results.schema import GpuLibrary
 
 
 def select_sensor(
@@ -16,19 +18,26 @@ def select_sensor(
     gpu_uuids: Sequence[str],
     *,
     powercap_root: Path = DEFAULT_POWERCAP_ROOT,
+    library: GpuLibrary | None = None,
 ) -> Sensor:
-    """The sensor for this run's device: NVML for cuda, RAPL for cpu; else unavailable + why.
+    """The sensor for this run: GPUs through NVML with the host through RAPL, or RAPL alone.
 
-    For cuda runs the GPUs are ``gpu_uuids`` when given; otherwise CUDA_VISIBLE_DEVICES (the
-    standard CUDA variable) when set, else every GPU NVML can see (in a container: the ones
-    the runtime assigned).
+    GPUs are read through NVML and the host's CPU and DRAM through RAPL in the same window;
+    cpu runs read RAPL alone; anything else is unavailable, with why. GPUs are measured on
+    cuda runs and on every run with simulated GPUs (``library``). They are ``gpu_uuids`` when
+    given; otherwise CUDA_VISIBLE_DEVICES (the standard CUDA variable) when set, else every
+    GPU NVML can see (in a container: the ones the runtime assigned).
     """
-    if device == "cuda":
+    if measures_gpus(device, library):
+        from harness.agent.sensors.composite import CompositeSensor
         from harness.agent.sensors.nvml import open_nvml_sensor
 
-        return open_nvml_sensor(
-            gpu_uuids, visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES")
+        system = library is None or library.kind == "nvml"
+        gpus = open_nvml_sensor(
+            gpu_uuids, library=library,
+            visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES") if system else None,
         )
+        return CompositeSensor(gpus, open_rapl_sensor(powercap_root))
     if device == "cpu":
         return open_rapl_sensor(powercap_root)
     return UnavailableSensor(f"no energy sensor for device {device!r}")

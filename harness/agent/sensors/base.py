@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.results.schema import EnergyMethod
+from harness.results.schema import EnergyMethod, Readout
 
 
 @dataclass
@@ -29,12 +29,19 @@ class WindowReading:
     notes: list[str] = field(default_factory=list)
     #: energy method actually used per device (counter, or integration as a fallback)
     methods: dict[str, EnergyMethod] = field(default_factory=dict)
+    #: what was read per device: its energy counter, or its integrated power samples
+    readouts: dict[str, Readout] = field(default_factory=dict)
+    #: the window's edges on the time.perf_counter() clock (CLOCK_MONOTONIC)
+    start_s: float | None = None
+    end_s: float | None = None
+    #: the host's CPU and DRAM over the same window, when a composite sensor measured them
+    host: WindowReading | None = None
     #: devices whose energy counter did not advance over the window
     counter_stalled: list[str] = field(default_factory=list)
     #: devices whose energy counter went backwards (reset) during the window
     counter_resets: list[str] = field(default_factory=list)
-    #: PIDs NVML listed as compute processes per device, at the window edges
-    gpu_processes: dict[str, list[int]] = field(default_factory=dict)
+    #: PIDs NVML listed as compute processes per device, at the window edges (None: unknown)
+    gpu_processes: dict[str, list[int] | None] = field(default_factory=dict)
     #: CPU seconds the sampler thread used during the window
     sampler_cpu_s: float | None = None
     #: sampler ticks skipped because a sample took longer than the interval
@@ -47,6 +54,14 @@ class WindowReading:
         if not values or any(v is None for v in values):
             return None
         return float(sum(v for v in values if v is not None))
+
+    @property
+    def readout(self) -> Readout | None:
+        """Counter, power_integration, or mixed when devices were read differently."""
+        kinds = set(self.readouts.values())
+        if not kinds:
+            return None
+        return kinds.pop() if len(kinds) == 1 else "mixed"
 
     def device_samples(self, device: str) -> list[dict[str, Any]]:
         """The samples of one device, in time order."""
@@ -97,17 +112,20 @@ class Sampler:
     def _run(self) -> None:
         cpu_start = time.thread_time()
         tick = 0
+        slot = 0  # slots of the schedule passed, taken or skipped
         try:
             while not self._stop.is_set():
                 self._sample(tick)
                 tick += 1
+                slot += 1
                 self.ticks = tick
                 now = self._clock()
-                due = self._t0 + tick * self._interval_s
+                due = self._t0 + slot * self._interval_s
                 if now > due:
                     # a sample overran its slot: resume at the next slot still ahead
                     skip = math.floor((now - due) / self._interval_s) + 1
                     self.missed_ticks += skip
+                    slot += skip
                     due += skip * self._interval_s
                 if self._stop.wait(due - now):
                     break

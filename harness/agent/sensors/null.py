@@ -22,8 +22,11 @@ class UnavailableSensor(Sensor):
 
     def end(self) -> WindowReading:
         """A window with unknown energy."""
+        end = time.perf_counter()
         return WindowReading(
             method="unavailable",
-            duration_s=time.perf_counter() - self._start,
+            duration_s=end - self._start,
             energy_j={},
+            start_s=self._start,
+            end_s=end,
         )

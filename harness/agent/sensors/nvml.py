@@ -1,12 +1,17 @@
-"""NVML sensor (nvidia-ml-py): GPU energy counters at window edges and a sampled timeline.
+"""NVML sensor: GPU energy counters at window edges and a sampled timeline.
 
 Energy over a window is the difference of ``nvmlDeviceGetTotalEnergyConsumption`` (mJ since
 the driver loaded, Volta and newer) read at both edges, right after the caller synchronised
 the device. A GPU without that counter, a counter that went backwards (reset) or one that did
 not advance is measured instead by trapezoid integration of the sampled power, and the
-window's method says so (``nvml_power_integration``). A sampler thread records power, the
-counter, temperature, clocks, memory, utilisation and clock-event (throttle) reasons every
-``interval_ms``; it sleeps between samples.
+window's method says so (``nvml_power_integration``; ``readout`` says which per device). A
+sampler thread records power, the counter, temperature, clocks, memory, utilisation and
+clock-event (throttle) reasons every ``interval_ms``, each device's row timed at its own power
+read; it sleeps between samples and is stopped before the closing counter reads, so no sample
+can fall between them.
+
+The library is whatever ``harness.devices`` hands in (pynvml, or simulated GPUs, whose
+figures then carry the label ``simulated``); nothing here asks which.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ from typing import Any
 
 from harness.agent.sensors.base import Sampler, Sensor, WindowReading, trapezoid_energy_j
 from harness.agent.sensors.null import UnavailableSensor
-from harness.results.schema import EnergyMethod
+from harness.agent.sensors.nvml_provenance import describe, text
+from harness.devices.library import NoLibrary, energy_label, open_library
+from harness.results.schema import EnergyMethod, GpuLibrary, Readout
 
 #: NVML clock-event ("throttle") reason bits, from nvml.h (nvmlClocksEventReason*).
 THROTTLE_REASONS = {
@@ -42,6 +49,13 @@ def throttle_names(mask: int) -> list[str]:
     return [name for bit, name in THROTTLE_REASONS.items() if mask & bit]
 
 
+#: the method of a device's energy by what was read, when no label is handed in
+_METHODS: dict[Readout, EnergyMethod] = {
+    "counter": "nvml_counter", "power_integration": "nvml_power_integration",
+    "mixed": "nvml_power_integration",
+}
+
+
 class NoDevices(Exception):
     """The run's GPUs cannot be matched to NVML devices; the message says why."""
 
@@ -58,11 +72,9 @@ class Gpu:
     unsupported: set[str] = field(default_factory=set)
     start_mj: int | None = None
     raw_mj: list[int] = field(default_factory=list)
-    pids: set[int] = field(default_factory=set)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    #: compute processes seen at the window edges; None when the list could not be read
+    pids: set[int] | None = field(default_factory=set)
+    pids_unknown: str | None = None
 
 
 def init_reason(nvml: ModuleType, error: Exception) -> str:
@@ -94,7 +106,7 @@ def select_gpus(
     found: list[tuple[int, Any, str]] = []
     for index in range(count):
         handle = nvml.nvmlDeviceGetHandleByIndex(index)
-        found.append((index, handle, _text(nvml.nvmlDeviceGetUUID(handle))))
+        found.append((index, handle, text(nvml.nvmlDeviceGetUUID(handle))))
     seen = ", ".join(uuid for _, _, uuid in found)
 
     def by_uuid(wanted: str) -> tuple[int, Any, str]:
@@ -143,21 +155,24 @@ class NvmlSensor(Sensor):
         selected_by: str,
         *,
         clock: Callable[[], float] = time.perf_counter,
+        label: EnergyMethod | None = None,
     ) -> None:
         self._nvml = nvml
         self._gpus = gpus
         self._clock = clock
+        #: the method every figure carries whatever was read (simulated GPUs: "simulated")
+        self._label = label
         self._closed = False
         self._sampler: Sampler | None = None
         self._rows: list[dict[str, Any]] = []
         self._t0 = 0.0
         for gpu in gpus:
             gpu.has_counter = self._counter_mj(gpu) is not None
-        self.method = (
+        self.method = label or (
             "nvml_counter" if all(g.has_counter for g in gpus) else "nvml_power_integration"
         )
         self.reason = None
-        self._static = self._describe(selected_by)
+        self._static = describe(nvml, gpus, self._read, selected_by)
 
     @property
     def devices(self) -> list[str]:
@@ -196,45 +211,55 @@ class NvmlSensor(Sensor):
         value = self._read(gpu, "throttle_reasons", nvml.nvmlDeviceGetCurrentClocksThrottleReasons)
         return int(value) if value is not None else None
 
-    def _pids(self, gpu: Gpu) -> set[int]:
-        procs = self._read(gpu, "processes", self._nvml.nvmlDeviceGetComputeRunningProcesses)
-        return {int(p.pid) for p in procs or []}
+    def _see_pids(self, gpu: Gpu) -> None:
+        """Add the compute processes NVML lists now; an unreadable list makes them unknown."""
+        try:
+            procs = self._nvml.nvmlDeviceGetComputeRunningProcesses(gpu.handle)
+        except self._nvml.NVMLError as e:
+            gpu.pids = None
+            gpu.pids_unknown = gpu.pids_unknown or str(e)
+            return
+        if gpu.pids is not None:
+            gpu.pids |= {int(p.pid) for p in procs or []}
 
     def _sample(self, tick: int) -> None:
-        nvml = self._nvml
-        t_s = self._clock() - self._t0
         for gpu in self._gpus:
-            raw = self._counter_mj(gpu) if gpu.has_counter else None
-            if raw is not None:
-                gpu.raw_mj.append(raw)
-            power_mw = self._read(gpu, "power", nvml.nvmlDeviceGetPowerUsage)
-            memory = self._read(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo)
-            util = self._read(gpu, "utilization", nvml.nvmlDeviceGetUtilizationRates)
-            self._rows.append(
-                {
-                    "tick": tick,
-                    "t_s": t_s,
-                    "device": gpu.key,
-                    "power_w": power_mw / 1000.0 if power_mw is not None else None,
-                    "energy_j": (
-                        (raw - gpu.start_mj) / 1000.0
-                        if raw is not None and gpu.start_mj is not None
-                        else None
-                    ),
-                    "temperature_c": self._read(
-                        gpu, "temperature", nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU
-                    ),
-                    "sm_clock_mhz": self._read(
-                        gpu, "sm_clock", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM
-                    ),
-                    "mem_clock_mhz": self._read(
-                        gpu, "mem_clock", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_MEM
-                    ),
-                    "memory_used_bytes": int(memory.used) if memory is not None else None,
-                    "utilization_gpu_pct": int(util.gpu) if util is not None else None,
-                    "throttle_reasons": self._throttle(gpu),
-                }
-            )
+            self._rows.append(self._sample_gpu(tick, gpu))
+
+    def _sample_gpu(self, tick: int, gpu: Gpu) -> dict[str, Any]:
+        """One device's row, timed at the middle of its own power read."""
+        nvml = self._nvml
+        raw = self._counter_mj(gpu) if gpu.has_counter else None
+        if raw is not None:
+            gpu.raw_mj.append(raw)
+        before = self._clock()
+        power_mw = self._read(gpu, "power", nvml.nvmlDeviceGetPowerUsage)
+        t_s = (before + self._clock()) / 2.0 - self._t0
+        memory = self._read(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo)
+        util = self._read(gpu, "utilization", nvml.nvmlDeviceGetUtilizationRates)
+        return {
+            "tick": tick,
+            "t_s": t_s,
+            "device": gpu.key,
+            "power_w": power_mw / 1000.0 if power_mw is not None else None,
+            "energy_j": (
+                (raw - gpu.start_mj) / 1000.0
+                if raw is not None and gpu.start_mj is not None
+                else None
+            ),
+            "temperature_c": self._read(
+                gpu, "temperature", nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU
+            ),
+            "sm_clock_mhz": self._read(
+                gpu, "sm_clock", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM
+            ),
+            "mem_clock_mhz": self._read(
+                gpu, "mem_clock", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_MEM
+            ),
+            "memory_used_bytes": int(memory.used) if memory is not None else None,
+            "utilization_gpu_pct": int(util.gpu) if util is not None else None,
+            "throttle_reasons": self._throttle(gpu),
+        }
 
     # --- the window -------------------------------------------------------------------------
 
@@ -243,50 +268,63 @@ class NvmlSensor(Sensor):
         self._rows = []
         for gpu in self._gpus:
             gpu.raw_mj = []
-            gpu.pids = set()
+            gpu.pids, gpu.pids_unknown = set(), None
         self._t0 = self._clock()
         for gpu in self._gpus:
             gpu.start_mj = self._counter_mj(gpu) if gpu.has_counter else None
         for gpu in self._gpus:
-            gpu.pids = self._pids(gpu)
+            self._see_pids(gpu)
         self._sampler = Sampler(self._sample, interval_ms, clock=self._clock, name="nvml-sampler")
         self._sampler.start()
 
     def end(self) -> WindowReading:
-        """Read the counters at the window's end, stop sampling and compute each GPU's energy."""
-        end_mj = {g.key: (self._counter_mj(g) if g.has_counter else None) for g in self._gpus}
-        duration = self._clock() - self._t0
+        """Stop sampling, then read the counters at the window's end and compute each GPU's energy.
+
+        The sampler is stopped first: a sample still in flight while the closing counters are
+        read could see a later counter value than the closing read and look like a reset.
+        """
         sampler = self._sampler
         if sampler is None:
             raise RuntimeError("end() called without begin()")
         next_tick = sampler.stop()
         self._sampler = None
         in_window = {g.key: len(g.raw_mj) for g in self._gpus}
+        end_mj = {g.key: (self._counter_mj(g) if g.has_counter else None) for g in self._gpus}
+        end = self._clock()
         self._sample(next_tick)  # a last sample, so integration covers the whole window
         notes: list[str] = []
         if sampler.error is not None:
             notes.append(f"the sampler stopped early: {sampler.error!r}")
         reading = WindowReading(
             method=self.method,
-            duration_s=duration,
+            duration_s=end - self._t0,
             energy_j={},
             samples=list(self._rows),
             notes=notes,
             sampler_cpu_s=sampler.cpu_s,
             sampler_missed_ticks=sampler.missed_ticks,
+            start_s=self._t0,
+            end_s=end,
         )
         for gpu in self._gpus:
-            reading.gpu_processes[gpu.key] = sorted(gpu.pids | self._pids(gpu))
-            energy, method = self._energy(gpu, end_mj[gpu.key], in_window[gpu.key], reading)
+            self._see_pids(gpu)
+            reading.gpu_processes[gpu.key] = sorted(gpu.pids) if gpu.pids is not None else None
+            if gpu.pids is None:
+                reading.notes.append(
+                    f"{gpu.key}: NVML did not list the GPU's compute processes "
+                    f"({gpu.pids_unknown}); whether other processes used it is unknown"
+                )
+            energy, readout = self._energy(gpu, end_mj[gpu.key], in_window[gpu.key], reading)
             reading.energy_j[gpu.key] = energy
-            if method is not None:
-                reading.methods[gpu.key] = method
+            if readout is not None:
+                reading.readouts[gpu.key] = readout
+                reading.methods[gpu.key] = self._label or _METHODS[readout]
         reading.method = self._window_method(reading)
         return reading
 
     def _energy(
         self, gpu: Gpu, end_mj: int | None, in_window: int, reading: WindowReading
-    ) -> tuple[float | None, EnergyMethod | None]:
+    ) -> tuple[float | None, Readout | None]:
         start = gpu.start_mj
         if gpu.has_counter and start is not None and end_mj is not None:
             raw = gpu.raw_mj
@@ -304,7 +342,7 @@ class NvmlSensor(Sensor):
                     f"{reading.duration_s:.2f} s; energy from integrated power samples instead"
                 )
             else:
-                return (end_mj - start) / 1000.0, "nvml_counter"
+                return (end_mj - start) / 1000.0, "counter"
         elif gpu.has_counter:
             reading.notes.append(
                 f"{gpu.key}: the energy counter could not be read at a window edge; "
@@ -320,103 +358,19 @@ class NvmlSensor(Sensor):
                 f"{gpu.key}: energy unknown ({len(points)} usable power samples)"
             )
             return None, None
-        return energy, "nvml_power_integration"
+        return energy, "power_integration"
 
-    @staticmethod
-    def _window_method(reading: WindowReading) -> EnergyMethod:
+    def _window_method(self, reading: WindowReading) -> EnergyMethod:
         if reading.total_energy_j is None:
             return "unavailable"
-        if all(m == "nvml_counter" for m in reading.methods.values()):
-            return "nvml_counter"
-        return "nvml_power_integration"
-
-    # --- provenance ---------------------------------------------------------------------------
-
-    def _describe(self, selected_by: str) -> dict[str, Any]:
-        nvml = self._nvml
-
-        def system(fn_name: str) -> Any:
-            try:
-                return getattr(nvml, fn_name)()
-            except nvml.NVMLError:
-                return None
-
-        cuda = system("nvmlSystemGetCudaDriverVersion")
-        driver = system("nvmlSystemGetDriverVersion")
-        nvml_version = system("nvmlSystemGetNVMLVersion")
-        devices = [self._describe_gpu(g) for g in self._gpus]
-        return {
-            "selected_by": selected_by,
-            "driver_version": _text(driver) if driver is not None else None,
-            "cuda_driver_version": f"{cuda // 1000}.{(cuda % 1000) // 10}" if cuda else None,
-            "nvml_version": _text(nvml_version) if nvml_version is not None else None,
-            "devices": devices,
-        }
-
-    def _describe_gpu(self, gpu: Gpu) -> dict[str, Any]:
-        nvml = self._nvml
-        read = self._read
-
-        def watts(value: Any) -> float | None:
-            return value / 1000.0 if value is not None else None
-
-        def feature(value: Any) -> bool | None:
-            return None if value is None else value == nvml.NVML_FEATURE_ENABLED
-
-        def pair(value: Any) -> tuple[Any, Any]:
-            return (value[0], value[1]) if value is not None else (None, None)
-
-        mig_current, mig_pending = pair(read(gpu, "mig", nvml.nvmlDeviceGetMigMode))
-        ecc_current, ecc_pending = pair(read(gpu, "ecc", nvml.nvmlDeviceGetEccMode))
-        memory = read(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo)
-        name = read(gpu, "name", nvml.nvmlDeviceGetName)
-        pci = read(gpu, "pci", nvml.nvmlDeviceGetPciInfo)
-        capability = read(gpu, "capability", nvml.nvmlDeviceGetCudaComputeCapability)
-        return {
-            "device": gpu.key,
-            "nvml_index": gpu.index,
-            "uuid": gpu.uuid,
-            "name": _text(name) if name is not None else None,
-            "pci_bus_id": _text(pci.busId) if pci is not None else None,
-            "compute_capability": f"{capability[0]}.{capability[1]}" if capability else None,
-            "memory_total_bytes": int(memory.total) if memory is not None else None,
-            "energy_counter": gpu.has_counter,
-            "power_limit_w": watts(read(gpu, "enforced_limit", nvml.nvmlDeviceGetEnforcedPowerLimit)),
-            "power_management_limit_w": watts(
-                read(gpu, "limit", nvml.nvmlDeviceGetPowerManagementLimit)
-            ),
-            "power_default_limit_w": watts(
-                read(gpu, "default_limit", nvml.nvmlDeviceGetPowerManagementDefaultLimit)
-            ),
-            "persistence_mode": feature(read(gpu, "persistence", nvml.nvmlDeviceGetPersistenceMode)),
-            "mig_mode": feature(mig_current),
-            "mig_mode_pending": feature(mig_pending),
-            "ecc_mode": feature(ecc_current),
-            "ecc_mode_pending": feature(ecc_pending),
-            "sm_clock_mhz": read(gpu, "sm_clock", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM),
-            "mem_clock_mhz": read(
-                gpu, "mem_clock", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_MEM
-            ),
-            "sm_clock_max_mhz": read(
-                gpu, "sm_clock_max", nvml.nvmlDeviceGetMaxClockInfo, nvml.NVML_CLOCK_SM
-            ),
-            "mem_clock_max_mhz": read(
-                gpu, "mem_clock_max", nvml.nvmlDeviceGetMaxClockInfo, nvml.NVML_CLOCK_MEM
-            ),
-            "sm_clock_applications_mhz": read(
-                gpu, "sm_clock_app", nvml.nvmlDeviceGetApplicationsClock, nvml.NVML_CLOCK_SM
-            ),
-            "mem_clock_applications_mhz": read(
-                gpu, "mem_clock_app", nvml.nvmlDeviceGetApplicationsClock, nvml.NVML_CLOCK_MEM
-            ),
-            "temperature_c": read(
-                gpu, "temperature", nvml.nvmlDeviceGetTemperature, nvml.NVML_TEMPERATURE_GPU
-            ),
-        }
+        if self._label is not None:
+            return self._label
+        return "nvml_counter" if reading.readout == "counter" else "nvml_power_integration"
 
     def provenance(self) -> dict[str, Any]:
         """Driver, CUDA, and each GPU's name, UUID, limits, modes and clocks (read at open)."""
-        return {"sensor": "nvml", "method": self.method, "reason": self.reason, **self._static}
+        return {"sensor": "nvml", "method": self.method, "reason": self.reason,
+                "energy_label": self._label, **self._static}
 
     def close(self) -> None:
         """Stop a running sampler and shut NVML down (once)."""
@@ -432,15 +386,23 @@ class NvmlSensor(Sensor):
 
 
 def open_nvml_sensor(
-    gpu_uuids: Sequence[str], *, visible_devices: str | None = None, nvml: ModuleType | None = None
+    gpu_uuids: Sequence[str],
+    *,
+    visible_devices: str | None = None,
+    nvml: ModuleType | None = None,
+    library: GpuLibrary | None = None,
 ) -> Sensor:
-    """An NVML sensor for the run's GPUs, or an unavailable sensor that says why not."""
+    """An NVML sensor for the run's GPUs, or an unavailable sensor that says why not.
+
+    The library is ``nvml`` when given (tests), else the one ``library`` configures
+    (``harness.devices``: the system's NVML by default, or simulated GPUs that follow this
+    process's engine on ``gpu_uuids``).
+    """
     if nvml is None:
         try:
-            import pynvml
-        except ImportError:
-            return UnavailableSensor("no NVML: the nvidia-ml-py package is not installed here")
-        nvml = pynvml
+            nvml = open_library(library, engine_uuids=list(gpu_uuids))
+        except NoLibrary as e:
+            return UnavailableSensor(str(e))
     lib: ModuleType = nvml
     try:
         lib.nvmlInit()
@@ -448,7 +410,7 @@ def open_nvml_sensor(
         return UnavailableSensor(init_reason(lib, e))
     try:
         gpus, how = select_gpus(lib, gpu_uuids, visible_devices)
-        return NvmlSensor(lib, gpus, how)
+        return NvmlSensor(lib, gpus, how, label=energy_label(library))
     except (NoDevices, lib.NVMLError) as e:
         try:
             lib.nvmlShutdown()

@@ -174,11 +174,13 @@ class RaplSensor(Sensor):
         tick = sampler.stop()
         self._sampler = None
         self._sample(tick)  # the closing edge read, on this thread after the sampler stopped
-        duration = self._clock() - self._t0
+        end = self._clock()
         reading = WindowReading(
             method="rapl",
-            duration_s=duration,
+            duration_s=end - self._t0,
             energy_j={},
+            start_s=self._t0,
+            end_s=end,
             samples=list(self._rows),
             sampler_cpu_s=sampler.cpu_s,
             sampler_missed_ticks=sampler.missed_ticks,
@@ -196,6 +198,7 @@ class RaplSensor(Sensor):
             else:
                 reading.energy_j[zone.key] = zone.total_uj / 1e6
                 reading.methods[zone.key] = "rapl"
+                reading.readouts[zone.key] = "counter"
         if reading.total_energy_j is None:
             reading.method = "unavailable"
         return reading

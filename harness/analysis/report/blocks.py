@@ -41,12 +41,19 @@ def _study_text(study_dir: Path) -> tuple[str, str]:
     return str(data.get("name", "")), str(data.get("description", "")).strip()
 
 
+#: the title's end when any figure comes from simulated GPUs (docs/simulated-gpu.md)
+SIMULATED_NOTE = (": energy from SIMULATED GPUs (execution.simulated_gpus), not measured on real "
+                  "hardware")
+
+
 def title(report: Report, ctx: Context) -> list[Block]:
-    """The study's name, description and state."""
+    """The study's name (and, first, whether its energy comes from simulated GPUs), description, state."""
     name, description = _study_text(report.study_dir)
     m = report.manifest
     done = sum(r.status == "done" for r in m.runs)
-    blocks: list[Block] = [Heading(1, f"Study {name or m.study}")]
+    simulated = any(r.energy.energy_method == "simulated" for r in ctx.results.values())
+    blocks: list[Block] = [
+        Heading(1, f"Study {name or m.study}" + (SIMULATED_NOTE if simulated else ""))]
     if description:
         blocks.append(Para(description))
     blocks.append(Para(

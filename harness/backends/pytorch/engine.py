@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, cast
 
+from harness.agent import activity
 from harness.backends import weights
 from harness.backends.engine import Engine, RequestTiming, torch_build_info
 from harness.backends.pytorch import SPEC
@@ -33,6 +34,8 @@ class _StepClock:
             self._prompt_seen = True
             return
         self.times.append(time.perf_counter())
+        if len(self.times) == 1:
+            activity.publish(activity.Activity.DECODE)  # prefill done: first tokens are out
 
     def end(self) -> None:
         """Generation finished."""
@@ -111,11 +114,15 @@ class PytorchEngine(Engine):
         clock = _StepClock()
         self.synchronize()
         start = time.perf_counter()
-        with torch.inference_mode():
-            out = self.model.generate(
-                **batch, streamer=clock, **self._generation_kwargs(max_new_tokens)
-            )
-        self.synchronize()
+        activity.publish(activity.Activity.PREFILL)
+        try:
+            with torch.inference_mode():
+                out = self.model.generate(
+                    **batch, streamer=clock, **self._generation_kwargs(max_new_tokens)
+                )
+            self.synchronize()
+        finally:
+            activity.publish(activity.Activity.LOADED_IDLE)
         end = time.perf_counter()
         new_tokens = out.shape[1] - batch["input_ids"].shape[1]
         if new_tokens != max_new_tokens:

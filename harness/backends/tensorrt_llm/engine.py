@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from harness.agent import activity
 from harness.backends import weights
 from harness.backends.engine import Engine, RequestTiming, torch_build_info
 from harness.backends.tensorrt_llm import SPEC
@@ -161,7 +162,11 @@ class TensorrtLlmEngine(Engine):
         params = self._trtllm.SamplingParams(**sampling_args(self.experiment.decoding, max_new_tokens))
         assert self._loop is not None
         start = time.perf_counter()
-        streams = self._loop.run_until_complete(self._stream_all(prompts, params))
+        activity.publish(activity.Activity.PREFILL)
+        try:
+            streams = self._loop.run_until_complete(self._stream_all(prompts, params))
+        finally:
+            activity.publish(activity.Activity.LOADED_IDLE)
         timings = []
         for i, (prompt, (times, end)) in enumerate(zip(prompts, streams, strict=True)):
             if len(times) != max_new_tokens:
@@ -183,6 +188,8 @@ class TensorrtLlmEngine(Engine):
             now = time.perf_counter()
             new = len(out.outputs[0].token_ids) - len(times)  # token_ids are cumulative
             times.extend([now] * new)
+            if times:
+                activity.publish(activity.Activity.DECODE)  # the first streamed output
         return times, time.perf_counter()
 
     def synchronize(self) -> None:

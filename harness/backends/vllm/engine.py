@@ -23,6 +23,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from harness.agent import activity
 from harness.backends import weights
 from harness.backends.engine import Engine, RequestTiming, torch_build_info
 from harness.backends.vllm import SPEC
@@ -157,16 +158,22 @@ class VllmEngine(Engine):
         times: dict[str, list[float]] = {rid: [] for rid in ids}
         ends: dict[str, float] = {}
         start = time.perf_counter()
-        for rid, prompt in zip(ids, prompts, strict=True):
-            engine.add_request(rid, {"prompt_token_ids": prompt}, params)
-        while engine.has_unfinished_requests():
-            outputs = engine.step()
-            now = time.perf_counter()
-            for out in outputs:
-                rid = self._our_id(out.request_id, times)
-                times[rid].extend([now] * len(out.outputs[0].token_ids))
-                if out.finished:
-                    ends[rid] = now
+        activity.publish(activity.Activity.PREFILL)
+        try:
+            for rid, prompt in zip(ids, prompts, strict=True):
+                engine.add_request(rid, {"prompt_token_ids": prompt}, params)
+            while engine.has_unfinished_requests():
+                outputs = engine.step()
+                now = time.perf_counter()
+                for out in outputs:
+                    rid = self._our_id(out.request_id, times)
+                    times[rid].extend([now] * len(out.outputs[0].token_ids))
+                    if out.finished:
+                        ends[rid] = now
+                if any(times.values()):  # the step that produced first tokens ended prefill
+                    activity.publish(activity.Activity.DECODE)
+        finally:
+            activity.publish(activity.Activity.LOADED_IDLE)
         timings = []
         for rid, prompt in zip(ids, prompts, strict=True):
             got = len(times[rid])

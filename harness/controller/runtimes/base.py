@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 from harness.config.datasets import DatasetFile
 from harness.results.reasons import FailureReason
-from harness.results.schema import ImageInfo
+from harness.results.schema import GpuLibrary, ImageInfo
 
 
 @dataclass
@@ -34,12 +34,26 @@ class RunJob:
     env: dict[str, str] = field(default_factory=dict)
     #: the files the run reads (prompt files), resolved and hashed on the host
     datasets: list[DatasetFile] = field(default_factory=list)
+    #: the NVML library the run's GPUs are read through, host paths (harness.devices)
+    gpu_library: GpuLibrary = field(default_factory=GpuLibrary)
+
+    @property
+    def system_gpus(self) -> bool:
+        """Whether the run computes on the host's real GPUs (not simulated ones)."""
+        return self.device == "cuda" and self.gpu_library.kind == "nvml" and bool(self.gpus)
 
 
 def agent_env(job: RunJob) -> dict[str, str]:
-    """The variables every runtime sets for the agent: run id, offline hub, forwarded secrets."""
-    return {"HARNESS_RUN_ID": job.run_id, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-            **job.env}
+    """The variables every runtime sets for the agent: run id, offline hub, forwarded secrets.
+
+    With real GPUs, CUDA numbers devices in PCI bus order (CUDA_DEVICE_ORDER=PCI_BUS_ID), the
+    order of NVML and ``execution.gpus``; CUDA's default order (fastest first) can differ.
+    """
+    env = {"HARNESS_RUN_ID": job.run_id, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           **job.env}
+    if job.system_gpus:
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+    return env
 
 
 @dataclass
@@ -126,6 +140,8 @@ class Runtime(Protocol):
 
     def dataset_path_for_agent(self, dataset: DatasetFile) -> str:
         """Where the agent will find a file the study names (read-only)."""
+    def gpu_library_for_agent(self, job: RunJob) -> GpuLibrary:
+        """The run's GPU library with the paths the agent sees (simulated GPUs' files)."""
         ...
 
     def prepare(self, image: str) -> ImageInfo | None:

@@ -23,12 +23,14 @@ from harness.controller.runtimes.hardening import (
 )
 from harness.errors import EngineUnavailable, EnvironmentProblem, RunFailure
 from harness.results.reasons import FailureReason
-from harness.results.schema import ImageInfo
+from harness.results.schema import GpuLibrary, ImageInfo
 
 STOP_GRACE_S = 10
 #: after timeout_s the agent gets SIGTERM and this long to leave error.json before SIGKILL
 TIMEOUT_GRACE_S = 5
 LABEL_PREFIX = "org.harness"
+#: where a container sees the simulated GPUs' settings folder (read-only)
+SIMGPU_STATE = "/simgpu-state"
 
 
 def connect() -> Any:
@@ -143,6 +145,16 @@ class DockerRuntime:
         """/datasets/FIELD/NAME: each file is mounted there read-only, by itself."""
         return f"{CONTAINER_ROOT}/{dataset.field}/{Path(dataset.path).name}"
 
+    def gpu_library_for_agent(self, job: RunJob) -> GpuLibrary:
+        """Simulated GPUs' settings at SIMGPU_STATE (read-only), their truth file in /results."""
+        lib = job.gpu_library
+        if lib.kind != "simulated":
+            return lib
+        return lib.model_copy(update={
+            "state_dir": SIMGPU_STATE if lib.state_dir else None,
+            "truth_file": f"/results/{Path(lib.truth_file).name}" if lib.truth_file else None,
+        })
+
     def image_info(self, image: str) -> ImageInfo | None:
         """Identity of a local image, or None if the engine does not have it."""
         import docker.errors
@@ -197,6 +209,10 @@ class DockerRuntime:
             env["HF_HOME"] = "/hf-cache"
         for dataset in job.datasets:  # the file alone: nothing else of its folder is visible
             volumes[dataset.path] = {"bind": self.dataset_path_for_agent(dataset), "mode": "ro"}
+        state = job.gpu_library.state_dir if job.gpu_library.kind == "simulated" else None
+        if state is not None:  # simulated GPUs' settings: the agent reads them, never writes
+            Path(state).mkdir(parents=True, exist_ok=True)
+            volumes[str(Path(state).resolve())] = {"bind": SIMGPU_STATE, "mode": "ro"}
         mount = cache_mount(job, self.cache_dir)
         if mount is not None:  # built engines, reused across runs (BackendSpec.cache_mount)
             host, target = mount
@@ -214,7 +230,7 @@ class DockerRuntime:
             if spec["mode"] == "rw":
                 hand_over(Path(host_path), user)
         kwargs: dict[str, Any] = {}
-        if job.device == "cuda":
+        if job.system_gpus:  # simulated GPUs need no device
             kwargs["device_requests"] = [
                 docker.types.DeviceRequest(
                     device_ids=[str(g) for g in job.gpus], capabilities=[["gpu"]]

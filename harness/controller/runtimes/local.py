@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from harness.config.datasets import DatasetFile
 from harness.controller.runtimes.base import Orphan, RunJob, RunOutcome, agent_env
 from harness.results.reasons import FailureReason
-from harness.results.schema import ImageInfo
+from harness.results.schema import GpuLibrary, ImageInfo
 
 STOP_GRACE_S = 10.0
 #: after timeout_s the agent gets SIGTERM and this long to leave error.json before SIGKILL
@@ -40,7 +40,7 @@ def local_agent_env(job: RunJob, environ: Mapping[str, str] | None = None) -> di
     env.update(agent_env(job))
     if job.hf_cache is not None:
         env["HF_HOME"] = str(job.hf_cache)
-    if job.device == "cuda":
+    if job.system_gpus:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in job.gpus)
     return env
 
@@ -72,6 +72,10 @@ class LocalRuntime:
     def dataset_path_for_agent(self, dataset: DatasetFile) -> str:
         """The host path itself."""
         return dataset.path
+
+    def gpu_library_for_agent(self, job: RunJob) -> GpuLibrary:
+        """The run's library as it is: the agent sees the host's paths."""
+        return job.gpu_library
 
     def prepare(self, image: str) -> ImageInfo | None:
         """No image: the agent runs in this Python environment."""
