@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.analysis.report import SIMULATED_NOTE
+from harness.analysis.report.blocks import SIMULATED_NOTE
 from harness.results.io import read_model
 from harness.results.schema import ExperimentResult, Manifest, RunSpec
 from harness.testing.simgpu.truth import TRUTH_FILE, phase_energy, read_truth
