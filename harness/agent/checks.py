@@ -12,7 +12,7 @@ from typing import Any
 from harness.agent.metrics import known
 from harness.agent.readings import counter_updates
 from harness.agent.sensors.base import Sensor, WindowReading
-from harness.agent.uncertainty import is_counter
+from harness.agent.uncertainty import reads_counter
 from harness.results.schema import ExperimentResult, Warning_
 
 #: on GPU, an idle baseline shorter than this sees too few counter updates and samples
@@ -107,7 +107,7 @@ def _counter_warnings(
             continue
         for dev in sensor.devices:
             seen = counter_updates(reading.device_samples(dev))
-            if is_counter(reading.methods.get(dev)) and seen is not None and seen < need:
+            if reads_counter(reading, dev) and seen is not None and seen < need:
                 found.append(Warning_(
                     code="too_few_counter_updates",
                     message=f"{dev}: the energy counter changed {seen} times in the window, "

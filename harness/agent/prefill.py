@@ -1,9 +1,15 @@
 """Prefill/decode split: dynamic energy of prefill-only passes over the same batches.
 
 The prefill window repeats whole passes with one new token per request, like the main window.
-Its energy above loaded idle per pass, times the main window's passes, is the prefill energy;
-decode energy is the main window's dynamic energy minus that. Host gaps between generate()
-calls cost loaded-idle power only, so they add nothing to it. docs/methodology.md, section 2.3.
+Its energy above loaded idle is the dynamic energy of its prefills; transferred to the main
+window it is the prefill energy, and decode energy is the main window's dynamic energy minus
+that. Host gaps between generate() calls cost loaded-idle power only, so they add nothing to it.
+
+The transfer scales by time when the engine times tokens: the main window's time to the first
+token of each call, summed, over the prefill window's (the prefill passes give the dynamic
+power of prefill; the main window says how long it prefilled, so a prefill that ran slower or
+faster there than in the passes is still charged what it drew). Without token times it scales
+by passes (main window passes over prefill passes). docs/methodology.md, section 2.3.
 """
 
 from __future__ import annotations
@@ -41,6 +47,29 @@ def repeatability(main: Window, prefill: Window) -> float | None:
     return cv * math.sqrt(1 / len(prefill.call_s) + 1 / len(main.call_s))
 
 
+def first_token_s(window: Window) -> float | None:
+    """Time from each generate() call's start to its first token, summed over the calls.
+
+    None when a request has no token times (the engine does not time tokens).
+    """
+    calls: dict[tuple[int, int], float] = {}
+    for iteration, batch, timing in window.requests:
+        ttft = timing.ttft_s
+        if ttft is None:
+            return None
+        key = (iteration, batch)
+        calls[key] = min(calls.get(key, ttft), ttft)
+    return sum(calls.values()) if calls else None
+
+
+def transfer_scale(main: Window, prefill: Window) -> tuple[float, str]:
+    """How much of the prefill window's dynamic energy the main window's prefills drew, and why."""
+    main_s, prefill_s = first_token_s(main), first_token_s(prefill)
+    if main_s is not None and prefill_s:
+        return main_s / prefill_s, "first_token_time"
+    return main.iterations / prefill.iterations, "passes"
+
+
 def _budgets(
     main: Window, prefill: Window, dev: str, idle: Budget, scale: float
 ) -> tuple[Budget, Budget] | None:
@@ -73,9 +102,10 @@ def prefill_split(
     if why is not None:
         return PrefillSplit(measured=False, reason=f"unavailable: {why}"), None
     window = measure_window(backend, sensor, work, m.sample_interval_ms, 1, target, host)
-    scale = main.iterations / window.iterations
+    scale, transfer = transfer_scale(main, window)
     split = PrefillSplit(
         measured=True,
+        transfer=transfer,
         prefill_window_s=window.window_s * scale,
         decode_window_s=main.window_s - window.window_s * scale,
         prefill_iterations=window.iterations,

@@ -35,6 +35,8 @@ POWER_AVERAGING_S = 1.0
 SENSOR_COVERAGE = 0.25
 
 ACCURACY = "sensor_accuracy"
+#: terms set by what happens at a window's edges, shared by all its devices (added linearly)
+EDGE_TERMS = frozenset({"counter_resolution", "sampling_averaging"})
 
 
 @dataclass
@@ -55,10 +57,17 @@ class Budget:
         )
 
     def __add__(self, other: Budget) -> Budget:
-        """The budget of a sum of figures with independent random terms."""
+        """The budget of a sum of figures (devices) with independent random terms.
+
+        Edge terms (``EDGE_TERMS``) arise at the same instants on every device of a window and
+        move them the same way when the load changes at an edge, so they add linearly.
+        """
         random = dict(self.random)
         for name, u in other.random.items():
-            random[name] = math.hypot(random.get(name, 0.0), u)
+            if name in EDGE_TERMS:
+                random[name] = random.get(name, 0.0) + u
+            else:
+                random[name] = math.hypot(random.get(name, 0.0), u)
         systematic = dict(self.systematic)
         for name, u in other.systematic.items():
             systematic[name] = systematic.get(name, 0.0) + u
@@ -100,8 +109,16 @@ def total(budgets: list[Budget]) -> Budget | None:
     return out
 
 
-def is_counter(method: str | None) -> bool:
-    """Whether an energy method differences a counter (not integrated power readings)."""
+def reads_counter(reading: WindowReading, dev: str) -> bool:
+    """Whether a device's energy differences a counter (not integrated power readings).
+
+    The readout says so whatever the method is called (``simulated`` names no readout);
+    readings without one fall back on the method's name.
+    """
+    readout = reading.readouts.get(dev)
+    if readout is not None:
+        return readout == "counter"
+    method = reading.methods.get(dev, reading.method)
     return method is not None and "integration" not in method and method != "unavailable"
 
 
@@ -114,7 +131,7 @@ def energy_budget(reading: WindowReading, dev: str) -> Budget | None:
     method = reading.methods.get(dev, reading.method)
     duration = reading.duration_s
     mean_w = energy / duration if duration > 0 else 0.0
-    if is_counter(method):
+    if reads_counter(reading, dev):
         period = counter_period_s(rows) or (
             RAPL_COUNTER_PERIOD_S if method == "rapl" else DEFAULT_COUNTER_PERIOD_S
         )

@@ -248,6 +248,8 @@ class PrefillSplit(_Model):
     prefill_samples: int = 0
     decode_window_s: float | None = None
     basis: Literal["dynamic"] | None = Field(default=None, description="energies above loaded idle")
+    transfer: Literal["first_token_time", "passes"] | None = Field(
+        default=None, description="how the prefill passes' energy is scaled to the main window")
     prefill_engine_s: float | None = Field(default=None, description="inside generate(), scaled")
     host_overhead_share: float | None = Field(default=None, description="outside generate()")
     device_idle_share: float | None = Field(default=None, description="1 - mean NVML utilisation")

@@ -14,19 +14,28 @@ from harness.agent.sensors.base import WindowReading, trapezoid_energy_j
 
 
 def test_terms_combine_random_in_quadrature_and_systematic_linearly() -> None:
-    a = u.Budget(100.0, {"counter_resolution": 3.0}, {u.ACCURACY: 1.0})
-    b = u.Budget(50.0, {"counter_resolution": 4.0}, {u.ACCURACY: 2.0})
+    a = u.Budget(100.0, {"sampling_interval": 3.0}, {u.ACCURACY: 1.0})
+    b = u.Budget(50.0, {"sampling_interval": 4.0}, {u.ACCURACY: 2.0})
     s = a + b
     assert s.value == 150.0
-    assert s.random["counter_resolution"] == pytest.approx(5.0)
+    assert s.random["sampling_interval"] == pytest.approx(5.0)
     assert s.systematic[u.ACCURACY] == pytest.approx(3.0)
     r = s.to_schema()
     assert r.expanded == pytest.approx(2 * math.sqrt(25 + 9))
     assert r.expanded_random == pytest.approx(10.0)
     assert r.relative == pytest.approx(r.expanded / 150)
-    assert r.dominant == "counter_resolution" and r.coverage_factor == 2.0
+    assert r.dominant == "sampling_interval" and r.coverage_factor == 2.0
     half = s.scaled(0.5)
-    assert half.value == 75.0 and half.random["counter_resolution"] == pytest.approx(2.5)
+    assert half.value == 75.0 and half.random["sampling_interval"] == pytest.approx(2.5)
+
+
+def test_edge_terms_of_devices_in_one_window_add_linearly() -> None:
+    # every device's counter is read at the same edges: a load change there moves all alike
+    a = u.Budget(100.0, {"counter_resolution": 3.0, "sampling_averaging": 1.0})
+    b = u.Budget(50.0, {"counter_resolution": 4.0, "sampling_averaging": 2.0})
+    s = a + b
+    assert s.random["counter_resolution"] == pytest.approx(7.0)
+    assert s.random["sampling_averaging"] == pytest.approx(3.0)
 
 
 def test_the_sensor_gain_error_is_taken_on_a_difference_too() -> None:
