@@ -227,25 +227,10 @@ def write_tiny_model(
     tokenizer = train_tokenizer(vocab_size or DEFAULT_VOCAB_TARGET)
     vocab = tokenizer.get_vocab_size(with_added_tokens=True)
     token_ids = {t: _token_id(tokenizer, t) for t in SPECIAL_TOKENS}
-    config = _llama_config(
-        layers=layers,
-        hidden_size=hidden_size,
-        heads=heads,
-        kv_heads=kv_heads,
-        intermediate_size=intermediate_size,
-        vocab_size=vocab,
-        max_positions=max_positions,
-        token_ids=token_ids,
-    )
-    weights = llama_weights(
-        layers=layers,
-        hidden_size=hidden_size,
-        heads=heads,
-        kv_heads=kv_heads,
-        intermediate_size=intermediate_size,
-        vocab_size=vocab,
-        seed=seed,
-    )
+    shape = {"layers": layers, "hidden_size": hidden_size, "heads": heads, "kv_heads": kv_heads,
+             "intermediate_size": intermediate_size, "vocab_size": vocab}
+    config = _llama_config(**shape, max_positions=max_positions, token_ids=token_ids)
+    weights = llama_weights(**shape, seed=seed)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.backends.cache import backend_cache
+from harness.backends.sampling import exact_length
 from harness.backends.tensorrt_llm import SPEC
 from harness.backends.tensorrt_llm.options import QUANT_ALGOS, TensorrtLlmOptions
 from harness.config.experiment import Decoding, Experiment
@@ -97,20 +98,7 @@ def llm_args(experiment: Experiment, model_path: str) -> dict[str, Any]:
 
 def sampling_args(decoding: Decoding, max_new_tokens: int) -> dict[str, Any]:
     """Arguments of ``tensorrt_llm.SamplingParams``: exactly ``max_new_tokens``, EOS ignored."""
-    args: dict[str, Any] = {
-        "max_tokens": max_new_tokens,
-        "min_tokens": max_new_tokens,
-        "ignore_eos": True,
-        "detokenize": False,
-        "n": 1,
-    }
-    if decoding.temperature > 0:
-        args.update(temperature=decoding.temperature, top_p=decoding.top_p)
-        if decoding.top_k > 0:
-            args["top_k"] = decoding.top_k
-    else:
-        args["top_k"] = 1  # greedy in both runtimes
-    return args
+    return exact_length(decoding, max_new_tokens, {"top_k": 1})  # greedy in both runtimes
 
 
 def _slug(text: str) -> str:

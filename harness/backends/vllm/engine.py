@@ -26,6 +26,7 @@ from typing import Any
 from harness.agent import activity
 from harness.backends import weights
 from harness.backends.engine import Engine, RequestTiming, torch_build_info
+from harness.backends.sampling import exact_length
 from harness.backends.vllm import SPEC
 from harness.backends.vllm.options import DTYPES, VllmOptions, quantization_method
 from harness.config.experiment import Decoding, Experiment
@@ -75,20 +76,7 @@ def llm_kwargs(
 
 def sampling_kwargs(decoding: Decoding, max_new_tokens: int) -> dict[str, Any]:
     """Keyword arguments of ``vllm.SamplingParams``: exactly ``max_new_tokens``, EOS ignored."""
-    kwargs: dict[str, Any] = {
-        "max_tokens": max_new_tokens,
-        "min_tokens": max_new_tokens,
-        "ignore_eos": True,
-        "detokenize": False,  # the agent works on token ids, like the PyTorch backend
-        "n": 1,
-    }
-    if decoding.temperature > 0:
-        kwargs.update(temperature=decoding.temperature, top_p=decoding.top_p)
-        if decoding.top_k > 0:
-            kwargs["top_k"] = decoding.top_k
-    else:
-        kwargs["temperature"] = 0.0  # greedy
-    return kwargs
+    return exact_length(decoding, max_new_tokens, {"temperature": 0.0})
 
 
 class VllmEngine(Engine):
