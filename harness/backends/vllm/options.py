@@ -80,6 +80,10 @@ class VllmOptions(BackendOptions):
         """The quantization method named, if any."""
         return self.quantization
 
+    def max_running_requests(self) -> int | None:
+        """vLLM schedules at most max_num_seqs requests per step."""
+        return self.max_num_seqs
+
     def prefill_interleaving(
         self, experiment: Experiment, batch_tokens: int, batch_size: int, token_budget: int | None
     ) -> str | None:
