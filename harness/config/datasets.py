@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.config.experiment import Experiment
+from harness.config.request_files import file_requests
 from harness.errors import UserInputError
 
 #: where the docker runner mounts the files a run reads: /datasets/FIELD/NAME, read-only
@@ -83,6 +84,11 @@ FIELDS: tuple[DatasetField, ...] = (
         "workload.dataset", "prompts file", "prompts", names_file=lambda value: value != "synthetic",
         needed="workload.num_prompts",
         count=lambda data, name: len(prompt_texts(data, name)),
+    ),
+    DatasetField(  # serving mode (harness/config/request_files.py)
+        "serving.dataset", "requests file", "requests", names_file=lambda value: value != "synthetic",
+        needed="serving.num_requests",
+        count=lambda data, name: len(file_requests(data, name)),
     ),
 )
 

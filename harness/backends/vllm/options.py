@@ -81,7 +81,7 @@ class VllmOptions(BackendOptions):
         return self.quantization
 
     def max_running_requests(self) -> int | None:
-        """vLLM schedules at most max_num_seqs requests per step."""
+        """The most requests vLLM schedules per step: max_num_seqs."""
         return self.max_num_seqs
 
     def prefill_interleaving(
