@@ -7,8 +7,8 @@ which reads the same records (docs/serving.md, section 3):
   ``"output_tokens"`` whole number (without it, the workload's ``output_tokens``);
 - ``.json``: ShareGPT's conversation format, a list of ``{"conversations": [{"from", "value"},
   ...]}``; each conversation's first human turn is the prompt and the length of the reply that
-  follows it (in the model's tokens) is the output length, as vLLM's ShareGPT sampler takes
-  them (vllm/benchmarks/datasets.py, ``ShareGPTDataset``).
+  follows it (in the model's tokens) is the output length, as common serving benchmarks take
+  them (docs/serving.md, section 3, cites one).
 """
 
 from __future__ import annotations

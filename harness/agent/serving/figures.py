@@ -1,7 +1,7 @@
 """Serving figures from the requests' records: the load as sent, the window's counts, goodput.
 
 Definitions in docs/serving.md, section 5. Latency statistics are over every request that
-completed (as vLLM's and ML.ENERGY's load generators report them); throughput, energy and the
+completed (as the serving benchmarks docs/serving.md cites report them); throughput, energy and the
 running batch are over the steady window, tokens counted by arrival.
 """
 

@@ -7,8 +7,8 @@ ids from the model's tokenizer) and output lengths (docs/serving.md, section 3).
 
 Send times (``arrival_offsets``): with ``request_rate`` the gaps are exponential (Poisson
 arrivals) or gamma with shape ``burstiness`` and mean ``1 / request_rate``, scaled so that the
-last request is due at ``num_requests / request_rate`` as vLLM's load generator does
-(vllm/benchmarks/serve.py, ``get_request``): a seed then changes the pattern, never the mean
+last request is due at ``num_requests / request_rate``, as a common serving benchmark's load
+generator does (docs/serving.md, section 2, cites it): a seed then changes the pattern, never the mean
 rate. Without a rate every request is due at once, or, with ``concurrency``, when one of the
 closed loop's slots frees (no send time).
 """
