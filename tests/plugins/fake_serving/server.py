@@ -10,7 +10,7 @@ streamed as server-sent events in chunked transfer coding, with vLLM's running u
 
 Run in a thread or task (``FakeServer``) or as a process::
 
-    python tests/unit/_fake_server.py --port PORT [--step-s 0.01] [--max-running 4] ...
+    python -m fake_serving.server --port PORT [--step-s 0.01] [--max-running 4] ...
 """
 
 from __future__ import annotations
