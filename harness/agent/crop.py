@@ -31,8 +31,8 @@ def _interpolate(points: list[tuple[float, float]], t: float) -> tuple[float, fl
     if i >= len(points):
         return points[-1][1], 0.0
     (t0, v0), (t1, v1) = points[i - 1], points[i]
-    if t1 <= t0:
-        return v1, 0.0
+    if t1 <= t0 or t == t0:
+        return v0, 0.0
     f = (t - t0) / (t1 - t0)
     return v0 + f * (v1 - v0), abs(v1 - v0) * max(f, 1 - f)
 
