@@ -144,6 +144,8 @@ class FakeServer:
 async def serve_forever(options: Options, port: int) -> None:
     server = FakeServer(options)
     await server.start(port)
+    with open("server.pid", "w", encoding="utf-8") as fh:  # in its folder: tests check it ends
+        fh.write(str(os.getpid()))
     await asyncio.Event().wait()
 
 
