@@ -14,6 +14,8 @@ from harness.agent.protocol import run
 from harness.agent.sensors.base import Sampler, Sensor, WindowReading
 from harness.agent.sensors.null import UnavailableSensor
 from harness.agent.serving import protocol
+from harness.analysis.serving import timeline
+from harness.analysis.table import result_row
 from harness.backends.spec import ServerLaunch, ServingSupport
 from harness.config.experiment import Experiment
 from harness.errors import RunFailure
@@ -125,6 +127,12 @@ def test_a_served_load_is_measured_over_its_steady_window(tiny, tmp_path, monkey
     assert server_gone(tmp_path)
     on_disk = json.loads((tmp_path / "result.json").read_text())
     assert on_disk["serving"]["window_found"] is True
+    # the report's view of it: the table's serving columns and the run's timeline with power
+    row = result_row(result)
+    assert row["mode"] == "serving" and row["steady_window"] is True
+    assert row["j_per_good_request"] == s.j_per_good_request
+    assert timeline(tmp_path, tmp_path / "timeline.png") is None
+    assert (tmp_path / "timeline.png").stat().st_size > 10_000
 
 
 def test_a_load_too_small_for_the_rule_is_measured_whole_and_marked(tiny, tmp_path, monkeypatch):
