@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from harness.config.jsonl import jsonl_records, text_of
 from harness.errors import UserInputError
 
 JSONL_FORMAT = ('one JSON object per line with a "prompt" string and optionally '
@@ -37,13 +38,6 @@ class FileRequest:
     reply: str | None = None
 
 
-def _text(data: bytes, name: str) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserInputError(f"{name}: is not UTF-8 text (byte {e.start}); save it as UTF-8") from e
-
-
 def _jsonl_record(record: Any, name: str, number: int) -> FileRequest | None:
     prompt = record.get("prompt") if isinstance(record, dict) else None
     if not isinstance(prompt, str):
@@ -58,14 +52,7 @@ def _jsonl_record(record: Any, name: str, number: int) -> FileRequest | None:
 def jsonl_requests(data: bytes, name: str) -> list[FileRequest]:
     """The requests of a JSONL file, in order; blank prompts are left out."""
     found = []
-    for number, line in enumerate(_text(data, name).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserInputError(f"{name}: line {number}: not JSON ({e.msg}); expected "
-                                 f"{JSONL_FORMAT}") from e
+    for number, record in jsonl_records(data, name, JSONL_FORMAT):
         request = _jsonl_record(record, name, number)
         if request is not None:
             found.append(request)
@@ -90,7 +77,7 @@ def _first_exchange(turns: Any) -> FileRequest | None:
 def sharegpt_requests(data: bytes, name: str) -> list[FileRequest]:
     """The first exchange of every ShareGPT conversation that has one, in order."""
     try:
-        records = json.loads(_text(data, name))
+        records = json.loads(text_of(data, name))
     except json.JSONDecodeError as e:
         raise UserInputError(f"{name}: not JSON ({e.msg} at line {e.lineno}); expected "
                              f"{SHAREGPT_FORMAT}") from e

@@ -7,7 +7,6 @@ the engines that serve ship), read in the agent before the load.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from harness.agent.serving.requests import (
@@ -16,9 +15,8 @@ from harness.agent.serving.requests import (
     plan_requests,
     synthetic_requests,
 )
-from harness.agent.workload import dataset_for
+from harness.agent.workload import dataset_for, read_checked
 from harness.backends import weights
-from harness.config.datasets import read_file, sha256_of
 from harness.config.request_files import FileRequest, file_requests
 from harness.errors import EnvironmentProblem, UserInputError
 from harness.results.schema import RunSpec
@@ -30,14 +28,7 @@ def read_requests_file(spec: RunSpec) -> tuple[list[FileRequest], str] | None:
     """The requests file's records and its path, checked before anything starts (None: synthetic)."""
     if spec.experiment.serving.dataset == "synthetic":
         return None
-    entry = dataset_for(spec, FIELD)
-    path = Path(entry.agent_path or entry.path)
-    data = read_file(path, "requests file", regular=False)
-    digest = sha256_of(data)
-    if digest != entry.sha256:
-        raise UserInputError(
-            f"{path}: the requests file changed since it was checked (sha256 {digest[:12]}, "
-            f"recorded {entry.sha256[:12]}); restore it, or start the study anew with it")
+    data, path = read_checked(dataset_for(spec, FIELD), "requests file")
     records = file_requests(data, str(path))
     if len(records) < spec.experiment.serving.num_requests:
         raise UserInputError(f"{path}: has {len(records)} usable requests, the experiment asks "
