@@ -2,12 +2,58 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 
 from harness.analysis.report.data import Report
 from harness.analysis.report.render import Block, Heading, Para, Table
 from harness.analysis.report.text import num
+from harness.config.datasets import DatasetFile
+from harness.config.experiment import Experiment
+from harness.config.serving import Lengths
 from harness.results.schema import ExperimentResult
+
+
+def _lengths(lengths: Lengths, center: int) -> str:
+    if lengths.distribution == "fixed":
+        return f"{center}"
+    low, high = lengths.bounds(center)
+    shape = ("uniform" if lengths.distribution == "uniform"
+             else f"lognormal (median {center}, sigma {lengths.spread:g})")
+    return f"{shape} in {low}-{high}"
+
+
+def _requests(exp: Experiment, recorded: dict[str, DatasetFile]) -> str:
+    s, w = exp.serving, exp.workload
+    if s.dataset != "synthetic":
+        entry = recorded.get(s.dataset)
+        where = f" ({entry.path}, sha256 {entry.sha256})" if entry else " (not recorded)"
+        return f"requests file {s.dataset}{where}, its first {s.num_requests} requests"
+    return (f"{s.num_requests} synthetic requests (seed {w.seed}), prompt tokens "
+            f"{_lengths(s.input_length, w.input_tokens)}, output tokens "
+            f"{_lengths(s.output_length, w.output_tokens)}")
+
+
+def serving_setup_lines(datasets: Sequence[DatasetFile], exps: Sequence[Experiment],
+                        results: dict[str, ExperimentResult]) -> list[str]:
+    """The Setup lines of serving experiments: their requests, load and measurement."""
+    recorded = {d.source: d for d in datasets if d.field == "serving.dataset"}
+    lines = []
+    for exp in (e for e in exps if e.mode == "serving"):
+        m = exp.measurement
+        lines.append(
+            f"serving: {_requests(exp, recorded)}, streamed from the engine's OpenAI-compatible "
+            f"server (generation goes on past EOS) after {exp.serving.warmup_requests} warmup "
+            f"requests; idle power for {m.baseline_s:g} s before the server starts, loaded idle "
+            f"for {m.loaded_idle_s:g} s with it up; power sampled every {m.sample_interval_ms} "
+            "ms; energy, tokens and throughput over the steady window (docs/serving.md)")
+    lines = list(dict.fromkeys(lines))
+    hashes = {r.serving.requests_sha256 for r in results.values() if r.serving is not None}
+    if hashes:
+        lines.append(f"serving loads as sent: {len(hashes)} distinct (prompts, lengths and send "
+                     "times; each run's serving.requests_sha256 names its own)")
+    return lines
 
 
 def _load(r: ExperimentResult) -> str:
