@@ -299,7 +299,7 @@ class Interference(_Model):
     notes: list[str] = Field(default_factory=list)
 
 
-class Serving(_Model):
+class ServingResult(_Model):
     """Serving mode: the load as sent and served, its steady window, goodput (docs/serving.md)."""
 
     requests_planned: int = 0
@@ -392,7 +392,7 @@ class ExperimentResult(_Model):
     warnings: list[Warning_] = Field(default_factory=list)
     model: ModelIdentity | None = None
     datasets: list[DatasetFile] = Field(default_factory=list)
-    serving: Serving | None = Field(default=None, description="mode: serving only")
+    serving: ServingResult | None = Field(default=None, description="mode: serving only")
 
 
 class RunError(_Model):

@@ -11,13 +11,13 @@
 
 from __future__ import annotations
 
-from harness.results.schema import ExperimentResult, Serving, SteadyState, Warning_
+from harness.results.schema import ExperimentResult, ServingResult, SteadyState, Warning_
 
 #: the achieved send rate may fall this far below the target before a warning
 SEND_RATE_TOLERANCE = 0.02
 
 
-def steady_verdict(state: SteadyState, serving: Serving) -> SteadyState:
+def steady_verdict(state: SteadyState, serving: ServingResult) -> SteadyState:
     """The window's verdict: a window by the rule, steady throughput, and steady power if read."""
     tolerance = state.tolerance or 0.0
     why = []

@@ -15,7 +15,7 @@ from harness.agent.serving.loadgen import LoadResult, RequestRecord
 from harness.agent.serving.steady import SteadySpan, halves_rates
 from harness.config.experiment import Experiment
 from harness.config.serving import Slo
-from harness.results.schema import Energy, Serving, Uncertainty, UncertaintyTerm
+from harness.results.schema import Energy, ServingResult, Uncertainty, UncertaintyTerm
 
 
 def send_figures(exp: Experiment, load: LoadResult) -> dict[str, float | None]:
@@ -94,7 +94,7 @@ def goodput(exp: Experiment, ok: Sequence[RequestRecord], finished_per_s: float 
 
 def serving_summary(exp: Experiment, load: LoadResult, span: SteadySpan, energy: Energy,
                     finished: int, equivalents: float, server_argv: Sequence[str],
-                    requests_sha256: str) -> Serving:
+                    requests_sha256: str) -> ServingResult:
     """The serving block of result.json."""
     records = load.records
     ok = [r for r in records if r.status == "ok"]
@@ -102,7 +102,7 @@ def serving_summary(exp: Experiment, load: LoadResult, span: SteadySpan, energy:
     rates = halves_rates(ok, span.start_s, span.end_s)
     difference = (abs(rates[1] - rates[0]) / rates[0]) if rates and rates[0] > 0 else None
     extra = goodput(exp, ok, finished / window_s if window_s > 0 else None, energy)
-    return Serving(
+    return ServingResult(
         requests_planned=len(records),
         requests_ok=len(ok),
         requests_failed=sum(r.status in ("error", "timeout") for r in records),

@@ -47,7 +47,7 @@ from harness.results.schema import (
     ExperimentResult,
     PrefillSplit,
     RunSpec,
-    Serving,
+    ServingResult,
     Throughput,
     Timings,
     Tokens,
@@ -208,7 +208,7 @@ def _span(exp: Experiment, load: LoadResult) -> SteadySpan:
 
 
 def _serving_block(exp: Experiment, got: Served, span: SteadySpan, window: ServingWindow,
-                   energy: Energy) -> Serving:
+                   energy: Energy) -> ServingResult:
     """result.json's serving block: the load, the window, the running batch, goodput."""
     load = got.load
     serving = figures.serving_summary(exp, load, span, energy, window.finished,
