@@ -123,7 +123,8 @@ def window_warnings(
     """Too few counter updates, a window not in steady state, and a contended host."""
     found = _counter_warnings(result, phases, sensor)
     steady = result.steady_state
-    if steady.verdict == "not_steady" and steady.difference is not None:
+    if (steady.verdict == "not_steady" and steady.difference is not None
+            and steady.tolerance is not None and steady.difference > steady.tolerance):
         found.append(Warning_(
             code="not_steady",
             message=f"mean power of the window's halves differs by {steady.difference:.1%} "

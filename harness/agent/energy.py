@@ -128,7 +128,7 @@ def energy_figures(
     dynamic = total(dynamics) if len(dynamics) == len(budgets) else None
     out_tokens = window.output_tokens
     all_tokens = window.input_tokens + out_tokens
-    requests = len(window.requests)
+    requests = window.request_count
     peak = peak_total_power_w(reading.samples, sensor.devices)
     figures: dict[str, Budget | None] = {
         "energy_j": energy,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from harness.agent.sensors.base import WindowReading
 from harness.agent.window import Window
@@ -20,24 +22,25 @@ throttle_reasons is NVML's clock-event bit mask; empty cells are unknown."""
 
 def write_requests(path: Path, window: Window) -> None:
     """One JSON line per request of the window (``arrivals``: distinct token arrival times)."""
-    lines = []
-    for iteration, batch, r in window.requests:
-        lines.append(
-            json.dumps(
-                {
-                    "iteration": iteration,
-                    "batch": batch,
-                    "input_tokens": r.input_tokens,
-                    "output_tokens": r.output_tokens,
-                    "arrivals": len(r.arrivals_s),
-                    "ttft_s": r.ttft_s,
-                    "tpot_s": r.tpot_s,
-                    "e2e_s": r.e2e_s,
-                    "itl_s": r.itl_s,
-                },
-                separators=(",", ":"),
-            )
-        )
+    write_jsonl(path, [
+        {
+            "iteration": iteration,
+            "batch": batch,
+            "input_tokens": r.input_tokens,
+            "output_tokens": r.output_tokens,
+            "arrivals": len(r.arrivals_s),
+            "ttft_s": r.ttft_s,
+            "tpot_s": r.tpot_s,
+            "e2e_s": r.e2e_s,
+            "itl_s": r.itl_s,
+        }
+        for iteration, batch, r in window.requests
+    ])
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """One compact JSON line per record, written atomically."""
+    lines = [json.dumps(r, separators=(",", ":")) for r in records]
     atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
 
 

@@ -7,10 +7,12 @@ over all tokens after the first, end-to-end from the batch's start. docs/methodo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from harness.agent.metrics import latency_stats
 from harness.agent.window import Window
+from harness.backends.engine import RequestTiming
 from harness.results.schema import Latency
 
 
@@ -20,8 +22,13 @@ def latency_summary(window: Window, per_token: bool, info: dict[str, Any] | None
     ``info`` is the engine's info: its ``timestamp_source`` (the backend's declared clock) and
     ``token_timing`` (the engine's own note on when a token is timestamped) are recorded.
     """
+    return latency_of([r for _, _, r in window.requests], per_token, info)
+
+
+def latency_of(timings: Sequence[RequestTiming], per_token: bool,
+               info: dict[str, Any] | None = None) -> Latency:
+    """The latency statistics of some requests (``latency_summary``'s figures)."""
     info = info or {}
-    timings = [r for _, _, r in window.requests]
     itl = [x for r in timings for x in r.itl_s]
     source, clock = info.get("timestamp_source"), info.get("token_timing")
     return Latency(

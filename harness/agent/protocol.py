@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.agent import activity, environment, validity
+from harness.agent import activity, validity
 from harness.agent.baseline import Baseline, measure_baseline
 from harness.agent.compute import compute_figures
 from harness.agent.energy import energy_figures
@@ -24,6 +24,7 @@ from harness.agent.identity import check_devices
 from harness.agent.interference import HostProbe, interference
 from harness.agent.latency import latency_summary
 from harness.agent.prefill import prefill_split
+from harness.agent.record import run_environment, write_result
 from harness.agent.sensors import select_sensor
 from harness.agent.sensors.base import Sensor, WindowReading
 from harness.agent.steady import steady_state
@@ -39,7 +40,6 @@ from harness.agent.workload import (
 )
 from harness.backends.engine import Engine, create_engine, engine_info
 from harness.model_identity import identify_for_agent
-from harness.results.io import atomic_write_json
 from harness.results.schema import (
     Compute,
     Energy,
@@ -170,10 +170,14 @@ def run(
     """Run the whole protocol for one experiment and write its files into ``out_dir``.
 
     ``host`` reads the machine's CPU counters at the window's edges (default: this machine's
-    /proc and cgroup).
+    /proc and cgroup). ``mode: serving`` runs the serving protocol (harness.agent.serving).
     """
     t_start = time.perf_counter()
     exp = spec.experiment
+    if exp.mode == "serving":  # the one place where the modes part
+        from harness.agent.serving.protocol import run_serving
+
+        return run_serving(spec, out_dir, sensor=sensor, host=host)
     texts = prompt_texts(spec)  # a bad prompts file costs no engine start
     host = host or HostProbe()
     sensor = sensor or select_sensor(exp.device, spec.gpu_uuids, library=spec.gpu_library)
@@ -205,17 +209,7 @@ def _finish(
         run=spec.run,
         experiment=exp,
         backend_info=got.backend_info,
-        environment=environment.capture(
-            {
-                "sensor": sensor.provenance(),
-                "image": spec.image.model_dump() if spec.image else None,
-                "runner": spec.runner,
-                "gpu_uuids_requested": list(spec.gpu_uuids),
-                "device_check": got.device_check,
-                "seeds": {"workload": exp.workload.seed},
-                "prompts_sha256": prompts_digest,
-            }
-        ),
+        environment=run_environment(spec, sensor, got.device_check, prompts_digest),
         timings=Timings(
             baseline_s=got.preload.reading.duration_s if got.preload is not None else 0.0,
             load_s=got.load_s,
@@ -249,10 +243,4 @@ def _finish(
         model=identify_for_agent(exp.model, spec.model_path, spec.model_fingerprint),
         datasets=spec.datasets,
     )
-    result.energy.phase_edges_s = {
-        p: (r.start_s, r.end_s) for p, r in phases.items()
-        if r.start_s is not None and r.end_s is not None
-    }
-    result.warnings = validity.check(result, phases, sensor)
-    atomic_write_json(out_dir / "result.json", result)
-    return result
+    return write_result(out_dir, result, phases, sensor)

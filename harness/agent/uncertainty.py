@@ -140,6 +140,9 @@ def energy_budget(reading: WindowReading, dev: str) -> Budget | None:
         random = {"counter_resolution": edge_w * period / SQRT3 * math.sqrt(2.0)}
     else:
         random = integration_terms(rows, duration)
+    edges = reading.edge_uncertainty_j.get(dev)
+    if edges:  # edges between counter reads, interpolated (rectangular, half-width as recorded)
+        random["window_edges"] = edges / SQRT3
     return Budget(energy, random).gain()
 
 

@@ -88,6 +88,11 @@ class Window:
         """Tokens generated in the window."""
         return sum(r.output_tokens for _, _, r in self.requests)
 
+    @property
+    def request_count(self) -> float:
+        """Requests the window's energy is shared by (per-request figures)."""
+        return len(self.requests)
+
 
 def measure_window(
     backend: Engine,

@@ -51,6 +51,18 @@ def dataset_for(spec: RunSpec, field: str) -> DatasetFile:
     return entry
 
 
+def read_checked(dataset: DatasetFile, what: str) -> tuple[bytes, Path]:
+    """A file's bytes where the agent reads it, refused when its SHA-256 changed since checked."""
+    path = Path(dataset.agent_path or dataset.path)
+    data = read_file(path, what, regular=False)
+    digest = sha256_of(data)
+    if digest != dataset.sha256:
+        raise UserInputError(
+            f"{path}: the {what} changed since it was checked (sha256 {digest[:12]}, "
+            f"recorded {dataset.sha256[:12]}); restore it, or start the study anew with it")
+    return data, path
+
+
 def read_prompt_texts(workload: Workload, dataset: DatasetFile) -> list[str]:
     """The prompts of a .jsonl file, checked before any engine starts.
 
@@ -58,13 +70,7 @@ def read_prompt_texts(workload: Workload, dataset: DatasetFile) -> list[str]:
     non-blank line must be a JSON object with a "prompt" string, and at least ``num_prompts``
     of them must be non-blank.
     """
-    path = Path(dataset.agent_path or dataset.path)
-    data = read_file(path, "prompts file", regular=False)
-    digest = sha256_of(data)
-    if digest != dataset.sha256:
-        raise UserInputError(
-            f"{path}: the prompts file changed since it was checked (sha256 {digest[:12]}, "
-            f"recorded {dataset.sha256[:12]}); restore it, or start the study anew with it")
+    data, path = read_checked(dataset, "prompts file")
     texts = prompt_texts(data, str(path))
     if len(texts) < workload.num_prompts:
         raise UserInputError(

@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from harness.analysis.stats import METRICS, param_columns
+from harness.analysis.stats import LABELS, param_columns
 
 Direction = Literal["min", "max"]
 
@@ -26,12 +26,17 @@ class FrontSpec:
     @property
     def title(self) -> str:
         """A readable title, units included."""
-        return f"{METRICS.get(self.y, self.y)} vs {METRICS.get(self.x, self.x)}"
+        return f"{LABELS.get(self.y, self.y)} vs {LABELS.get(self.x, self.x)}"
 
 
 ENERGY_FRONTS = (
     FrontSpec("energy_vs_throughput", "output_tokens_per_s", "max", "j_per_output_token", "min"),
     FrontSpec("energy_vs_latency_p90", "e2e_p90_s", "min", "j_per_output_token", "min"),
+)
+#: serving studies: the latency-energy trade-off per request
+SERVING_FRONTS = (
+    FrontSpec("serving_energy_vs_ttft_p90", "ttft_p90_s", "min", "j_per_request", "min"),
+    FrontSpec("serving_energy_vs_tpot_p90", "tpot_p90_s", "min", "j_per_request", "min"),
 )
 FALLBACK_FRONT = FrontSpec(
     "throughput_vs_latency_p90", "e2e_p90_s", "min", "output_tokens_per_s", "max"
@@ -81,9 +86,15 @@ def front(summary: pd.DataFrame, spec: FrontSpec, note: str | None = None) -> Fr
 
 
 def fronts(summary: pd.DataFrame, energy_reason: str | None = None) -> list[Front]:
-    """Energy fronts when energy is known; otherwise throughput vs p90 latency, saying why."""
+    """Energy fronts when energy is known; otherwise throughput vs p90 latency, saying why.
+
+    A study with serving runs (its summary has ``j_per_request``) also gets the latency-energy
+    fronts per request: p90 TTFT and p90 TPOT against energy per request.
+    """
     if energy_reason is None:
-        return [front(summary, spec) for spec in ENERGY_FRONTS]
+        serving = [front(summary, spec) for spec in SERVING_FRONTS
+                   if f"{spec.x}_mean" in summary.columns]
+        return [front(summary, spec) for spec in ENERGY_FRONTS] + serving
     note = (
         f"energy per output token is unavailable ({energy_reason}); showing the throughput vs "
         "p90 latency front instead"

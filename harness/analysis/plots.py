@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from harness.analysis.pareto import Front  # noqa: E402
-from harness.analysis.stats import METRICS, param_columns  # noqa: E402
+from harness.analysis.stats import LABELS, param_columns  # noqa: E402
 
 DPI = 150
 TITLE_WIDTH = 110  # characters per title line at the default font size of an 11-inch figure
@@ -23,7 +23,8 @@ STYLE: Any = {  # rcParams; typed loosely as matplotlib wants its literal keys
     "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8,
     "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False, "axes.spines.right": False,
 }
-PHASE_COLORS = {"baseline": "tab:gray", "window": "tab:blue", "prefill": "tab:orange"}
+PHASE_COLORS = {"baseline": "tab:gray", "window": "tab:blue", "prefill": "tab:orange",
+                "load": "tab:blue"}
 MAX_SERIES = 12
 
 
@@ -44,15 +45,17 @@ def experiment_label(row: pd.Series, columns: list[str]) -> str:
     return ", ".join(f"{_short(c)}={_fmt(row[c])}" for c in columns) or str(row["experiment_id"])
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save(fig: Any, path: Path) -> Path:
+    """Write a figure as PNG and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def _panel(ax: Any, table: pd.DataFrame, summary: pd.DataFrame, axis_col: str,
-           levels: list[Any], metric: str) -> None:
+def panel(ax: Any, table: pd.DataFrame, summary: pd.DataFrame, axis_col: str,
+          levels: list[Any], metric: str) -> None:
+    """One metric's mean and 95 % interval by ``axis_col``, one line per other setting."""
     others = [c for c in param_columns(summary) if c != axis_col]
     keys = [_fmt(v) for v in levels]
     xpos = {k: i for i, k in enumerate(keys)}
@@ -84,7 +87,7 @@ def _panel(ax: Any, table: pd.DataFrame, summary: pd.DataFrame, axis_col: str,
                        color=line[0].get_color(), zorder=1)
     ax.set_xticks(range(len(keys)), keys)
     ax.set_xlabel(_short(axis_col))
-    ax.set_ylabel(METRICS.get(metric, metric))
+    ax.set_ylabel(LABELS.get(metric, metric))
     ax.set_ylim(bottom=0)
 
 
@@ -105,15 +108,15 @@ def by_parameter(table: pd.DataFrame, summary: pd.DataFrame, axis: str, levels: 
         )
     with plt.rc_context(STYLE):
         fig, (ax_e, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2))
-        _panel(ax_e, table, summary, col, levels, first)
-        _panel(ax_t, table, summary, col, levels, "output_tokens_per_s")
+        panel(ax_e, table, summary, col, levels, first)
+        panel(ax_t, table, summary, col, levels, "output_tokens_per_s")
         handles, labels = ax_t.get_legend_handles_labels()
         if len(handles) > 1:
             fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0),
                        ncol=min(3, len(handles)), frameon=False)
         fig.suptitle(title)
         fig.tight_layout()
-        return _save(fig, path)
+        return save(fig, path)
 
 
 def power_timeline(run_dir: Path, path: Path) -> str | None:
@@ -144,7 +147,7 @@ def power_timeline(run_dir: Path, path: Path) -> str | None:
         ax.set_title(f"Power of run {run_dir.name}")
         ax.legend(loc="lower right")
         fig.tight_layout()
-        _save(fig, path)
+        save(fig, path)
     return None
 
 
@@ -165,8 +168,8 @@ def pareto_plot(found: Front, path: Path) -> Path:
                         textcoords="offset points", xytext=(5, 4 if i % 2 == 0 else -11),
                         fontsize=7)
         better = {"min": "lower is better", "max": "higher is better"}
-        ax.set_xlabel(f"{METRICS.get(spec.x, spec.x)} ({better[spec.x_better]})")
-        ax.set_ylabel(f"{METRICS.get(spec.y, spec.y)} ({better[spec.y_better]})")
+        ax.set_xlabel(f"{LABELS.get(spec.x, spec.x)} ({better[spec.x_better]})")
+        ax.set_ylabel(f"{LABELS.get(spec.y, spec.y)} ({better[spec.y_better]})")
         ax.set_title(spec.title)
         if found.note:
             # below the axis label (the saved figure's tight bounding box takes it in)
@@ -174,4 +177,4 @@ def pareto_plot(found: Front, path: Path) -> Path:
                     fontsize=7, va="top")
         ax.legend(loc="best")
         fig.tight_layout()
-        return _save(fig, path)
+        return save(fig, path)

@@ -34,6 +34,26 @@ METRICS: dict[str, str] = {
     "mean_power_w": "mean power (W)",
 }
 
+#: also summarised in a study with serving runs (docs/serving.md, section 7)
+SERVING_METRICS: dict[str, str] = {
+    "j_per_request": "energy per request (J)",
+    "ttft_p90_s": "time to first token p90 (s)",
+    "tpot_p90_s": "time per output token p90 (s)",
+    "requests_per_s": "requests/s (steady window)",
+    "goodput_requests_per_s": "goodput (requests/s meeting the SLOs)",
+}
+
+
+#: every summarised metric's label with its unit
+LABELS: dict[str, str] = {**METRICS, **SERVING_METRICS}
+
+
+def metrics_for(table: pd.DataFrame) -> dict[str, str]:
+    """The metrics a study's summary holds: the headline ones, and serving's when it serves."""
+    serves = "mode" in table.columns and bool((table["mode"] == "serving").any())
+    return {**METRICS, **SERVING_METRICS} if serves else dict(METRICS)
+
+
 STAT_SUFFIXES = (
     "n", "mean", "std", "cv", "ci95_low", "ci95_high", "boot95_low", "boot95_high",
 )
@@ -104,7 +124,7 @@ def param_columns(table: pd.DataFrame) -> list[str]:
 
 def summarize(table: pd.DataFrame, metrics: dict[str, str] | None = None) -> pd.DataFrame:
     """One row per experiment: its swept values, run counts and statistics of each metric."""
-    metrics = metrics or METRICS
+    metrics = metrics or metrics_for(table)
     params = param_columns(table)
     rows = []
     if table.empty:

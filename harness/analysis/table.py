@@ -19,6 +19,27 @@ def load_plan(study_dir: Path) -> Plan:
     return read_model(study_dir / "plan.json", Plan)
 
 
+def serving_columns(result: ExperimentResult) -> dict[str, Any]:
+    """Serving mode's columns (empty for offline runs, which then have none of them)."""
+    s, lat = result.serving, result.latency
+    if s is None:
+        return {}
+    return {
+        "mode": result.experiment.mode,
+        "ttft_p99_s": lat.ttft.p99_s,
+        "tpot_p90_s": lat.tpot.p90_s,
+        "itl_p90_s": lat.itl.p90_s,
+        "achieved_request_rate": s.achieved_request_rate,
+        "steady_window": s.window_found,
+        "steady_verdict": result.steady_state.verdict,
+        "mean_running_requests": s.mean_running_requests,
+        "output_tokens_per_s_per_user": s.output_tokens_per_s_per_user,
+        "slo_attainment": s.slo_attainment,
+        "goodput_requests_per_s": s.goodput_requests_per_s,
+        "j_per_good_request": s.j_per_good_request,
+    }
+
+
 def result_row(result: ExperimentResult) -> dict[str, Any]:
     """Flat columns of one result."""
     e, lat, thr = result.energy, result.latency, result.throughput
@@ -65,6 +86,7 @@ def result_row(result: ExperimentResult) -> dict[str, Any]:
         "loaded_idle_power_w": e.loaded_idle_power_w,
         "warnings": ";".join(w.code for w in result.warnings),
         **budget_columns(result),
+        **serving_columns(result),
     }
 
 

@@ -43,6 +43,10 @@ class BackendOptions(BaseModel):
         """The quantization scheme named in these options, if the backend has such a field."""
         return None
 
+    def max_running_requests(self) -> int | None:
+        """The most requests the engine runs in one batch, where these options bound it."""
+        return None
+
     def prefill_interleaving(
         self, experiment: Experiment, batch_tokens: int, batch_size: int, token_budget: int | None
     ) -> str | None:
@@ -127,15 +131,35 @@ class ImageRecipe:
 
 
 @dataclass(frozen=True)
-class ServingSupport:
-    """How a backend serves an OpenAI-compatible endpoint (None on a spec: it cannot)."""
+class ServerLaunch:
+    """How the agent starts a backend's server: its command line, environment and files."""
 
-    #: the command that starts the server, as a module run with ``python -m``
-    module: str
-    #: where readiness is probed
+    argv: tuple[str, ...]
+    #: the model name requests give (the OpenAI API's ``model`` field)
+    model_name: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: files written into the server's folder before it starts: name -> text
+    files: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServingSupport:
+    """How a backend serves an OpenAI-compatible endpoint (None on a spec: it cannot).
+
+    ``launch(experiment, model_path, port, folder)`` builds the server's command line from the
+    experiment's options (pure: it reads and starts nothing); ``folder`` is where the agent
+    writes the launch's files and the server's log.
+    """
+
+    launch: Callable[[Experiment, str, int, Path], ServerLaunch]
+    #: where readiness is probed (200 once the model is loaded)
     health_path: str = "/health"
+    #: where the server says its version ({"version": ...})
+    version_path: str = "/version"
     #: the engine's Prometheus metrics endpoint, when it has one
     metrics_path: str | None = None
+    #: the Prometheus gauge of requests in the running batch, when the engine exports one
+    running_gauge: str | None = None
 
 
 @dataclass(frozen=True)
@@ -234,6 +258,8 @@ class BackendSpec:
                 f"backend {self.name!r} does not run on device {experiment.device!r} "
                 f"(it runs on: {', '.join(self.devices)})"
             ]
+        if experiment.mode == "serving" and self.serving is None:
+            return [self.no_server()]
         allowed = self.precisions[experiment.device]
         if experiment.precision not in allowed:
             return [
@@ -246,6 +272,14 @@ class BackendSpec:
         if self.extra_problems is not None:
             found += self.extra_problems(experiment)
         return found
+
+    def no_server(self) -> str:
+        """Why this backend cannot run ``mode: serving``, naming the backends that can."""
+        from harness.backends import registry
+
+        serving = [s.name for s in registry.specs() if s.serving is not None]
+        return (f"backend {self.name!r} has no OpenAI-compatible server, so it cannot run "
+                f"mode: serving (backends that serve: {', '.join(serving) or 'none'})")
 
     def problems_with_model(self, experiment: Experiment, model_dir: Path) -> list[str]:
         """Why ``experiment`` cannot run on the model in the folder ``model_dir``."""

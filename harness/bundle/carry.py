@@ -32,7 +32,7 @@ SYNTHETIC = "synthetic"
 
 
 def workload_files(datasets: Iterable[str]) -> list[str]:
-    """The prompt files among a study's ``workload.dataset`` values, sorted."""
+    """The files among the values of a study's dataset fields (``FIELDS``), sorted."""
     return sorted({d for d in datasets if d != SYNTHETIC})
 
 

@@ -21,6 +21,7 @@ from harness.bundle.layout import PROVENANCE, REVIEWERS, SUMS, VERBATIM, list_fi
 from harness.bundle.provenance import collect_provenance, write_provenance
 from harness.bundle.redact import Redaction, check_redacted, redact_tree, write_redactions
 from harness.bundle.reviewers import reviewers_text
+from harness.config.datasets import named_files
 from harness.config.sweep import Plan
 from harness.errors import EnvironmentProblem, UserInputError
 from harness.results.io import sha256_file
@@ -100,8 +101,11 @@ def carry(root: Path, study_dir: Path, manifest: Manifest, plan: Plan, prov: dic
           with_images: bool, resolve: Callable[[str], Path] | None = None) -> list[str]:
     """Add the images (with_images), the prompt files and the source to the bundle and prov."""
     notes = _save_images(root, prov) if with_images else []
-    refs = workload_files(e.experiment.workload.dataset for e in plan.experiments)
-    prov["workload"], more = carry_workload(refs, resolve or _resolver(manifest), root)
+    fields = {value: spec.path for e in plan.experiments for spec, value in named_files(e.experiment)}
+    prov["workload"], more = carry_workload(workload_files(fields), resolve or _resolver(manifest),
+                                            root)
+    for entry in prov["workload"]:  # which field named it (serving mode reads its own file)
+        entry["field"] = fields[entry["ref"]]
     prov["source"] = carry_source(run_revisions(study_dir, [r.run_id for r in manifest.runs]),
                                   root)
     return notes + more + [f"source: {n}" for n in prov["source"]["notes"]]

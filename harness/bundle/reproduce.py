@@ -186,7 +186,8 @@ def carried_datasets(root: Path, prov: dict[str, Any]) -> list[DatasetFile]:
     for entry in prov.get("workload") or []:
         copy = carried_file(root, entry.get("file"), WORKLOAD)
         if copy is not None and copy.is_file():  # verified against its hash already
-            found.append(DatasetFile(field="workload.dataset", source=entry["ref"],
+            found.append(DatasetFile(field=entry.get("field", "workload.dataset"),
+                                     source=entry["ref"],
                                      path=str(copy), sha256=entry["sha256"]))
     return found
 

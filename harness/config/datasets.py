@@ -10,7 +10,6 @@ directory, so a study runs the same from anywhere. A new kind of file is one mor
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +18,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from harness.config.experiment import Experiment
+from harness.config.jsonl import jsonl_records
+from harness.config.request_files import file_requests
 from harness.errors import UserInputError
 
 #: where the docker runner mounts the files a run reads: /datasets/FIELD/NAME, read-only
@@ -56,19 +57,8 @@ class DatasetField:
 
 def prompt_texts(data: bytes, name: str) -> list[str]:
     """The prompts of a JSONL prompts file's bytes, in order; blank prompts are left out."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise UserInputError(f"{name}: is not UTF-8 text (byte {e.start}); save it as UTF-8") from e
     texts = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserInputError(f"{name}: line {number}: not JSON ({e.msg}); expected "
-                                 f"{PROMPTS_FORMAT}") from e
+    for number, record in jsonl_records(data, name, PROMPTS_FORMAT):
         prompt = record.get("prompt") if isinstance(record, dict) else None
         if not isinstance(prompt, str):
             raise UserInputError(f"{name}: line {number}: no \"prompt\" string; expected "
@@ -83,6 +73,11 @@ FIELDS: tuple[DatasetField, ...] = (
         "workload.dataset", "prompts file", "prompts", names_file=lambda value: value != "synthetic",
         needed="workload.num_prompts",
         count=lambda data, name: len(prompt_texts(data, name)),
+    ),
+    DatasetField(  # serving mode (harness/config/request_files.py)
+        "serving.dataset", "requests file", "requests", names_file=lambda value: value != "synthetic",
+        needed="serving.num_requests",
+        count=lambda data, name: len(file_requests(data, name)),
     ),
 )
 

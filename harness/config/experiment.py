@@ -20,6 +20,7 @@ from harness.backends import registry
 from harness.backends.spec import ID_OMIT_DEFAULT, BackendOptions, BackendSpec, Device, Precision
 from harness.config.canonical import canonical_text, id_of
 from harness.config.problems import model_of
+from harness.config.serving import Mode, Serving, Slo
 
 
 class _Strict(BaseModel):
@@ -111,6 +112,11 @@ class ExperimentBase(_Strict):
     workload: Workload = Workload()
     decoding: Decoding = Decoding()
     measurement: Measurement = Measurement()
+    # serving mode (docs/serving.md); left out of ids at their defaults
+    mode: Mode = Field("offline", json_schema_extra=ID_OMIT_DEFAULT,
+                       description="offline batches, or an OpenAI-compatible server under load")
+    serving: Serving = Field(Serving(), json_schema_extra=ID_OMIT_DEFAULT)
+    slo: Slo = Field(Slo(), json_schema_extra=ID_OMIT_DEFAULT)
 
     @field_validator("backend")
     @classmethod
@@ -128,10 +134,25 @@ class ExperimentBase(_Strict):
 
     @model_validator(mode="after")
     def _backend_can_do_it(self) -> ExperimentBase:
-        problems = self.spec.problems(self, self.options)
+        problems = self.spec.problems(self, self.options) + self._mode_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _mode_problems(self) -> list[str]:
+        """Settings that the experiment's mode does not use."""
+        if self.mode == "offline":
+            unused = [n for n in ("serving", "slo") if getattr(self, n) != type(getattr(self, n))()]
+            return [f"the {' and '.join(unused)} settings apply to mode: serving only (set "
+                    "mode: serving, or move them to the experiments that serve)"] if unused else []
+        found = []
+        if self.batch_size != 1:
+            found.append("batch_size does not apply to mode: serving (the server batches the "
+                         "requests it holds, up to the limit its engine's options set)")
+        if self.workload.dataset != "synthetic":
+            found.append("in mode: serving, requests come from serving.dataset; "
+                         "workload.dataset must stay synthetic")
+        return found
 
     @property
     def spec(self) -> BackendSpec:

@@ -58,6 +58,34 @@ def refused_by_vllm(**kwargs) -> str | None:
     return None
 
 
+def serve_mismatches() -> dict:
+    """Each experiment's server command line through vLLM's own parser, against llm_kwargs."""
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    from harness.backends.vllm.serve import serve_command
+
+    out = {}
+    for i, data in enumerate(ON_CPU + ON_GPU):
+        device = "cpu" if i < len(ON_CPU) else "cuda"
+        exp = Experiment.model_validate({**experiment(data, device).model_dump(), "mode": "serving"})
+        config = weights.model_config(Path(DENSE))
+        argv = serve_command(exp, DENSE, 8123, config)
+        try:
+            args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv[3:])
+            validate_parsed_serve_args(args)
+            parsed = vars(AsyncEngineArgs.from_cli_args(args))
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - the message is the finding
+            out[str(data)] = f"{type(e).__name__}: {e}"
+            continue
+        wrong = {k: [v, parsed.get(k)] for k, v in llm_kwargs(exp, DENSE, config).items()
+                 if k not in ("model", "disable_log_stats") and parsed.get(k) != v}
+        if wrong or (args.host, args.port) != ("127.0.0.1", 8123):
+            out[str(data)] = {**wrong, "host_port": [args.host, args.port]}
+    return out
+
+
 fields = {f.name for f in dataclasses.fields(EngineArgs)}
 found: dict = {"unknown_args": {}, "config_errors": {}}
 for i, data in enumerate(ON_CPU + ON_GPU):
@@ -86,4 +114,5 @@ found["moe"] = {
     "moe": [ModelConfig(model=MOE, tokenizer=DENSE, skip_tokenizer_init=True).is_moe,
             weights.num_experts(weights.model_config(Path(MOE))) > 0],
 }
+found["serve_mismatch"] = serve_mismatches()
 print(json.dumps(found))

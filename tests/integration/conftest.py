@@ -36,6 +36,14 @@ def pytorch_cpu_image(docker_client) -> str:
 
 
 @pytest.fixture(scope="session")
+def vllm_cpu_image(docker_client) -> str:
+    """Tag of harness/vllm:cpu built offline from this checkout (cached layers are reused)."""
+    from harness.controller.images import build_image
+
+    return build_image("vllm", "cpu", offline=True, repo_root=REPO, client=docker_client).tag
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight two-layer Llama with its tokenizer, written offline."""
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny")

@@ -40,14 +40,6 @@ def study_yaml(model: Path, out: Path) -> str:
     })
 
 
-@pytest.fixture(scope="module")
-def vllm_cpu_image(docker_client) -> str:
-    """Tag of harness/vllm:cpu built offline from this checkout (cached layers are reused)."""
-    from harness.controller.images import build_image
-
-    return build_image("vllm", "cpu", offline=True, repo_root=REPO, client=docker_client).tag
-
-
 def check_latency(result: ExperimentResult, requests: list[dict]) -> None:
     """Per-request TTFT, inter-token latencies and end-to-end times are present and sane."""
     w = result.experiment.workload
@@ -172,3 +164,6 @@ def test_the_engine_arguments_pass_vllm_0_32_own_validation(
     assert "fbgemm_fp8" in found["fbgemm_fp8_refused"] and "deprecated" in found["fbgemm_fp8_refused"]
     # the harness's reading of a config.json agrees with vLLM on which models are MoE
     assert found["moe"] == {"dense": [False, False], "moe": [True, True]}
+    # serving mode: the server's command line parses with vLLM's own parser into the same
+    # engine arguments as offline
+    assert found["serve_mismatch"] == {}

@@ -19,6 +19,11 @@ STUDY_IDS = {
     ],
     "demo.yaml": ["0eb5b1cc45", "1222289dc5", "01f9817224", "782c7733ee"],
     "own-prompts-cpu.yaml": ["29960e9faf", "a12b928319", "a7adf0152a", "3f15b4d854"],
+    "serving.yaml": [
+        "d367a97aa7", "72f49672cc", "8e5bad1497", "f4469d8eeb", "7aea300d28", "b4a0f3b57b",
+        "3d680bec3d", "35d8d80d65",
+    ],
+    "serving-cpu.yaml": ["e11cd837b9", "970cbf6923", "6f8d003e19", "fc279afb78"],
     "sweep.yaml": [
         "b9dd75b592", "3e44345b87", "8b8da02daf", "d22edee87a", "70094f37ab", "c6f50eb388",
         "28164d76a4", "ae4d081b7d", "5137952fd1", "5120b88a53", "3219be9024", "54e753e90d",

@@ -46,6 +46,9 @@ class WindowReading:
     sampler_cpu_s: float | None = None
     #: sampler ticks skipped because a sample took longer than the interval
     sampler_missed_ticks: int = 0
+    #: per device, the half-width of the energy error where the window's edges fall between
+    #: counter reads (a window cropped out of a longer one: harness.agent.crop)
+    edge_uncertainty_j: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_energy_j(self) -> float | None:

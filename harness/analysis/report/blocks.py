@@ -15,6 +15,7 @@ from harness.analysis import plots
 from harness.analysis.effects import EFFECT_METRICS, Effects
 from harness.analysis.report.data import Report
 from harness.analysis.report.render import Block, Heading, Image, Items, Para, Table
+from harness.analysis.report.serving import serving_section
 from harness.analysis.report.setup import setup_section
 from harness.analysis.report.text import RATIO_SPEC, ci, num, plus_minus
 from harness.analysis.stats import METRICS, param_columns
@@ -135,6 +136,11 @@ def summary(report: Report, ctx: Context) -> list[Block]:
             Table(_summary_view(report))]
 
 
+def serving(report: Report, ctx: Context) -> list[Block]:
+    """Serving runs: the load, the steady window, energy per request, latency, goodput."""
+    return serving_section(report, ctx.results)
+
+
 def figures(report: Report, ctx: Context) -> list[Block]:
     """Every figure drawn, and those that were not, with why."""
     blocks: list[Block] = [Heading(2, "Figures")]
@@ -206,7 +212,8 @@ def files(report: Report, ctx: Context) -> list[Block]:
 
 Section = Callable[[Report, Context], list[Block]]
 SECTIONS: tuple[Section, ...] = (
-    title, setup, effects, summary, figures, fronts, environment, failed, warnings, files,
+    title, setup, effects, summary, serving, figures, fronts, environment, failed, warnings,
+    files,
 )
 
 

@@ -37,6 +37,14 @@ class Report:
     files: dict[str, Path] = field(default_factory=dict)
 
     @property
+    def serving_runs(self) -> dict[str, bool]:
+        """Whether each run of the table measured a server (mode: serving)."""
+        if "mode" not in self.table.columns:
+            return {}
+        return {str(r): m == "serving" for r, m in zip(self.table["run_id"], self.table["mode"],
+                                                        strict=True)}
+
+    @property
     def failed(self) -> pd.DataFrame:
         """Runs that are not done: run_id, status, reason, message."""
         rows = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.analysis import plots
+from harness.analysis import plots, serving
 from harness.analysis.report.data import Report
 
 
@@ -20,6 +20,10 @@ def draw(report: Report, levels: dict[str, list[Any]], fig_dir: Path) -> None:
         report.figures.append(plots.by_parameter(
             report.table, report.summary, axis, levels[axis], fig_dir / f"effect_{safe}.png",
             report.energy_reason))
+    for axis in serving.load_axes(report.plan.axes, levels):
+        report.figures.append(serving.load_sweep(
+            report.table, report.summary, axis, levels[axis],
+            fig_dir / f"serving_{axis.replace('.', '_')}.png", report.energy_reason))
     for f in report.fronts:
         if f.points.empty:
             report.skipped_figures.append(f"{f.spec.name}: no experiment has both values")
@@ -30,15 +34,18 @@ def draw(report: Report, levels: dict[str, list[Any]], fig_dir: Path) -> None:
         run_dir = report.study_dir / "runs" / rec.run_id
         if rec.status != "done" or not run_dir.exists():
             continue
-        target = fig_dir / "power" / f"{rec.run_id}.png"
-        why = plots.power_timeline(run_dir, target)
+        serves = report.serving_runs.get(rec.run_id, False)
+        target = fig_dir / ("serving" if serves else "power") / f"{rec.run_id}.png"
+        why = serving.timeline(run_dir, target) if serves else plots.power_timeline(run_dir, target)
         if why is None:
             report.figures.append(target)
         else:
-            skipped.setdefault(why, []).append(rec.run_id)
+            skipped.setdefault(f"{'serving' if serves else 'power'} timeline: {why}",
+                               []).append(rec.run_id)
     total = sum(len(runs) for runs in skipped.values()) + sum(
-        f.parent.name == "power" for f in report.figures)
+        f.parent.name in ("power", "serving") for f in report.figures)
     for why, runs in skipped.items():
         listed = f" ({', '.join(runs)})" if len(runs) <= 5 else ""
+        kind, _, reason = why.partition(": ")
         report.skipped_figures.append(
-            f"power timeline of {len(runs)} of {total} runs{listed}: {why}")
+            f"{kind} of {len(runs)} of {total} runs{listed}: {reason}")

@@ -19,6 +19,7 @@ from scipy import stats as sps
 
 from harness.analysis.report.data import Report, run_spec
 from harness.analysis.report.render import Block, Heading, Items, Para
+from harness.analysis.report.serving import serving_setup_lines
 from harness.config.experiment import Experiment, Measurement, Workload
 from harness.controller.preflight import PATH_PREFIXES
 from harness.results.schema import ExperimentResult
@@ -97,9 +98,11 @@ def workload_lines(report: Report, results: dict[str, ExperimentResult]) -> list
     """Each workload (source, hash, sizes), then the prompts as sent: token lengths, counts."""
     lines = [f"workload: {_source(report, w)}; {w.output_tokens} output tokens per prompt "
              "(generation goes on past EOS)"
-             for w in dict.fromkeys(e.workload for e in _experiments(report))]
+             for w in dict.fromkeys(e.workload for e in _experiments(report) if e.mode == "offline")]
     groups: dict[str | None, list[tuple[str, ExperimentResult]]] = {}
     for run_id, result in results.items():
+        if result.serving is not None:  # serving runs: serving_setup_lines
+            continue
         groups.setdefault(result.tokens.prompts_sha256, []).append((run_id, result))
     for digest, runs in groups.items():
         backends = ", ".join(dict.fromkeys(r.experiment.backend for _, r in runs))
@@ -231,8 +234,10 @@ def setup_section(report: Report, results: dict[str, ExperimentResult]) -> list[
         precision_line(exps, report.plan.axes),
         *engine_lines(results, dict.fromkeys(e.backend for e in exps)),
         *workload_lines(report, results),
+        *serving_setup_lines(report.manifest.datasets, exps, results),
         decoding_line(exps),
-        *(_measurement(m) for m in dict.fromkeys(e.measurement for e in exps)),
+        *(_measurement(m) for m in dict.fromkeys(e.measurement for e in exps
+                                                  if e.mode == "offline")),
         hardware_line(results),
         runner_line(report),
         execution_line(report),

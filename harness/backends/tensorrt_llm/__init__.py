@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from harness.backends.spec import BackendSpec, ImageRecipe, ImageVariant
+from harness.backends.spec import BackendSpec, ImageRecipe, ImageVariant, ServingSupport
 from harness.backends.tensorrt_llm.options import (
     DEFAULT_QUANTIZATION,
     TensorrtLlmOptions,
     prequantized_problems,
 )
+from harness.backends.tensorrt_llm.serve import launch
 
 #: where the engine cache is mounted in the container (a host folder, reused across runs)
 CACHE_MOUNT = "/engine-cache"
@@ -27,6 +28,8 @@ SPEC = BackendSpec(
     cache_mount=CACHE_MOUNT,
     model_problems=prequantized_problems,
     timestamp_source="stream",
+    # trtllm-serve's /metrics holds iteration statistics as JSON, not a Prometheus gauge
+    serving=ServingSupport(launch=launch),
     null_block_in_id=True,
     rank=2,
     recipe=ImageRecipe(

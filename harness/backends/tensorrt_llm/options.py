@@ -87,6 +87,10 @@ class TensorrtLlmOptions(BackendOptions):
         """The quantization algorithm named, if any."""
         return self.quantization
 
+    def max_running_requests(self) -> int | None:
+        """In-flight batching runs at most max_batch_size requests per iteration."""
+        return self.max_batch_size
+
     def prefill_interleaving(
         self, experiment: Experiment, batch_tokens: int, batch_size: int, token_budget: int | None
     ) -> str | None:

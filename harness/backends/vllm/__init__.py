@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from harness.backends.spec import COMPILER_PACKAGES, BackendSpec, ImageRecipe, ImageVariant, cuda_torch
+from harness.backends.spec import (
+    COMPILER_PACKAGES,
+    BackendSpec,
+    ImageRecipe,
+    ImageVariant,
+    ServingSupport,
+    cuda_torch,
+)
 from harness.backends.vllm.options import (
     DEFAULT_FP8,
     ONLINE_FP8,
@@ -10,6 +17,7 @@ from harness.backends.vllm.options import (
     VllmOptions,
     model_problems,
 )
+from harness.backends.vllm.serve import launch
 
 #: the CPU build of vLLM requires exactly this torch, a +cpu build from this index
 CPU_INDEX = "--extra-index-url https://download.pytorch.org/whl/cpu"
@@ -33,6 +41,8 @@ SPEC = BackendSpec(
     refused_quantization=REFUSED,
     model_problems=model_problems,
     timestamp_source="engine_step",
+    serving=ServingSupport(launch=launch, metrics_path="/metrics",
+                           running_gauge="vllm:num_requests_running"),
     null_block_in_id=True,
     rank=1,
     recipe=ImageRecipe(

@@ -80,6 +80,10 @@ class VllmOptions(BackendOptions):
         """The quantization method named, if any."""
         return self.quantization
 
+    def max_running_requests(self) -> int | None:
+        """The most requests vLLM schedules per step: max_num_seqs."""
+        return self.max_num_seqs
+
     def prefill_interleaving(
         self, experiment: Experiment, batch_tokens: int, batch_size: int, token_budget: int | None
     ) -> str | None:

@@ -1,0 +1,95 @@
+"""The agent as a process in serving mode: SIGTERM stops it and its server, wherever it is."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _serving import PLUGINS
+
+from harness.models import write_tiny_model
+from harness.results.reasons import ExitCode
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """An environment where the fake serving backend is registered through entry points."""
+    site = tmp_path_factory.mktemp("site")
+    dist = site / "fake_serving_for_test-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-serving-for-test\n"
+                                   "Version: 0.1\n")
+    (dist / "entry_points.txt").write_text("[harness.backends]\nfakeserve = fake_serving:SPEC\n")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(PLUGINS), str(REPO)]))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
+
+
+def start_agent(out: Path, tiny: Path, env: dict[str, str], **options) -> subprocess.Popen:
+    experiment = {
+        "model": str(tiny), "backend": "fakeserve", "device": "cpu", "precision": "fp32",
+        "mode": "serving", "workload": {"input_tokens": 8, "output_tokens": 400},
+        "measurement": {"baseline_s": 0, "loaded_idle_s": 0},
+        "serving": {"request_rate": 5, "num_requests": 50, "warmup_requests": 0,
+                    "ready_timeout_s": 60},
+        "fakeserve": {"step_s": 0.02, **options},
+    }
+    spec = {"run": {"study": "t", "experiment_id": "x", "cycle": 1, "run_id": "x-c1"},
+            "experiment": experiment, "model_path": str(tiny), "runner": "local"}
+    out.mkdir(parents=True)
+    (out / "config.json").write_text(json.dumps(spec))
+    return subprocess.Popen([sys.executable, "-m", "harness.agent", "--config",
+                             str(out / "config.json")], env=env, cwd=out,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def wait_for(path: Path, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("when", ["under load", "before ready"])
+def test_sigterm_to_the_agent_stops_its_server(tmp_path, tiny, env, when):
+    options = {"never_ready": True} if when == "before ready" else {}
+    agent = start_agent(tmp_path / "run", tiny, env, **options)
+    pid_file = tmp_path / "run" / "server" / "server.pid"
+    wait_for(pid_file)
+    time.sleep(1.0)  # under load: requests are streaming now
+    server = int(pid_file.read_text())
+    assert alive(server)
+    agent.send_signal(signal.SIGTERM)
+    output = agent.communicate(timeout=60)[0].decode()
+    assert agent.returncode == ExitCode.INTERRUPTED, output
+    error = json.loads((tmp_path / "run" / "error.json").read_text())
+    assert error["reason"] == "interrupted"
+    assert not alive(server)
+    assert "[agent] server stopped" in (tmp_path / "run" / "server.log").read_text()
+
+
+def test_a_served_run_through_the_agent_writes_its_result(tmp_path, tiny, env):
+    agent = start_agent(tmp_path / "run", tiny, env, step_s=0.002)
+    output = agent.communicate(timeout=120)[0].decode()
+    assert agent.returncode == 0, output
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["serving"]["requests_ok"] == 50 and result["experiment"]["mode"] == "serving"
+    assert "serving 5 requests/s" in output
