@@ -3,15 +3,18 @@
 One small interface over an NVML-like library, in the spirit of Zeus's vendor-neutral GPU
 class (zeus/device/gpu/common.py): callers ask what they need by NVML index (the order
 ``nvidia-smi`` and ``execution.gpus`` use) and never see which library answers. Power limits
-and clocks (issue 14) are the next methods here. Vendor errors become ``GpusUnavailable``.
+and clocks (issue 14) are the next methods here; ``local_cpus`` places runs (issue 13).
+Vendor errors become ``GpusUnavailable``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from harness.devices.affinity import MASK_WORDS, PCI_DEVICES, mask_cpus, sysfs_local_cpus
 from harness.devices.library import NoLibrary, NvmlLibrary, open_library
 from harness.results.schema import GpuLibrary
 
@@ -86,3 +89,24 @@ class HostGpus:
                 nvml.nvmlDeviceGetHandleByIndex(i), nvml.NVML_TEMPERATURE_GPU), index))
             for index in indices
         }
+
+    def local_cpus(self, indices: Sequence[int], *, sysfs: Path = PCI_DEVICES) -> list[int] | None:
+        """CPUs local to GPUs by NVML index (their union): NVML's affinity, else sysfs; None: unknown."""
+        nvml = self.nvml
+        found: set[int] = set()
+        for index in indices:
+            handle = self._query("handle", nvml.nvmlDeviceGetHandleByIndex, index)
+            try:
+                cpus = mask_cpus(nvml.nvmlDeviceGetCpuAffinity(handle, MASK_WORDS))
+            except (nvml.NVMLError, AttributeError, TypeError):
+                cpus = []
+            if not cpus:
+                try:
+                    bus_id = _text(nvml.nvmlDeviceGetPciInfo(handle).busId)
+                except nvml.NVMLError:
+                    return None
+                cpus = sysfs_local_cpus(bus_id, sysfs) or []
+            if not cpus:
+                return None  # one GPU without an answer: the union would mislead
+            found.update(cpus)
+        return sorted(found) or None

@@ -484,6 +484,14 @@ class RunRecord(_Model):
     agent_s: float | None = None
     headline: dict[str, float | None] = Field(default_factory=dict)
     thermal: dict[str, Any] = Field(default_factory=dict)
+    gpus: list[int] = Field(default_factory=list, description="host GPU indices (NVML order)")
+    gpu_uuids: list[str] = Field(default_factory=list, description="UUIDs of those GPUs")
+    cpus: list[int] | None = Field(
+        default=None, description="host CPUs the run was pinned to; null: not pinned")
+    overlapped_with: list[str] = Field(
+        default_factory=list,
+        description="other runs in flight during its measured window (they shared the host's "
+        "power and heat)")
 
     _legacy = model_validator(mode="before")(_known_reason)
 
