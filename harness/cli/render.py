@@ -20,6 +20,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from harness.devices.affinity import format_cpulist
 from harness.results.events import (
     EngineWaiting,
     Event,
@@ -193,13 +194,24 @@ def run_figures(headline: Mapping[str, float | None]) -> str:
     return "  ".join(f"{m.short} {fmt(headline.get(m.column), m.spec)}" for m in PER_RUN[:3])
 
 
+def where_ran(rec: RunRecord) -> str:
+    """``[gpus 0,1]`` / ``[cpus 0-3]``: where a run ran; empty when neither was assigned."""
+    parts = []
+    if rec.gpus:
+        parts.append("gpus " + ",".join(str(g) for g in rec.gpus))
+    if rec.cpus is not None:
+        parts.append("cpus " + format_cpulist(rec.cpus))
+    return f"[{' '.join(parts)}]  " if parts else ""
+
+
 def run_line(rec: RunRecord) -> str:
-    """A finished run in one line of markup: its figures, or why it failed."""
+    """A finished run in one line of markup: where it ran, its figures, or why it failed."""
+    where = escape(where_ran(rec))
     if rec.status == "done":
-        return (f"[green]done[/]   {rec.run_id}  {escape(run_figures(rec.headline))}  "
+        return (f"[green]done[/]   {rec.run_id}  {where}{escape(run_figures(rec.headline))}  "
                 f"({fmt(rec.duration_s, '.1f')} s)")
     why = f"{rec.reason}: {rec.message}" if rec.message else str(rec.reason)
-    return f"[red]{rec.status}[/] {rec.run_id}  {escape(why)}"
+    return f"[red]{rec.status}[/] {rec.run_id}  {where}{escape(why)}"
 
 
 class StudyDisplay:
@@ -253,7 +265,9 @@ class StudyDisplay:
     def run_started(self, event: RunStarted) -> None:
         """Name the run in flight beside the bar."""
         exp = event.experiment
-        self._describe(f"{event.run.run_id} {exp.backend}/{exp.precision}/bs{exp.batch_size}")
+        where = f" on {event.placement}" if event.placement else ""
+        self._describe(f"{event.run.run_id} {exp.backend}/{exp.precision}/bs{exp.batch_size}"
+                       f"{where}")
 
     def run_finished(self, event: RunFinished) -> None:
         """One line: the run's figures, or why it failed."""
