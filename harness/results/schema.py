@@ -19,7 +19,7 @@ from harness.results.reasons import LEGACY_REASONS, FailureReason, reason_of
 from harness.testing.simgpu.config import SimulatedGpus
 
 RESULT_SCHEMA_VERSION = "1.2"
-MANIFEST_SCHEMA_VERSION = "1.1"
+MANIFEST_SCHEMA_VERSION = "1.2"  # 1.2: gpus, gpu_uuids, cpus, overlapped_with per run
 
 #: how energy was obtained; "simulated": read from simulated GPUs (``readout`` says how)
 EnergyMethod = Literal["nvml_counter", "nvml_power_integration", "rapl", "simulated", "unavailable"]
