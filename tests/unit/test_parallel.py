@@ -249,3 +249,44 @@ def test_plan_order_is_kept_for_starts(tmp_path, four_cpus) -> None:
     started = [e.run.run_id for e in seen if isinstance(e, events.RunStarted)]
     assert started == [r.run_id for r in run.plan.runs]
     assert all(e.placement.startswith("cpus ") for e in seen if isinstance(e, events.RunStarted))
+
+
+def test_a_lost_controller_with_two_runs_in_flight_is_recovered(tmp_path, four_cpus) -> None:
+    run, runtime, seen = make(tmp_path, max_parallel=2)
+    first, second = run.plan.runs[0], run.plan.runs[1]
+    # what a controller killed mid-study leaves: two runs running, one with a complete result
+    for planned in (first, second):
+        rec = run.manifest.record(planned.run_id)
+        rec.status, rec.attempts, rec.started_at = "running", 1, mio.now_iso()
+        (run.dir / "runs" / planned.run_id).mkdir(parents=True)
+    result = synthetic_result(run.plan, first, None, 100.0)
+    atomic_write_json(run.dir / "runs" / first.run_id / "result.json", result)
+    reaped: list[str] = []
+
+    def orphans(study: str) -> list[Orphan]:
+        return [] if reaped else [
+            Orphan(container=None, container_id=f"c{p.run_id}", study="par", run_id=p.run_id,
+                   run_dir=run.dir / "runs" / p.run_id, study_dir=run.dir,
+                   controller_pid=None, running=True)
+            for p in (first, second)]
+
+    def reap(orphan: Orphan) -> tuple[int | None, bytes]:
+        reaped.append(orphan.run_id)
+        return 137, b"stopped by recovery\n"
+
+    runtime.find_orphans = orphans  # type: ignore[method-assign]
+    runtime.reap = reap  # type: ignore[method-assign]
+    mio.save(run.manifest, run.dir)
+    manifest = run.execute()
+    assert sorted(reaped) == sorted([first.run_id, second.run_id])
+    assert manifest.state == "complete"
+    recovered = {e.run_id: e.status for e in seen if isinstance(e, events.RunRecovered)}
+    assert recovered == {first.run_id: "done", second.run_id: "interrupted"}
+    # the kept run is not run again; the interrupted one is, once
+    assert sorted(job.run_id for job in runtime.jobs) == sorted(
+        r.run_id for r in run.plan.runs if r.run_id != first.run_id)
+    (said,) = [e.message for e in seen
+               if isinstance(e, events.RunRecovered) and e.run_id == second.run_id]
+    aside = Path((said or "").split("its partial files are in ")[-1])
+    aside = aside if aside.is_absolute() else run.dir / aside
+    assert aside.is_dir() and (aside / "error.json").exists()  # set aside, with its reason
