@@ -290,3 +290,39 @@ def test_a_lost_controller_with_two_runs_in_flight_is_recovered(tmp_path, four_c
     aside = Path((said or "").split("its partial files are in ")[-1])
     aside = aside if aside.is_absolute() else run.dir / aside
     assert aside.is_dir() and (aside / "error.json").exists()  # set aside, with its reason
+
+
+def test_a_second_ctrl_c_kills_every_run_in_flight(tmp_path, four_cpus) -> None:
+    run, runtime, seen = make(tmp_path, hold_s=60, max_parallel=2)
+    graceful: list[str] = []
+    killed: list[str] = []
+
+    def stop() -> None:  # a graceful stop that does not end the runs (agents stuck)
+        with runtime.lock:
+            runtime.stopping = True
+            graceful.extend(runtime.in_flight)
+
+    def kill() -> None:
+        with runtime.lock:
+            killed.extend(runtime.in_flight)
+        runtime.halt.set()
+
+    runtime.stop, runtime.kill = stop, kill  # type: ignore[method-assign]
+
+    def interrupt_twice() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(runtime.in_flight) < 2:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+        while time.monotonic() < deadline and len(graceful) < 2:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_twice, daemon=True).start()
+    with pytest.raises(Interrupted):
+        run.execute()
+    assert len(graceful) == 2 and sorted(killed) == sorted(graceful)
+    assert [e.force for e in seen if isinstance(e, events.SignalReceived)] == [False, True]
+    manifest = mio.load(run.dir)
+    assert sorted(r.status for r in manifest.runs) == ["interrupted", "interrupted", "pending",
+                                                       "pending"]
