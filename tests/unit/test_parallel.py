@@ -326,3 +326,31 @@ def test_a_second_ctrl_c_kills_every_run_in_flight(tmp_path, four_cpus) -> None:
     manifest = mio.load(run.dir)
     assert sorted(r.status for r in manifest.runs) == ["interrupted", "interrupted", "pending",
                                                        "pending"]
+
+
+def test_an_engine_that_stays_away_stops_the_study_with_two_runs_in_flight(tmp_path,
+                                                                            four_cpus) -> None:
+    from test_engine_loss import Client, Engine
+
+    from harness.controller.runtimes.docker import DockerRuntime
+
+    engine = Engine()
+    model = tmp_path / "model"
+    model.mkdir()
+    study = Study(name="gone", experiment={"model": str(model), "device": "cpu"},
+                  sweep={"batch_size": [1, 2, 3, 4]},
+                  execution={"engine_wait_s": 10, "order": "sequential", "max_parallel": 2})
+    plan = expand(study)
+    study_dir = tmp_path / "study"
+    study_dir.mkdir()
+    (study_dir / "study.yaml").write_text("name: gone\n")
+    runtime = DockerRuntime(client=Client(engine), cache_dir=tmp_path / "cache")
+    run = StudyRun(study, plan, study_dir, runtime, mio.new_manifest(plan, study_dir / "study.yaml"),
+                   sleep=engine.sleep)
+    final = run.execute()
+    assert final.state == "aborted" and "engine_wait_s" in (final.message or "")
+    started = [r for r in final.runs if r.attempts]
+    assert 1 <= len(started) <= 2  # no run started once the engine was gone
+    assert all(r.status == "failed" and r.reason == "engine_unavailable" for r in started)
+    assert not any(r.status == "running" for r in final.runs)
+    assert mio.load(run.dir).model_dump() == final.model_dump()
