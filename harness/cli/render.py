@@ -20,7 +20,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from harness.devices.affinity import format_cpulist
+from harness.controller.placement import describe_placement
 from harness.results.events import (
     EngineWaiting,
     Event,
@@ -196,12 +196,8 @@ def run_figures(headline: Mapping[str, float | None]) -> str:
 
 def where_ran(rec: RunRecord) -> str:
     """``[gpus 0,1]`` / ``[cpus 0-3]``: where a run ran; empty when neither was assigned."""
-    parts = []
-    if rec.gpus:
-        parts.append("gpus " + ",".join(str(g) for g in rec.gpus))
-    if rec.cpus is not None:
-        parts.append("cpus " + format_cpulist(rec.cpus))
-    return f"[{' '.join(parts)}]  " if parts else ""
+    where = describe_placement(rec.gpus, rec.cpus)
+    return f"[{where}]  " if where else ""
 
 
 def run_line(rec: RunRecord) -> str:

@@ -94,12 +94,17 @@ class Placement:
 
     def describe(self) -> str:
         """``gpus 0,1`` / ``cpus 0-3`` / both, for progress lines; empty when neither."""
-        parts = []
-        if self.gpus:
-            parts.append("gpus " + ",".join(str(g) for g in self.gpus))
-        if self.cpus is not None:
-            parts.append("cpus " + format_cpulist(self.cpus))
-        return " ".join(parts)
+        return describe_placement(self.gpus, self.cpus)
+
+
+def describe_placement(gpus: Sequence[int], cpus: Sequence[int] | None) -> str:
+    """``gpus 0,1`` / ``cpus 0-3`` / both: where a run goes, for people; empty when neither."""
+    parts = []
+    if gpus:
+        parts.append("gpus " + ",".join(str(g) for g in gpus))
+    if cpus is not None:
+        parts.append("cpus " + format_cpulist(cpus))
+    return " ".join(parts)
 
 
 def pins_cpu_slots(execution: Execution, experiment: Experiment) -> bool:
