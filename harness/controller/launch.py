@@ -118,7 +118,8 @@ class Launcher:
         return tag, self._images[tag]
 
     def job(self, info: RunInfo, exp: Experiment, run_dir: Path, image: str | None,
-            gpus: list[int], cpus: tuple[int, ...] | None = None) -> RunJob:
+            gpus: list[int], cpus: tuple[int, ...] | None = None,
+            mems: tuple[int, ...] | None = None) -> RunJob:
         """The runtime's job for one run (RunFailure when its model or a file is not found)."""
         where = locate_model(exp.model, self.hf_cache, self.base_dir, self.models)
         files = files_for(exp, self.datasets, self.base_dir or Path.cwd())
@@ -129,32 +130,33 @@ class Launcher:
             gpus=gpus, device=exp.device, timeout_s=ex.timeout_s, backend=exp.backend,
             mem_limit=ex.mem_limit, pids_limit=ex.pids_limit, env=forwarded_env(),
             datasets=files,
-            gpu_library=run_library(self.gpu_library, run_dir), cpus=cpus,
+            gpu_library=run_library(self.gpu_library, run_dir), cpus=cpus, mems=mems,
         )
 
     def attempt(self, info: RunInfo, exp: Experiment, run_dir: Path, gpus: list[int],
-                cpus: tuple[int, ...] | None = None) -> Attempt:
-        """Write config.json, run the agent (pinned to ``cpus`` if given), classify what it left.
+                cpus: tuple[int, ...] | None = None,
+                mems: tuple[int, ...] | None = None) -> Attempt:
+        """Write config.json, run the agent (pinned to ``cpus``/``mems`` if given), classify it.
 
         Raises StorageProblem when the run folder cannot be written.
         """
         with self._running_lock:
             self._running.add(info.run_id)
         try:
-            return self._attempt(info, exp, run_dir, gpus, cpus)
+            return self._attempt(info, exp, run_dir, gpus, cpus, mems)
         finally:
             with self._running_lock:
                 self._running.discard(info.run_id)
 
     def _attempt(self, info: RunInfo, exp: Experiment, run_dir: Path, gpus: list[int],
-                 cpus: tuple[int, ...] | None) -> Attempt:
+                 cpus: tuple[int, ...] | None, mems: tuple[int, ...] | None) -> Attempt:
         job: RunJob | None = None
         image: ImageInfo | None = None
         outcome = RunOutcome(exit_code=None, duration_s=0.0, reason=FailureReason.INTERRUPTED,
                              error="interrupted before the run started")
         try:
             tag, image = self.image(exp.backend, exp.device)
-            job = self.job(info, exp, run_dir, tag, gpus, cpus)
+            job = self.job(info, exp, run_dir, tag, gpus, cpus, mems)
         except RunFailure as e:
             outcome = RunOutcome(exit_code=None, duration_s=0.0, reason=e.reason, error=str(e))
         except EngineUnavailable as e:

@@ -30,7 +30,7 @@ from harness.controller.placement import (
     Placement,
     assign_gpus,
     cpu_sets,
-    gpu_local_cpus,
+    gpu_affinity,
     pins_cpu_slots,
     slots_for,
 )
@@ -262,8 +262,8 @@ class StudyRun:
             return None
         if pins_cpu_slots(ex, exp):
             return Placement(gpus=tuple(gpus), cpus=slot.cpus)
-        return Placement(gpus=tuple(gpus),
-                         cpus=gpu_local_cpus(gpus, self.launcher.gpu_library, exp.device))
+        cpus, mems = gpu_affinity(gpus, self.launcher.gpu_library, exp.device)
+        return Placement(gpus=tuple(gpus), cpus=cpus, mems=mems)
 
     def _run_placed(self, planned: PlannedRun, placement: Placement) -> RunRecord:
         """Run one run on its placement, and give its GPUs back to the pool however it ends."""
@@ -373,6 +373,7 @@ class StudyRun:
         record.gpus = list(placement.gpus)
         record.gpu_uuids = []
         record.cpus = list(placement.cpus) if placement.cpus is not None else None
+        record.numa_nodes = list(placement.mems) if placement.mems is not None else None
         record.overlapped_with = []
         self.save()
 
@@ -388,7 +389,8 @@ class StudyRun:
         run_dir = fresh_run_dir(self.dir, planned.run_id, record.attempts)
         info = RunInfo(study=self.study.name, experiment_id=planned.experiment_id,
                        cycle=planned.cycle, run_id=planned.run_id)
-        attempt = self.launcher.attempt(info, exp, run_dir, gpus, cpus=placement.cpus)
+        attempt = self.launcher.attempt(info, exp, run_dir, gpus, cpus=placement.cpus,
+                                        mems=placement.mems)
         with self._manifest_lock:
             self._engine_gone = self._engine_gone or attempt.engine_gone
             record_attempt(record, attempt, stopping=self.stopping)

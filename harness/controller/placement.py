@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from harness.config.experiment import Experiment
 from harness.config.study import Execution
-from harness.devices.affinity import format_cpulist, host_cpus
+from harness.devices.affinity import format_cpulist, host_cpus, host_numa_nodes
 from harness.devices.host import GpusUnavailable, HostGpus
 from harness.devices.library import measures_gpus
 from harness.errors import UserInputError
@@ -91,6 +91,8 @@ class Placement:
     gpus: tuple[int, ...] = ()
     #: None: not pinned (it may use every CPU of the host)
     cpus: tuple[int, ...] | None = None
+    #: NUMA nodes its memory is bound to (docker runner); None: not bound
+    mems: tuple[int, ...] | None = None
 
     def describe(self) -> str:
         """``gpus 0,1`` / ``cpus 0-3`` / both, for progress lines; empty when neither."""
@@ -126,17 +128,18 @@ def slots_for(execution: Execution, experiments: Sequence[Experiment],
     return max(1, n)
 
 
-def gpu_local_cpus(gpus: Sequence[int], library: GpuLibrary, device: str) -> tuple[int, ...] | None:
-    """The host CPUs local to ``gpus`` that this process may use; None where the host does not say."""
+def gpu_affinity(gpus: Sequence[int], library: GpuLibrary,
+                 device: str) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
+    """The host CPUs and NUMA nodes local to ``gpus`` that this process may use (None: unknown)."""
     if not gpus or not measures_gpus(device, library):
-        return None
+        return None, None
     try:
         with HostGpus.open(library) as host:
-            local = host.local_cpus(gpus)
+            local, nodes = host.local_cpus(gpus), host.numa_nodes(gpus)
     except GpusUnavailable:
-        return None
-    if local is None:
-        return None
+        return None, None
     usable = set(host_cpus())
-    near = tuple(c for c in local if c in usable)
-    return near or None
+    near = tuple(c for c in local or () if c in usable) or None
+    online = set(host_numa_nodes() or ())
+    mems = tuple(n for n in nodes or () if n in online) or None
+    return near, mems

@@ -1,8 +1,8 @@
-"""Which CPUs are local to a GPU: NVML's CPU affinity mask, or the PCI device's sysfs files.
+"""Which CPUs and memory nodes are local to a GPU: NVML's affinity masks, or sysfs.
 
-NVML answers ``nvmlDeviceGetCpuAffinity`` with an array of 64-bit words (bit i of word j is
-CPU 64 j + i); Linux says the same in ``/sys/bus/pci/devices/<bus id>/local_cpulist`` (and the
-device's NUMA node in ``numa_node``). Both are read here; the caller chooses which to trust.
+NVML answers ``nvmlDeviceGetCpuAffinity`` (and ``nvmlDeviceGetMemoryAffinity`` for NUMA nodes)
+with an array of 64-bit words (bit i of word j is member 64 j + i); Linux says the same in
+``/sys/bus/pci/devices/<bus id>/local_cpulist`` and ``numa_node``. Both are read here.
 """
 
 from __future__ import annotations
@@ -20,6 +20,14 @@ MASK_WORDS = 64
 def host_cpus() -> list[int]:
     """The CPUs this process may run on (its affinity), sorted."""
     return sorted(os.sched_getaffinity(0))
+
+
+def host_numa_nodes(root: Path = Path("/sys/devices/system/node")) -> list[int] | None:
+    """The host's online NUMA nodes, None where Linux does not say."""
+    try:
+        return parse_cpulist((root / "online").read_text(encoding="ascii")) or None
+    except (OSError, ValueError):
+        return None
 
 
 def parse_cpulist(text: str) -> list[int]:
@@ -51,8 +59,8 @@ def format_cpulist(cpus: Iterable[int]) -> str:
     return ",".join(parts)
 
 
-def mask_cpus(words: Iterable[int], bits: int = 64) -> list[int]:
-    """CPUs set in an affinity mask given as words of ``bits`` bits, lowest CPU first."""
+def mask_bits(words: Iterable[int], bits: int = 64) -> list[int]:
+    """Members (CPUs, NUMA nodes) set in an NVML mask of ``bits``-bit words, lowest first."""
     cpus = []
     for j, word in enumerate(words):
         value = int(word)

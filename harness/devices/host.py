@@ -14,7 +14,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from harness.devices.affinity import MASK_WORDS, PCI_DEVICES, mask_cpus, sysfs_local_cpus
+from harness.devices.affinity import (
+    MASK_WORDS,
+    PCI_DEVICES,
+    mask_bits,
+    sysfs_local_cpus,
+    sysfs_numa_node,
+)
 from harness.devices.library import NoLibrary, NvmlLibrary, open_library
 from harness.results.schema import GpuLibrary
 
@@ -97,7 +103,7 @@ class HostGpus:
         for index in indices:
             handle = self._query("handle", nvml.nvmlDeviceGetHandleByIndex, index)
             try:
-                cpus = mask_cpus(nvml.nvmlDeviceGetCpuAffinity(handle, MASK_WORDS))
+                cpus = mask_bits(nvml.nvmlDeviceGetCpuAffinity(handle, MASK_WORDS))
             except (nvml.NVMLError, AttributeError, TypeError):
                 cpus = []
             if not cpus:
@@ -109,4 +115,27 @@ class HostGpus:
             if not cpus:
                 return None  # one GPU without an answer: the union would mislead
             found.update(cpus)
+        return sorted(found) or None
+
+    def numa_nodes(self, indices: Sequence[int], *, sysfs: Path = PCI_DEVICES) -> list[int] | None:
+        """NUMA nodes local to GPUs by NVML index (their union): NVML, else sysfs; None: unknown."""
+        nvml = self.nvml
+        found: set[int] = set()
+        for index in indices:
+            handle = self._query("handle", nvml.nvmlDeviceGetHandleByIndex, index)
+            try:
+                nodes = mask_bits(nvml.nvmlDeviceGetMemoryAffinity(
+                    handle, MASK_WORDS, nvml.NVML_AFFINITY_SCOPE_NODE))
+            except (nvml.NVMLError, AttributeError, TypeError):
+                nodes = []
+            if not nodes:
+                try:
+                    bus_id = _text(nvml.nvmlDeviceGetPciInfo(handle).busId)
+                except nvml.NVMLError:
+                    return None
+                node = sysfs_numa_node(bus_id, sysfs)
+                nodes = [] if node is None else [node]
+            if not nodes:
+                return None
+            found.update(nodes)
         return sorted(found) or None

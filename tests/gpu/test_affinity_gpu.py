@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.controller.placement import gpu_local_cpus
+from harness.controller.placement import gpu_affinity
 from harness.devices.affinity import sysfs_local_cpus
 from harness.devices.host import HostGpus
 from harness.results.schema import GpuLibrary
@@ -37,5 +37,8 @@ def test_gpu_0_has_local_cpus_and_sysfs_agrees(host: HostGpus) -> None:
 
 
 def test_a_parallel_gpu_run_is_pinned_near_its_gpu(host: HostGpus) -> None:
-    pinned = gpu_local_cpus([0], GpuLibrary(), "cuda")
+    pinned, mems = gpu_affinity([0], GpuLibrary(), "cuda")
     assert pinned and set(pinned) <= os.sched_getaffinity(0)
+    nodes = host.numa_nodes([0])
+    if nodes is not None:  # a VM or container may not expose NUMA
+        assert mems is None or set(mems) <= set(nodes)

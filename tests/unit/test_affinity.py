@@ -10,10 +10,10 @@ from unittest import mock
 import pynvml
 import pytest
 
-from harness.controller.placement import gpu_local_cpus
+from harness.controller.placement import gpu_affinity
 from harness.devices.affinity import (
     format_cpulist,
-    mask_cpus,
+    mask_bits,
     parse_cpulist,
     sysfs_bus_id,
     sysfs_local_cpus,
@@ -35,9 +35,9 @@ def test_cpu_lists_read_and_written() -> None:
 
 
 def test_affinity_masks_are_64_bit_words() -> None:
-    assert mask_cpus([0b1011]) == [0, 1, 3]
-    assert mask_cpus([0, 1 << 2]) == [66]
-    assert mask_cpus([]) == []
+    assert mask_bits([0b1011]) == [0, 1, 3]
+    assert mask_bits([0, 1 << 2]) == [66]
+    assert mask_bits([]) == []
 
 
 def fake_sysfs(root: Path, bus: str, cpulist: str, node: str) -> Path:
@@ -101,10 +101,57 @@ def test_the_simulated_gpus_sit_on_the_hosts_cpus_in_order() -> None:
         assert first[0] == cpus[0]
 
 
-def test_a_gpu_run_is_pinned_to_its_gpus_cpus_that_this_process_may_use(tmp_path) -> None:
+def test_a_gpu_run_is_pinned_to_its_gpus_cpus_that_this_process_may_use(tmp_path,
+                                                                        monkeypatch) -> None:
+    from harness.controller import placement
+
     library = GpuLibrary(kind="simulated", simulated=SimulatedGpus(count=2),
                          state_dir=str(tmp_path / "state"))
-    near = gpu_local_cpus([0], library, "cpu")
+    monkeypatch.setattr(placement, "host_numa_nodes", lambda: [0])
+    near, mems = gpu_affinity([0], library, "cpu")
     assert near is not None and set(near) <= os.sched_getaffinity(0)
-    assert gpu_local_cpus([], library, "cpu") is None
-    assert gpu_local_cpus([0], GpuLibrary(), "cpu") is None  # a CPU run measures no GPU
+    assert mems == (0,)
+    monkeypatch.setattr(placement, "host_numa_nodes", lambda: None)  # Linux does not say
+    assert gpu_affinity([0], library, "cpu")[1] is None
+    assert gpu_affinity([], library, "cpu") == (None, None)
+    assert gpu_affinity([0], GpuLibrary(), "cpu") == (None, None)  # a CPU run measures no GPU
+
+
+def test_nvml_and_sysfs_say_which_numa_node_a_gpu_is_on(tmp_path) -> None:
+    nvml = autospec_nvml()
+    nvml.NVML_AFFINITY_SCOPE_NODE = pynvml.NVML_AFFINITY_SCOPE_NODE
+    nvml.nvmlDeviceGetMemoryAffinity.side_effect = lambda h, size, scope: {"h0": [0b10],
+                                                                           "h1": [0b01]}[h]
+    assert HostGpus(nvml).numa_nodes([0]) == [1]
+    assert HostGpus(nvml).numa_nodes([0, 1]) == [0, 1]
+    nvml.nvmlDeviceGetMemoryAffinity.side_effect = pynvml.NVMLError(
+        pynvml.NVML_ERROR_NOT_SUPPORTED)
+    info = pynvml.nvmlPciInfo_t()
+    info.busId = b"00000000:3B:00.0"
+    nvml.nvmlDeviceGetPciInfo.return_value = info
+    root = fake_sysfs(tmp_path, "0000:3b:00.0", "24-47", "1")
+    assert HostGpus(nvml).numa_nodes([0], sysfs=root) == [1]
+    assert HostGpus(nvml).numa_nodes([0], sysfs=tmp_path / "none") is None
+
+
+def test_host_numa_nodes_from_sysfs(tmp_path) -> None:
+    from harness.devices.affinity import host_numa_nodes
+
+    (tmp_path / "online").write_text("0-1\n")
+    assert host_numa_nodes(tmp_path) == [0, 1]
+    assert host_numa_nodes(tmp_path / "none") is None
+
+
+def test_a_gpu_run_reaches_docker_with_its_memory_nodes(tmp_path) -> None:
+    from harness.controller.runtimes.base import RunJob
+    from harness.controller.runtimes.docker import DockerRuntime
+
+    client = mock.MagicMock()
+    run_dir = tmp_path / "s" / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    job = RunJob(run_id="r1", study="s", run_dir=run_dir, image="img", model_host_path=None,
+                 model_ref="org/model", hf_cache=None, gpus=[], device="cpu", timeout_s=10,
+                 cpus=(24, 25), mems=(1,))
+    DockerRuntime(client=client, cache_dir=tmp_path / "cache")._create(job)
+    kwargs = client.containers.create.call_args.kwargs
+    assert (kwargs["cpuset_cpus"], kwargs["cpuset_mems"]) == ("24-25", "1")

@@ -248,6 +248,8 @@ class DockerRuntime:
             ]
         if job.cpus is not None:  # its own CPUs when runs share the host (execution.max_parallel)
             kwargs["cpuset_cpus"] = format_cpulist(job.cpus)
+        if job.mems is not None:  # the memory nodes local to its GPUs
+            kwargs["cpuset_mems"] = format_cpulist(job.mems)
         if job.mem_limit:
             kwargs["mem_limit"] = job.mem_limit
             kwargs["memswap_limit"] = job.mem_limit

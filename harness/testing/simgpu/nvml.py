@@ -220,6 +220,13 @@ class SimulatedNvml(DeviceCommands):
                     words[cpu // 64] |= 1 << (cpu % 64)
             return words
 
+    def nvmlDeviceGetMemoryAffinity(self, handle: Handle, nodeSetSize: int,  # noqa: N803
+                                    scope: int) -> list[int]:
+        """NUMA nodes near the device as 64-bit mask words: node 0 (one memory node)."""
+        with self._api():
+            self._device(handle)
+            return [1] + [0] * (max(1, int(nodeSetSize)) - 1)
+
     def nvmlDeviceGetCudaComputeCapability(self, handle: Handle) -> tuple[int, int]:
         """9.0, or 6.0 for a board without the energy counter (before Volta)."""
         with self._api():
