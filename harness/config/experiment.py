@@ -234,8 +234,9 @@ def id_text(
 
 @cache
 def _neutral_dumps(model: type[BaseModel]) -> dict[str, Any]:
-    """JSON-mode dumps of the defaults of ``model``'s ID_OMIT_DEFAULT fields (compared with an
-    experiment's dump: cheaper than comparing models).
+    """JSON-mode dumps of the defaults of ``model``'s ID_OMIT_DEFAULT fields.
+
+    Compared with an experiment's dump, which is cheaper than comparing models.
     """
     return {name: to_jsonable_python(default)
             for name, default in _neutral_defaults(model).items()}
