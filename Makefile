@@ -89,7 +89,7 @@ test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check harness tests
+	$(BIN)/ruff check harness tests benchmarks scripts
 	$(BIN)/mypy harness
 
 clean:
