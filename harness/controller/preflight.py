@@ -18,6 +18,7 @@ from harness.config.experiment import Experiment
 from harness.config.study import Study
 from harness.config.sweep import Plan
 from harness.controller.datasets import resolve_files
+from harness.controller.gpucheck import gpu_problems
 from harness.controller.runtimes.base import Runtime
 from harness.errors import RunFailure, UserInputError
 from harness.results.reasons import FailureReason
@@ -206,8 +207,11 @@ def check_study(study: Study, plan: Plan, runtime: Runtime | None, *, origin: st
                 model_base: Path | None, dataset_base: Path,
                 known: Sequence[DatasetFile] = (),
                 models: Mapping[str, Path] | None = None) -> Findings:
-    """check_experiments() over a study's planned experiments, with its images and cache."""
-    return check_experiments([p.experiment for p in plan.experiments], runtime, origin=origin,
-                             images=study.images, hf_cache=study.hf_cache,
-                             model_base=model_base, dataset_base=dataset_base, known=known,
-                             models=models)
+    """check_experiments() over a study's experiments, and whether its GPUs take their gpu: settings."""
+    experiments = [p.experiment for p in plan.experiments]
+    found = check_experiments(experiments, runtime, origin=origin,
+                              images=study.images, hf_cache=study.hf_cache,
+                              model_base=model_base, dataset_base=dataset_base, known=known,
+                              models=models)
+    found.errors += gpu_problems(experiments, study.execution, origin)
+    return found
