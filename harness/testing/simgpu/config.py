@@ -68,6 +68,8 @@ class SimulatedGpus(BaseModel):
     process_list: bool = True
     #: whether power limits and locked clocks may be changed (also needs root, as on real GPUs)
     settings_permitted: bool = True
+    #: whether clocks can be locked (False: NotSupported, as on boards without the feature)
+    clock_locking: bool = True
     #: busy power above loaded idle goes as (clock share) ** this: 1 is linear (a simple
     #: stand-in); about 2-3 resembles real boards, whose voltage falls with the clock
     clock_power_exponent: float = Field(1.0, ge=1, le=4)
