@@ -85,7 +85,7 @@ def settings_table(report: Report, ctx: Context, axis: str) -> pd.DataFrame:
     rows = []
     for _, r in s.sort_values(col, kind="stable").iterrows():
         exp = r["experiment_id"]
-        row = {axis: num(r[col]), "applied (read back)": applied.get(exp, "n/a")}
+        row: dict[str, Any] = {axis: num(r[col]), "applied (read back)": applied.get(exp, "n/a")}
         if others:
             row["other settings"] = plots.experiment_label(r, others)
         row.update({
