@@ -245,3 +245,21 @@ def test_a_lower_power_limit_holds_the_engine_back(tmp_path: Path) -> None:
     assert free == pytest.approx(0.2, abs=0.05)
     assert capped == pytest.approx(0.2 / 0.5 ** (1 / 3), rel=0.15)
     assert pynvml.NVML_ERROR_NOT_SUPPORTED == 3  # the code host.py maps
+
+
+def test_a_plan_warns_where_a_start_refuses_gpus_that_cannot_be_changed(tmp_path: Path) -> None:
+    from harness.controller.preflight import check_study
+
+    s = Study.model_validate({
+        "name": "pl", "experiment": BASE, "sweep": {"gpu.power_limit_w": [300, 100]},
+        "execution": {"simulated_gpus": {"settings_permitted": False}}})
+    plan = expand(s)
+    kwargs = {"origin": "s.yaml", "model_base": tmp_path, "dataset_base": tmp_path}
+    at_start = check_study(s, plan, None, **kwargs)
+    planned = check_study(s, plan, None, gpus_here=False, **kwargs)
+    out_of_range = [e for e in at_start.errors if "gpu.power_limit_w 100 W" in e]
+    assert out_of_range and out_of_range[0] in planned.errors  # the study's own mistake
+    assert any("cannot be changed on GPU 0" in e for e in at_start.errors)
+    assert not any("cannot be changed" in e for e in planned.errors)
+    assert any("cannot be changed on GPU 0" in w and "a start on this machine would refuse it"
+               in w for w in planned.warnings)
