@@ -263,3 +263,92 @@ def test_a_plan_warns_where_a_start_refuses_gpus_that_cannot_be_changed(tmp_path
     assert not any("cannot be changed" in e for e in planned.errors)
     assert any("cannot be changed on GPU 0" in w and "a start on this machine would refuse it"
                in w for w in planned.warnings)
+
+
+# --- around a run in the study loop ---------------------------------------------------------
+
+
+class SettingsRuntime:
+    """A runtime that records what the GPUs hold while the run is in flight, then ends it."""
+
+    name = "stub"
+
+    def __init__(self, state: Path, outcome: object) -> None:
+        self.state = state
+        self.outcome = outcome
+        self.seen: list[tuple[int, int, int]] = []
+
+    def model_path_for_agent(self, job: object) -> str:
+        return "m"
+
+    def gpu_library_for_agent(self, job: object) -> object:
+        return job.gpu_library  # type: ignore[attr-defined]
+
+    def dataset_path_for_agent(self, d: object) -> str:
+        return ""
+
+    def prepare(self, image: str) -> None:
+        return None
+
+    def run(self, job: object) -> object:
+        self.seen.append(held(self.state, 1))
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+    def stop(self) -> None: ...
+
+
+def study_run(tmp_path: Path, runtime: SettingsRuntime, **sim: object):  # type: ignore[no-untyped-def]
+    from harness.controller.loop import StudyRun
+    from harness.results.manifest import new_manifest
+
+    s = Study.model_validate({
+        "name": "pl", "experiment": {**BASE, "gpu": {"power_limit_w": 300, "sm_clock_mhz": 990}},
+        "execution": {"gpus": [1], "simulated_gpus": {"count": 2, **sim}}})
+    plan = expand(s)
+    file = tmp_path / "study.yaml"
+    file.write_text("name: pl\n")
+    return StudyRun(s, plan, tmp_path, runtime, new_manifest(plan, file)), plan  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("outcome", [
+    "timeout", "agent_error", "crash"])
+def test_settings_hold_during_the_run_and_are_restored_however_it_ends(
+        tmp_path: Path, outcome: str) -> None:
+    from harness.controller.runtimes.base import RunOutcome
+    from harness.results.io import read_model
+    from harness.results.schema import RunSpec
+
+    state = tmp_path / "simulated-gpus"
+    ends = {
+        "timeout": RunOutcome(exit_code=None, duration_s=1.0, timed_out=True,
+                              reason=FailureReason.TIMEOUT, error="timed out"),
+        "agent_error": RunOutcome(exit_code=1, duration_s=1.0, reason=FailureReason.AGENT_ERROR,
+                                  error="agent failed"),
+        "crash": RuntimeError("the runtime broke"),
+    }
+    runtime = SettingsRuntime(state, ends[outcome])
+    loop, plan = study_run(tmp_path, runtime)
+    if outcome == "crash":
+        with pytest.raises(RuntimeError):
+            loop.run_one(plan.runs[0])
+    else:
+        record = loop.run_one(plan.runs[0])
+        assert record.status == "failed"
+        assert record.gpu_settings is not None and record.gpu_settings.restored is True
+        spec = read_model(next(tmp_path.glob("runs/*/config.json")), RunSpec)
+        assert spec.gpu_settings is not None
+        assert spec.gpu_settings.gpus[0].applied.power_limit_w == 300.0
+    assert runtime.seen == [(300_000, 990, 0)]  # held while the run was in flight
+    assert held(state, 1) == (700_000, 0, 0)  # and restored after it
+    assert loop.manifest.gpu_journal == []
+
+
+def test_a_run_whose_settings_are_refused_never_starts(tmp_path: Path) -> None:
+    runtime = SettingsRuntime(tmp_path / "simulated-gpus", None)
+    loop, plan = study_run(tmp_path, runtime, settings_permitted=False)
+    record = loop.run_one(plan.runs[0])
+    assert runtime.seen == []
+    assert record.status == "failed" and record.reason == FailureReason.GPU_SETTINGS_FAILED
+    assert "needs root" in (record.message or "")
