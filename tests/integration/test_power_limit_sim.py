@@ -121,6 +121,9 @@ def test_settings_left_by_a_killed_controller_are_restored_at_the_next_start(tmp
     (entry,) = manifest.gpu_journal
     assert entry.gpus[0].index == 1 and entry.gpus[0].power_limit_w == 700.0
     assert entry.gpus[0].reset_sm_clocks and entry.controller_pid == proc.pid
+    status = harness("study", "status", str(study_dir))
+    assert (f"GPU settings of run {entry.run_id} (power_limit_w=250, sm_clock_mhz=1410) on GPUs 1 "
+            "are not restored yet" in " ".join(status.stdout.split())), status.stdout
 
     resumed = harness("study", "resume", str(study_dir), timeout=300)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
