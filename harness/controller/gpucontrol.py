@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from harness.config.gpu import GpuSettings
 from harness.devices.host import GpusUnavailable, HostGpus
@@ -35,6 +36,19 @@ from harness.results.schema import GpuLibrary, Manifest
 READBACK_TOLERANCE_W = 1.0
 
 
+class Journal(Protocol):
+    """Where changes about to be made to GPUs are written first."""
+
+    def add(self, entry: GpuJournalEntry) -> None:
+        """Record a change about to be made (durable before the caller makes it)."""
+
+    def remove(self, run_id: str) -> None:
+        """Forget a change once it has been undone."""
+
+    def entries(self) -> list[GpuJournalEntry]:
+        """The changes not yet undone."""
+
+
 class ManifestJournal:
     """Journal entries kept in the study's manifest, saved at once on every change."""
 
@@ -53,23 +67,28 @@ class ManifestJournal:
         self.manifest.gpu_journal = [e for e in self.manifest.gpu_journal if e.run_id != run_id]
         self.save()
 
+    def entries(self) -> list[GpuJournalEntry]:
+        """The changes not yet undone."""
+        return list(self.manifest.gpu_journal)
+
 
 class MemoryJournal:
     """Journal entries held in memory: for a single run outside a study (harness run)."""
 
     def __init__(self) -> None:
-        self.entries: list[GpuJournalEntry] = []
+        self._entries: list[GpuJournalEntry] = []
 
     def add(self, entry: GpuJournalEntry) -> None:
         """Record a change about to be made."""
-        self.entries = [e for e in self.entries if e.run_id != entry.run_id] + [entry]
+        self._entries = [e for e in self._entries if e.run_id != entry.run_id] + [entry]
 
     def remove(self, run_id: str) -> None:
         """Forget a change once it has been undone."""
-        self.entries = [e for e in self.entries if e.run_id != run_id]
+        self._entries = [e for e in self._entries if e.run_id != run_id]
 
-
-Journal = ManifestJournal | MemoryJournal
+    def entries(self) -> list[GpuJournalEntry]:
+        """The changes not yet undone."""
+        return list(self._entries)
 
 
 def _fail(message: str) -> RunFailure:
@@ -160,7 +179,7 @@ class GpuControl:
         The journal entry is cleared once everything was restored; otherwise it stays, and the
         next start tries again.
         """
-        entry = next((e for e in self.journal_entries() if e.run_id == run_id), None)
+        entry = next((e for e in self.journal.entries() if e.run_id == run_id), None)
         if entry is None:
             entry = GpuJournalEntry(
                 run_id=run_id, controller_pid=os.getpid(), written_at=now_iso(),
@@ -175,12 +194,6 @@ class GpuControl:
         record.restored_by = by
         if not errors:
             self.journal.remove(run_id)
-
-    def journal_entries(self) -> list[GpuJournalEntry]:
-        """The journal's entries now."""
-        journal = self.journal
-        return list(journal.manifest.gpu_journal if isinstance(journal, ManifestJournal)
-                    else journal.entries)
 
 
 def _undo(host: HostGpus, entry: GpuJournalEntry) -> list[str]:
