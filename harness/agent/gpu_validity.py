@@ -1,7 +1,8 @@
 """Whether the GPU settings an experiment asked for held in the measured window.
 
 The host applied ``gpu:`` (power limit, locked clocks) before the run; here the agent checks
-what the GPUs did while it measured: the enforced power limit NVML reports, the mean power
+what the GPUs did while it measured: the enforced power limit NVML reports at the window's
+end (at the sensor's opening where that is all there is), the mean power
 against that limit, and the sampled SM and memory clocks while the GPU computed. A clock that
 ran below its lock because of the power cap or heat is named with those clock-event reasons.
 Each setting that did not hold is a named warning: power_limit_not_held, sm_clock_not_held,
@@ -52,7 +53,8 @@ def settings_warnings(
 
 def _power_limit(dev: str, requested_w: int, window: WindowReading,
                  info: Mapping[str, Any]) -> list[Warning_]:
-    enforced = info.get("power_limit_w")
+    # read at the window's end where the sensor did, else when the sensor opened
+    enforced = window.power_limits_w.get(dev, info.get("power_limit_w"))
     if enforced is not None and abs(float(enforced) - requested_w) > POWER_LIMIT_TOLERANCE_W:
         return [Warning_(
             code="power_limit_not_held", phase="window",

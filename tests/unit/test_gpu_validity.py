@@ -53,3 +53,11 @@ def test_a_clock_off_its_lock_is_named_with_its_reasons() -> None:
 
 def test_idle_samples_do_not_count_against_a_clock_lock() -> None:
     assert codes(GpuSettings(sm_clock_mhz=1410), window(sm=345, busy=0)) == []
+
+
+def test_the_limit_read_at_the_window_end_wins_over_the_one_read_at_open() -> None:
+    reading = window()
+    reading.power_limits_w["gpu0"] = 700.0  # changed by someone after the sensor opened
+    found = settings_warnings(GpuSettings(power_limit_w=300), reading,
+                              {"gpu0": {"power_limit_w": 300.0}})
+    assert [w.code for w in found] == ["power_limit_not_held"] and "700 W" in found[0].message
