@@ -95,13 +95,13 @@ def _checks(file: Path, study: Study, plan: Plan) -> list[str]:
 
     Errors are what the study file gets wrong (a model folder or prompts file that is missing
     or wrong); warnings are what this host lacks and can get before the study runs (a hub id
-    not in the cache, an image not built yet).
+    not in the cache, an image not built yet, GPUs whose settings cannot be changed here).
     """
     from harness.controller.preflight import check_study
 
     runtime, notes = _plan_runtime(study.execution.runner)
     found = check_study(study, plan, runtime, origin=str(file), model_base=Path.cwd(),
-                        dataset_base=file.parent)
+                        dataset_base=file.parent, gpus_here=False)
     found.raise_errors(file)
     return notes + found.warnings
 

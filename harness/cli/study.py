@@ -194,6 +194,10 @@ def study_status(directory: StudyDirArg, wide: WideOpt = False) -> None:
         console.print("failed: " + ", ".join(failed), markup=False)
     if manifest.message:
         console.print(manifest.message, markup=False)
+    for entry in manifest.gpu_journal:
+        console.print(f"GPU settings of run {entry.run_id} ({entry.requested.described()}) on GPUs "
+                      f"{', '.join(str(g.index) for g in entry.gpus)} are not restored yet; the "
+                      "next start restores them (docs/gpu-control.md)", markup=False)
     if is_running(directory):
         console.print(f"a controller is running it ({StudyLock(directory).holder() or 'unknown'})",
                       markup=False)

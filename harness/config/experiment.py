@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError, to_jsonable_python
 from harness.backends import registry
 from harness.backends.spec import ID_OMIT_DEFAULT, BackendOptions, BackendSpec, Device, Precision
 from harness.config.canonical import canonical_text, id_of
+from harness.config.gpu import GpuSettings
 from harness.config.problems import model_of
 from harness.config.serving import Mode, Serving, Slo
 
@@ -117,6 +118,8 @@ class ExperimentBase(_Strict):
                        description="offline batches, or an OpenAI-compatible server under load")
     serving: Serving = Field(Serving(), json_schema_extra=ID_OMIT_DEFAULT)
     slo: Slo = Field(Slo(), json_schema_extra=ID_OMIT_DEFAULT)
+    # power limit and locked clocks (docs/gpu-control.md); left out of ids while unset
+    gpu: GpuSettings = Field(GpuSettings(), json_schema_extra=ID_OMIT_DEFAULT)
 
     @field_validator("backend")
     @classmethod
