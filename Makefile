@@ -28,7 +28,7 @@ OFFLINE_FLAG := $(if $(filter 1,$(OFFLINE)),--offline)
 # CI leaves out tests that need a GPU and those that build CUDA images (GBs each; run them with
 # pytest -m cuda_image, or make images-cuda)
 ifeq ($(CI),true)
-PYTEST_ARGS ?= -m "not gpu and not cuda_image"
+PYTEST_ARGS ?= -m "not gpu and not cuda_image" --durations=30
 endif
 
 #: the CUDA images with a registry-less recipe (TensorRT-LLM's needs NVIDIA's registry)
