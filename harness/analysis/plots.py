@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,8 @@ STYLE: Any = {  # rcParams; typed loosely as matplotlib wants its literal keys
 PHASE_COLORS = {"baseline": "tab:gray", "window": "tab:blue", "prefill": "tab:orange",
                 "load": "tab:blue"}
 MAX_SERIES = 12
+#: a line every figure saved within ``marked`` carries (say, that its energy is simulated)
+_MARK: ContextVar[str | None] = ContextVar("figure_mark", default=None)
 
 
 def _fmt(value: Any) -> str:
@@ -45,9 +50,22 @@ def experiment_label(row: pd.Series, columns: list[str]) -> str:
     return ", ".join(f"{_short(c)}={_fmt(row[c])}" for c in columns) or str(row["experiment_id"])
 
 
+@contextmanager
+def marked(text: str | None) -> Iterator[None]:
+    """Figures saved in this block carry ``text`` under them, in red (None: no mark)."""
+    token = _MARK.set(text)
+    try:
+        yield
+    finally:
+        _MARK.reset(token)
+
+
 def save(fig: Any, path: Path) -> Path:
-    """Write a figure as PNG and close it."""
+    """Write a figure as PNG (with the mark of the ``marked`` block it is in) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    mark = _MARK.get()
+    if mark:
+        fig.text(0.5, 0.0, mark, ha="center", va="top", color="tab:red", fontweight="bold")
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path

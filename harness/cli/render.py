@@ -193,11 +193,12 @@ def run_figures(headline: Mapping[str, float | None]) -> str:
     return "  ".join(f"{m.short} {fmt(headline.get(m.column), m.spec)}" for m in PER_RUN[:3])
 
 
-def run_line(rec: RunRecord) -> str:
-    """A finished run in one line of markup: its figures, or why it failed."""
+def run_line(rec: RunRecord, *, simulated: bool = False) -> str:
+    """A finished run in one line of markup: its figures (energy marked when simulated), or why."""
     if rec.status == "done":
+        sim = "  [red](energy from SIMULATED GPUs)[/]" if simulated else ""
         return (f"[green]done[/]   {rec.run_id}  {escape(run_figures(rec.headline))}  "
-                f"({fmt(rec.duration_s, '.1f')} s)")
+                f"({fmt(rec.duration_s, '.1f')} s){sim}")
     why = f"{rec.reason}: {rec.message}" if rec.message else str(rec.reason)
     return f"[red]{rec.status}[/] {rec.run_id}  {escape(why)}"
 
@@ -257,7 +258,8 @@ class StudyDisplay:
 
     def run_finished(self, event: RunFinished) -> None:
         """One line: the run's figures, or why it failed."""
-        self.progress.console.print(run_line(event.record))
+        simulated = event.result is not None and event.result.energy.energy_method == "simulated"
+        self.progress.console.print(run_line(event.record, simulated=simulated))
         if self.task is not None:
             self.progress.advance(self.task)
 

@@ -71,9 +71,13 @@ def show_runs(rows: Sequence[Mapping[str, Any]], axes: Sequence[str], *, wide: b
 def results_table(study_dir: Path, *, wide: bool) -> None:
     """The results of a study, one row per run, then its summary (effects, fronts, failures)."""
     from harness.analysis.report import build as build_report
+    from harness.analysis.report.blocks import SIMULATED_FIGURE
 
     report = build_report(study_dir)
     console.print(f"[bold]Results[/] of {escape(str(study_dir))}:")
+    methods = report.table.get("energy_method")
+    if methods is not None and (methods == "simulated").any():
+        console.print(f"[bold red]{SIMULATED_FIGURE}[/]")
     show_runs(report.table.to_dict("records"), report.plan.axes, wide=wide,
               wide_head=[Col("experiment_id", "experiment", spec="", left=True),
                          Col("cycle", "cycle", spec="")],

@@ -36,6 +36,8 @@ def test_power_limit_study_draws_the_energy_power_limit_curve(tmp_path, tiny_mod
     started = time.monotonic()
     proc = harness("study", "run", str(file), timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # every run line and the results table say the energy is simulated
+    assert proc.stdout.count("SIMULATED") >= 5, proc.stdout
     print(f"power-limit-sim: {time.monotonic() - started:.1f} s")
     (study_dir,) = list((tmp_path / "results").iterdir())
     manifest = read_model(study_dir / "manifest.json", Manifest)

@@ -44,6 +44,8 @@ def _study_text(study_dir: Path) -> tuple[str, str]:
 
 
 #: the title's end when any figure comes from simulated GPUs (docs/simulated-gpu.md)
+#: the line under every figure of a study whose energy comes from simulated GPUs
+SIMULATED_FIGURE = "energy from SIMULATED GPUs (execution.simulated_gpus), not measured on hardware"
 SIMULATED_NOTE = (": energy from SIMULATED GPUs (execution.simulated_gpus), not measured on real "
                   "hardware")
 
