@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from harness.cli.options import (
+    DetachOpt,
     ForceOpt,
     KeepFailedOpt,
     OutputDirOpt,
@@ -31,6 +32,7 @@ from harness.cli.render import (
     param_col,
 )
 from harness.cli.report import show_summary
+from harness.cli.slurm import check_detach, refresh_status, slurm_study
 from harness.errors import StudyAborted, UserInputError
 from harness.results.headline import HEADLINE, PER_RUN
 from harness.results.reasons import ExitCode
@@ -89,15 +91,26 @@ def preamble(head: str, runner: str, why: str, notes: Sequence[str]) -> None:
         note(text)
 
 
-def _execute(prepared: Prepared, display: StudyDisplay, *, wide: bool) -> None:
+def _execute(prepared: Prepared, display: StudyDisplay, *, wide: bool,
+             detach: bool = False) -> None:
     """Run a prepared study, show its results, and exit non-zero unless it completed."""
     run = prepared.run
-    preamble(f"Study [bold]{run.study.name}[/]: {len(run.plan.runs)} runs -> "
-             f"{prepared.study_dir}", run.runtime.name, prepared.runner_why, prepared.notes)
-    try:
-        final = run.execute()
-    finally:
-        display.close()
+    check_detach(prepared, detach)
+    if run.study.execution.executor == "slurm":
+        try:
+            final = slurm_study(prepared, detach=detach)
+        finally:
+            display.close()
+        if detach and final.state == "running":
+            console.print(final.message or "", markup=False)
+            return
+    else:
+        preamble(f"Study [bold]{run.study.name}[/]: {len(run.plan.runs)} runs -> "
+                 f"{prepared.study_dir}", run.runtime.name, prepared.runner_why, prepared.notes)
+        try:
+            final = run.execute()
+        finally:
+            display.close()
     if final.state == "aborted":
         raise StudyAborted(final.message or f"the study in {prepared.study_dir} stopped early")
     results_table(prepared.study_dir, wide=wide)
@@ -116,13 +129,14 @@ def study_run(
     runner: RunnerOpt = None,
     output_dir: OutputDirOpt = None,
     wide: WideOpt = False,
+    detach: DetachOpt = False,
 ) -> None:
     """Run every planned run of a study, one container per run."""
     from harness.controller.lifecycle import start_study
 
     display = StudyDisplay()
     prepared = start_study(file, runner=runner, output_dir=output_dir, observer=display)
-    _execute(prepared, display, wide=wide)
+    _execute(prepared, display, wide=wide, detach=detach)
 
 
 @app.command("resume")
@@ -137,14 +151,18 @@ def study_resume(
     force: ForceOpt = False,
     keep_failed: KeepFailedOpt = False,
     wide: WideOpt = False,
+    detach: DetachOpt = False,
 ) -> None:
-    """Continue a study: done runs are kept, interrupted and failed ones run again."""
+    """Continue a study: done runs are kept, interrupted and failed ones run again.
+
+    With the slurm executor it re-attaches to the jobs still queued or running.
+    """
     from harness.controller.lifecycle import resume_study
 
     display = StudyDisplay()
     prepared = resume_study(directory, file=file, runner=runner, force=force,
                             keep_failed=keep_failed, observer=display)
-    _execute(prepared, display, wide=wide)
+    _execute(prepared, display, wide=wide, detach=detach)
 
 
 def load_manifest(directory: Path) -> Manifest:
@@ -172,10 +190,12 @@ def _planned_params(directory: Path) -> tuple[list[str], dict[str, dict[str, Any
 
 @app.command("status")
 def study_status(directory: StudyDirArg, wide: WideOpt = False) -> None:
-    """Show the state of a study from its manifest."""
+    """Show the state of a study from its manifest (Slurm jobs that ended are recorded first)."""
     from harness.results.manifest import StudyLock, is_running
 
     manifest = load_manifest(directory)
+    slurm_lines = refresh_status(directory)
+    manifest = load_manifest(directory) if slurm_lines or manifest.state == "running" else manifest
     axes, params = _planned_params(directory)
     rows = [{
         **rec.model_dump(include={"run_id", "status", "attempts", "reason", "duration_s"}),
@@ -194,9 +214,14 @@ def study_status(directory: StudyDirArg, wide: WideOpt = False) -> None:
         console.print("failed: " + ", ".join(failed), markup=False)
     if manifest.message:
         console.print(manifest.message, markup=False)
+    for line in slurm_lines:
+        console.print(line, markup=False)
     if is_running(directory):
         console.print(f"a controller is running it ({StudyLock(directory).holder() or 'unknown'})",
                       markup=False)
+    elif any(r.slurm and r.status == "running" for r in manifest.runs):
+        console.print("no controller is attached; finished jobs are recorded by this command; "
+                      f"re-attach with: harness study resume {escape(str(directory))}")
     elif manifest.state in ("running", "planned") or counts["running"]:
         console.print("[yellow]no controller is running it[/] (it was stopped or killed); "
                       f"continue with: harness study resume {escape(str(directory))}")
