@@ -49,6 +49,9 @@ $(STAMPS)/setup: pyproject.toml
 docker:
 	scripts/ensure-docker.sh
 
+slurm:
+	scripts/ensure-slurm.sh
+
 # Always asks the engine: an unchanged rebuild only repacks the harness wheel (layers and the
 # wheelhouse are cached), so an image is never stale against the source.
 images: setup docker
