@@ -417,3 +417,17 @@ def test_submit_reads_the_job_id_and_names_a_refusal(tmp_path):
 
 def test_parse_scontrol():
     assert parse_scontrol("JobId=1 JobState=RUNNING NodeList=a[1-2]")["NodeList"] == "a[1-2]"
+
+
+def test_detach_is_refused_for_a_local_study(tmp_path, model_root, monkeypatch):
+    from harness.cli.slurm import check_detach
+
+    data = yaml.safe_load(yaml.safe_dump(STUDY))
+    data["execution"] = {"runner": "local"}
+    path = tmp_path / "local.yaml"
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(model_root)
+    prep = start_study(path, runner="local", output_dir=tmp_path / "out")
+    with pytest.raises(UserInputError, match="--detach needs execution.executor: slurm"):
+        check_detach(prep, True)
+    check_detach(prep, False)
