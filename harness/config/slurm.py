@@ -46,8 +46,8 @@ class SlurmOptions(BaseModel):
     @classmethod
     def _slurm_time(cls, value: str) -> str:
         if not TIME_PATTERN.match(value):
-            raise ValueError(f"{value!r} is not a Slurm time limit; expected minutes, M:S, "
-                             "H:M:S, D-H, D-H:M or D-H:M:S (e.g. 30, 1:30:00, 1-12:00:00)")
+            raise ValueError(f"{value!r} is not a Slurm time limit; expected MM, MM:SS, "
+                             "HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS (e.g. 30, 1:30:00, 1-12:00:00)")
         return value
 
     @field_validator("extra_args")
