@@ -21,11 +21,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.models.tiny import write_tiny_model
 from harness.results.io import read_model
-from harness.results.schema import Manifest
+from harness.results.schema import Manifest, RunRecord
 
 STUDY = """
 name: overhead-{executor}
@@ -46,8 +47,8 @@ execution:
 
 
 def run_study(root: Path, model: Path, runner: str, executor: str, poll_s: float
-              ) -> tuple[float, Manifest]:
-    """Run the study one way; its wall time and final manifest."""
+              ) -> tuple[float, Path, Manifest]:
+    """Run the study one way; its wall time, folder and final manifest."""
     slurm = (f"  slurm: {{time: \"0:10:00\", mem: 2G, max_jobs: 1, poll_s: {poll_s}}}\n"
              if executor == "slurm" else "")
     out = root / executor
@@ -62,7 +63,15 @@ def run_study(root: Path, model: Path, runner: str, executor: str, poll_s: float
     if proc.returncode != 0:
         sys.exit(f"{executor}: study failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     (study_dir,) = list(out.iterdir())
-    return wall, read_model(study_dir / "manifest.json", Manifest)
+    return wall, study_dir, read_model(study_dir / "manifest.json", Manifest)
+
+
+def start_latency(study_dir: Path, record: RunRecord) -> float:
+    """Seconds from sbatch to the node side writing the run's config.json."""
+    submitted = datetime.strptime(record.slurm.submitted_at if record.slurm else "",
+                                  "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    written = (study_dir / "runs" / record.run_id / "config.json").stat().st_mtime
+    return written - submitted.timestamp()
 
 
 def main() -> None:
@@ -76,13 +85,18 @@ def main() -> None:
         model = write_tiny_model(root / "models" / "tiny")
         figures = {}
         for executor in ("local", "slurm"):
-            wall, manifest = run_study(root, model, args.runner, executor, args.poll_s)
+            wall, study_dir, manifest = run_study(root, model, args.runner, executor,
+                                                  args.poll_s)
             runs = len(manifest.runs)
             duration = statistics.mean(r.duration_s or 0.0 for r in manifest.runs)
             figures[executor] = wall / runs
             print(f"{executor:>5}: {runs} runs, study wall {wall:6.2f} s = {wall / runs:6.2f} s "
                   f"per run; run duration {duration:6.2f} s; around it {wall / runs - duration:6.2f}"
                   f" s per run")
+        slurm_manifest = manifest
+        starts = [start_latency(study_dir, r) for r in slurm_manifest.runs]
+        print(f"slurm job start (sbatch to the node's config.json), mean: "
+              f"{statistics.mean(starts):.2f} s")
         print(f"Slurm overhead: {figures['slurm'] - figures['local']:+.2f} s per run "
               f"(runner {args.runner}, poll_s {args.poll_s:g}, max_jobs 1)")
 
