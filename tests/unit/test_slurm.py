@@ -431,3 +431,23 @@ def test_detach_is_refused_for_a_local_study(tmp_path, model_root, monkeypatch):
     with pytest.raises(UserInputError, match="--detach needs execution.executor: slurm"):
         check_detach(prep, True)
     check_detach(prep, False)
+
+
+def test_a_submit_host_without_docker_still_starts_a_slurm_study(tmp_path, model_root,
+                                                                 monkeypatch):
+    from harness.controller import lifecycle
+    from harness.errors import EnvironmentProblem
+
+    def no_engine(choice):
+        raise EnvironmentProblem("no Docker engine answers")
+
+    monkeypatch.setattr(lifecycle, "select_runtime", no_engine)
+    monkeypatch.chdir(model_root)
+    prep = start_study(write_study(tmp_path), runner="docker", output_dir=tmp_path / "out")
+    assert prep.run.runtime.name == "local" and "no Docker engine answers" in prep.runner_why
+    data = yaml.safe_load(yaml.safe_dump(STUDY))
+    data["execution"] = {"runner": "docker"}
+    local = tmp_path / "local.yaml"
+    local.write_text(yaml.safe_dump(data))
+    with pytest.raises(EnvironmentProblem):
+        start_study(local, output_dir=tmp_path / "out2")
