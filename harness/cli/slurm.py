@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
-from harness.cli.render import console
+from harness.cli.render import Col, console
 from harness.errors import EnvironmentProblem, UserInputError
 
 if TYPE_CHECKING:
@@ -65,3 +65,11 @@ def refresh_status(directory: Path) -> list[str]:
     return [f"Slurm jobs: {', '.join(f'{k}: {v}' for k, v in sorted(states.items()))}",
             *[f"  run {r.run_id}: job {r.slurm.job_id} {r.slurm.state}"
               + (f" on {r.slurm.node}" if r.slurm.node else "") for r in live if r.slurm]]
+
+
+def slurm_cols(manifest: Manifest) -> list[Col]:
+    """The Slurm job and node columns of ``study status --wide`` (none for a local study)."""
+    if not any(r.slurm for r in manifest.runs):
+        return []
+    return [Col("job", "slurm job", spec="", left=True, unknown=""),
+            Col("node", "node", spec="", left=True, unknown="")]

@@ -32,7 +32,7 @@ from harness.cli.render import (
     param_col,
 )
 from harness.cli.report import show_summary
-from harness.cli.slurm import check_detach, refresh_status, slurm_study
+from harness.cli.slurm import check_detach, refresh_status, slurm_cols, slurm_study
 from harness.errors import StudyAborted, UserInputError
 from harness.results.headline import HEADLINE, PER_RUN
 from harness.results.reasons import ExitCode
@@ -200,12 +200,14 @@ def study_status(directory: StudyDirArg, wide: WideOpt = False) -> None:
     rows = [{
         **rec.model_dump(include={"run_id", "status", "attempts", "reason", "duration_s"}),
         "position": rec.position + 1, **rec.headline,
+        "job": rec.slurm.job_id if rec.slurm else None,
+        "node": rec.slurm.node if rec.slurm else None,
         **{f"param.{k}": v for k, v in params.get(rec.experiment_id, {}).items()},
     } for rec in manifest.runs]
     console.print(f"Study [bold]{escape(manifest.study)}[/]: {manifest.state} "
                   f"(runner {manifest.runner})")
     show_runs(rows, axes, wide=wide, wide_head=[Col("position", "#", spec="")],
-              wide_tail=[Col("attempts", "attempts", spec=""), REASON,
+              wide_tail=[Col("attempts", "attempts", spec=""), REASON, *slurm_cols(manifest),
                          *metric_cols(PER_RUN), Col("duration_s", "duration s", spec=".1f")])
     counts = Counter(rec.status for rec in manifest.runs)
     console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
