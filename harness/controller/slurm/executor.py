@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,12 +22,16 @@ from harness.controller.outcome import read_result
 from harness.controller.rundirs import fresh_run_dir
 from harness.controller.slurm.commands import SlurmCli
 from harness.controller.slurm.job import SCRIPT, gpus_for_job, job_script, sbatch_args
+from harness.controller.slurm.states import is_live
 from harness.controller.slurm.track import live_jobs, poll
 from harness.errors import EnvironmentProblem, Interrupted, RunFailure
 from harness.results import events
 from harness.results import manifest as manifest_io
 from harness.results.reasons import FailureReason
 from harness.results.schema import Manifest, RunRecord, SlurmJob
+
+#: how long Ctrl+C waits for cancelled jobs to end (Slurm's KillWait plus a container's stop)
+CANCEL_WAIT_S = 60.0
 
 
 class SlurmStudy:
@@ -189,6 +194,7 @@ class SlurmStudy:
     def _interrupt(self, tracked: dict[str, str]) -> Manifest:
         """Cancel this controller's jobs, mark their runs interrupted, and raise Interrupted."""
         self.cli.cancel(tracked.values())
+        self._wait_gone(list(tracked.values()))
         for run_id, job_id in tracked.items():
             record = self.manifest.record(run_id)
             record.status, record.reason = "interrupted", FailureReason.INTERRUPTED
@@ -205,6 +211,16 @@ class SlurmStudy:
         self.save()
         self.observer(events.StudyInterrupted(message=self.manifest.message))
         raise Interrupted(self.manifest.message)
+
+
+    def _wait_gone(self, job_ids: list[str], limit_s: float = CANCEL_WAIT_S) -> None:
+        """Wait until cancelled jobs have ended (their nodes stop the runs' containers)."""
+        deadline = time.monotonic() + limit_s
+        while job_ids and time.monotonic() < deadline:
+            states = self.cli.query(job_ids)
+            job_ids = [j for j in job_ids if j in states and is_live(states[j].state)]
+            if job_ids:
+                time.sleep(1.0)
 
 
 def _start(record: RunRecord) -> None:
