@@ -34,7 +34,7 @@ experiment:
   precision: fp32
   batch_size: 2
   workload: {{num_prompts: 4, input_tokens: 16, output_tokens: 8, seed: 3}}
-  measurement: {{warmup_batches: 1, baseline_s: {baseline_s}, min_window_s: 0.2,
+  measurement: {{warmup_batches: 1, baseline_s: 0, min_window_s: {window_s},
                  prefill_split: false}}
 sweep: {sweep}
 execution:
@@ -92,7 +92,7 @@ def assert_done_once(study_dir: Path, node: str) -> Manifest:
 
 def test_detach_cancel_status_resume(tmp_path, tiny_model, pytorch_cpu_image, slurm_cluster,
                                      docker_client):
-    study = write(tmp_path, "study.yaml", name="slurm-ab", model=tiny_model, baseline_s=8,
+    study = write(tmp_path, "study.yaml", name="slurm-ab", model=tiny_model, window_s=4,
                   sweep="{batch_size: [1, 2]}",
                   slurm='{time: "0:10:00", mem: 2G, max_jobs: 2, poll_s: 1}')
     proc = harness("study", "run", str(study), "--detach")
@@ -101,10 +101,12 @@ def test_detach_cancel_status_resume(tmp_path, tiny_model, pytorch_cpu_image, sl
     first, second = manifest(study_dir).runs
     assert first.status == second.status == "running" and first.slurm and second.slurm
 
-    def container_of(run_id: str) -> bool:
-        return bool(docker_client.containers.list(filters={"label": f"org.harness.run={run_id}"}))
+    def agent_running(run_id: str) -> bool:
+        """Whether the run's agent has started (it then stops at once on SIGTERM)."""
+        found = docker_client.containers.list(filters={"label": f"org.harness.run={run_id}"})
+        return any(b"[agent] run" in c.logs() for c in found)
 
-    wait_for(f"the container of run {first.run_id}", lambda: container_of(first.run_id))
+    wait_for(f"the agent of run {first.run_id}", lambda: agent_running(first.run_id))
     subprocess.run(["scancel", first.slurm.job_id], check=True)
     wait_for("both jobs to end", lambda: not job_live(first.slurm.job_id)
              and not job_live(second.slurm.job_id), timeout_s=180)
@@ -129,7 +131,7 @@ def test_detach_cancel_status_resume(tmp_path, tiny_model, pytorch_cpu_image, sl
 
 
 def test_time_limit_then_resume(tmp_path, tiny_model, pytorch_cpu_image, slurm_cluster):
-    common = {"name": "slurm-c", "model": tiny_model, "baseline_s": 0,
+    common = {"name": "slurm-c", "model": tiny_model, "window_s": 0.2,
               "sweep": "{batch_size: [1]}"}
     # the node's setup outlasts the 1-minute limit, the shortest Slurm has
     slow = write(tmp_path, "slow.yaml", **common,
