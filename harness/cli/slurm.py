@@ -20,6 +20,7 @@ def slurm_study(prepared: Prepared, *, detach: bool) -> Manifest:
     """Submit and (unless detached) track a prepared study's runs as Slurm jobs."""
     from harness.controller.slurm.commands import SlurmCli
     from harness.controller.slurm.executor import SlurmStudy
+    from harness.controller.slurm.track import live_jobs
 
     why = SlurmCli.available()
     if why is not None:
@@ -34,6 +35,11 @@ def slurm_study(prepared: Prepared, *, detach: bool) -> Manifest:
                   "on the nodes)")
     for text in prepared.notes:
         console.print(f"note: {text}", markup=False)
+    live = live_jobs(run.manifest)
+    if live:
+        console.print(f"note: re-attaching to {len(live)} Slurm jobs submitted earlier "
+                      f"({', '.join(sorted(live.values()))}); they are not submitted again",
+                      markup=False)
     return study.execute()
 
 
