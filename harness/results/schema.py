@@ -468,6 +468,15 @@ class RunError(_Model):
     _legacy = model_validator(mode="before")(_known_reason)
 
 
+class SlurmJob(_Model):
+    """The Slurm job of a run's latest attempt (executor slurm)."""
+
+    job_id: str
+    state: str = Field("PENDING", description="Slurm's job state when last seen")
+    node: str | None = None
+    submitted_at: str | None = None
+
+
 class RunRecord(_Model):
     """One run's line in the manifest."""
 
@@ -490,6 +499,7 @@ class RunRecord(_Model):
     headline: dict[str, float | None] = Field(default_factory=dict)
     thermal: dict[str, Any] = Field(default_factory=dict)
     gpu_settings: GpuSettingsRecord | None = None
+    slurm: SlurmJob | None = None
 
     _legacy = model_validator(mode="before")(_known_reason)
 
