@@ -13,8 +13,10 @@ silently at other settings than it asked for.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from harness.config.gpu import GpuSettings
@@ -28,6 +30,7 @@ from harness.results.gpusettings import (
     GpuSettingsRecord,
     GpuValues,
 )
+from harness.results.io import atomic_write_json
 from harness.results.manifest import now_iso
 from harness.results.reasons import FailureReason
 from harness.results.schema import GpuLibrary, Manifest
@@ -89,6 +92,61 @@ class MemoryJournal:
     def entries(self) -> list[GpuJournalEntry]:
         """The changes not yet undone."""
         return list(self._entries)
+
+
+class FileJournal:
+    """Journal entries kept in a JSON file, rewritten atomically on every change.
+
+    For a run on a Slurm node: the node cannot write the manifest (the controller owns it),
+    so it journals into the run's folder on the shared filesystem, where the controller finds
+    what a job that was killed left (``left_by_node``).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def add(self, entry: GpuJournalEntry) -> None:
+        """Record a change about to be made (on disk before the caller makes it)."""
+        self._write([e for e in self.entries() if e.run_id != entry.run_id] + [entry])
+
+    def remove(self, run_id: str) -> None:
+        """Forget a change once it has been undone (the file goes with the last entry)."""
+        self._write([e for e in self.entries() if e.run_id != run_id])
+
+    def entries(self) -> list[GpuJournalEntry]:
+        """The changes not yet undone (none when the file is absent or unreadable)."""
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            return [GpuJournalEntry.model_validate(e) for e in data]
+        except (OSError, ValueError):
+            return []
+
+    def _write(self, entries: list[GpuJournalEntry]) -> None:
+        if entries:
+            atomic_write_json(self.path, [e.model_dump(mode="json") for e in entries])
+        else:
+            self.path.unlink(missing_ok=True)
+
+
+def left_by_node(journal: Journal, node: str | None) -> str | None:
+    """What a node's journal says was left on its GPUs, for the run's record (None: nothing).
+
+    Those GPUs need a reset on that node, which only that node can do.
+    """
+    entries = journal.entries()
+    if not entries:
+        return None
+    where = f"node {node}" if node else "its node"
+    gpus = "; ".join(
+        f"GPU {g.index}" + (f" ({g.uuid})" if g.uuid else "")
+        + (f": power limit back to {g.power_limit_w:g} W" if g.power_limit_w is not None else "")
+        + (", SM clock unlocked" if g.reset_sm_clocks else "")
+        + (", memory clock unlocked" if g.reset_memory_clocks else "")
+        for e in entries for g in e.gpus)
+    return (f"the job ended before it restored its GPU settings "
+            f"({'; '.join(e.requested.described() for e in entries)}) on {where}: restore them "
+            f"there ({gpus}; e.g. nvidia-smi -i UUID -pl W, -rgc, -rmc), or reset GPUs in the "
+            "cluster's Slurm epilog (docs/gpu-control.md)")
 
 
 def _fail(message: str) -> RunFailure:

@@ -451,3 +451,27 @@ def test_a_submit_host_without_docker_still_starts_a_slurm_study(tmp_path, model
     local.write_text(yaml.safe_dump(data))
     with pytest.raises(EnvironmentProblem):
         start_study(local, output_dir=tmp_path / "out2")
+
+
+def test_gpu_settings_a_killed_job_left_are_named_on_its_run(tmp_path):
+    from harness.config.gpu import GpuSettings
+    from harness.controller.gpucontrol import FileJournal
+    from harness.controller.slurm.job import NODE_GPU_JOURNAL
+    from harness.results.gpusettings import GpuJournalEntry, GpuPrevious
+
+    rec = running_record(tmp_path)
+    journal = FileJournal(tmp_path / "runs" / rec.run_id / NODE_GPU_JOURNAL)
+    entry = GpuJournalEntry(run_id=rec.run_id, controller_pid=1, written_at="t",
+                            requested=GpuSettings(power_limit_w=300),
+                            gpus=[GpuPrevious(index=2, uuid="GPU-abc", power_limit_w=700.0)])
+    journal.add(entry)
+    assert journal.entries() == [entry]
+    settle(tmp_path, rec, JobState("7", "NODE_FAIL", "n4"))
+    assert rec.reason == FailureReason.SLURM_NODE_FAIL
+    assert "before it restored its GPU settings" in rec.message and "node n4" in rec.message
+    assert "GPU 2 (GPU-abc): power limit back to 700 W" in rec.message
+    journal.remove(rec.run_id)  # a job that restored its settings leaves no file
+    assert not journal.path.exists() and journal.entries() == []
+    again = running_record(tmp_path)
+    settle(tmp_path, again, JobState("7", "NODE_FAIL", "n4"))
+    assert "GPU settings" not in (again.message or "")

@@ -17,6 +17,8 @@ from harness.results.schema import RunRecord
 SCRIPT = "slurm-job.sh"
 OUTPUT = "slurm-%j.out"
 NODE_RECORD = "slurm-node.json"
+#: the GPU settings a run on a node is about to change, journalled first (docs/gpu-control.md)
+NODE_GPU_JOURNAL = "gpu-journal.json"
 
 
 class NodeRecord(BaseModel):

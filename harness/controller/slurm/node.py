@@ -18,10 +18,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from harness.config.load import plan_study
+from harness.controller.gpucontrol import FileJournal
 from harness.controller.launch import Launcher, record_attempt
 from harness.controller.runtimes import select_runtime
 from harness.controller.signals import SignalWatch
-from harness.controller.slurm.job import NODE_RECORD, NodeRecord
+from harness.controller.slurm.job import NODE_GPU_JOURNAL, NODE_RECORD, NodeRecord
 from harness.devices.library import study_library
 from harness.errors import HarnessError, UserInputError
 from harness.results import events
@@ -72,6 +73,7 @@ def run_node(study_dir: Path, run_id: str, env: Mapping[str, str]) -> NodeRecord
         runtime, study=study.name, execution=ex, images=study.images, hf_cache=study.hf_cache,
         base_dir=base, datasets=manifest.datasets, observer=events.ignore,
         sleep=pause, stopping=stop.is_set, gpu_library=study_library(ex, study_dir),
+        gpu_journal=FileJournal(study_dir / "runs" / run_id / NODE_GPU_JOURNAL),
     )
     # simulated GPUs are the study's own (execution.gpus), not the node's
     gpus = (assigned_gpus(env, ex.gpus_per_run(exp)) if ex.simulated_gpus is None

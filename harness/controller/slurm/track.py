@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.controller.gpucontrol import FileJournal, left_by_node
 from harness.controller.outcome import mark_done, read_result, written_at
 from harness.controller.slurm.commands import JobState, SlurmCli
-from harness.controller.slurm.job import NODE_RECORD, NodeRecord
+from harness.controller.slurm.job import NODE_GPU_JOURNAL, NODE_RECORD, NodeRecord
 from harness.controller.slurm.states import is_live, reason_for
 from harness.results import manifest as manifest_io
 from harness.results.io import read_model
@@ -47,6 +48,16 @@ def _output_tail(run_dir: Path, job_id: str, lines: int = 5) -> str:
 
 def settle(study_dir: Path, record: RunRecord, state: JobState | None, *,
            cancelled_here: bool = False) -> None:
+    """Record how a run whose job ended went; name GPU settings its job left on its node."""
+    outcome(study_dir, record, state, cancelled_here=cancelled_here)
+    journal = FileJournal(study_dir / "runs" / record.run_id / NODE_GPU_JOURNAL)
+    left = left_by_node(journal, record.slurm.node if record.slurm else None)
+    if left is not None:
+        record.message = f"{record.message}; {left}" if record.message else left
+
+
+def outcome(study_dir: Path, record: RunRecord, state: JobState | None, *,
+            cancelled_here: bool = False) -> None:
     """Record the outcome of a run whose job is no longer live.
 
     A result the run completed counts whatever Slurm says; TIMEOUT, OUT_OF_MEMORY, NODE_FAIL,
