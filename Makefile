@@ -9,6 +9,7 @@
 #   make test     pytest (CI=true: everything except tests marked gpu)
 #   make lint     ruff + mypy
 #   make docker   start a Docker engine where none answers (needs root)
+#   make slurm    start a single-node Slurm cluster where none answers (needs root; docs/slurm.md)
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
@@ -28,13 +29,13 @@ OFFLINE_FLAG := $(if $(filter 1,$(OFFLINE)),--offline)
 # CI leaves out tests that need a GPU and those that build CUDA images (GBs each; run them with
 # pytest -m cuda_image, or make images-cuda)
 ifeq ($(CI),true)
-PYTEST_ARGS ?= -m "not gpu and not cuda_image"
+PYTEST_ARGS ?= -m "not gpu and not cuda_image" --durations=30
 endif
 
 #: the CUDA images with a registry-less recipe (TensorRT-LLM's needs NVIDIA's registry)
 CUDA_IMAGES := pytorch vllm
 
-.PHONY: help setup docker images images-cuda model study report bundle test lint clean
+.PHONY: help setup docker slurm images images-cuda model study report bundle test lint clean
 
 help:
 	@sed -n 's/^#   //p' $(MAKEFILE_LIST)
@@ -48,6 +49,9 @@ $(STAMPS)/setup: pyproject.toml
 
 docker:
 	scripts/ensure-docker.sh
+
+slurm:
+	scripts/ensure-slurm.sh
 
 # Always asks the engine: an unchanged rebuild only repacks the harness wheel (layers and the
 # wheelhouse are cached), so an image is never stale against the source.
@@ -89,7 +93,7 @@ test: setup
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(BIN)/ruff check harness tests
+	$(BIN)/ruff check harness tests benchmarks scripts
 	$(BIN)/mypy harness
 
 clean:

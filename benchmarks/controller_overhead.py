@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 from harness.config.experiment import Experiment
+from harness.controller.outcome import classify
 from harness.controller.runtimes.base import RunJob
 from harness.controller.runtimes.docker import DockerRuntime
-from harness.controller.outcome import classify
 from harness.models.tiny import write_tiny_model
 from harness.results.io import atomic_write_json
 from harness.results.schema import RunInfo, RunSpec

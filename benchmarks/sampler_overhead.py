@@ -39,10 +39,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.backends.engine import create_engine
 from harness.agent.sensors import select_sensor
 from harness.agent.sensors.base import Sampler, Sensor
 from harness.agent.workload import batches, synthetic_prompts
+from harness.backends.engine import create_engine
 from harness.config.experiment import Experiment
 from harness.models.tiny import write_tiny_model
 

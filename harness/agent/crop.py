@@ -81,7 +81,7 @@ def crop(reading: WindowReading, start_s: float, end_s: float, clock_s: float = 
         readouts=dict(reading.readouts),
         notes=[*reading.notes, f"cropped to {start_s:.3f}-{end_s:.3f} s of a "
                f"{reading.duration_s:.3f} s window"],
-        gpu_processes=dict(reading.gpu_processes),
+        gpu_processes=dict(reading.gpu_processes), power_limits_w=dict(reading.power_limits_w),
         counter_resets=list(reading.counter_resets), counter_stalled=list(reading.counter_stalled),
         sampler_cpu_s=(reading.sampler_cpu_s * duration / reading.duration_s
                        if reading.sampler_cpu_s is not None and reading.duration_s > 0 else None),

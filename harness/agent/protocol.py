@@ -242,5 +242,6 @@ def _finish(
         interference=host,
         model=identify_for_agent(exp.model, spec.model_path, spec.model_fingerprint),
         datasets=spec.datasets,
+        gpu_settings=spec.gpu_settings,
     )
     return write_result(out_dir, result, phases, sensor)

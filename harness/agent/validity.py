@@ -5,7 +5,8 @@ counter_not_advancing, counter_reset, temperature_drift, throttling, power_above
 power_below_idle, persistence_mode_off, other_gpu_processes, mig_enabled, gpu_unused,
 energy_unavailable, prefill_exceeds_total, warmup_not_converged, too_few_counter_updates,
 not_steady, baseline_too_short, baseline_hot, idle_power_high, preload_idle_above_loaded,
-host_contention (the last seven with results schema 1.1; thresholds below).
+host_contention (the last seven with results schema 1.1; thresholds below);
+power_limit_not_held, sm_clock_not_held, memory_clock_not_held (gpu: settings, gpu_validity.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.agent.checks import baseline_warnings, window_warnings
+from harness.agent.gpu_validity import settings_warnings
 from harness.agent.metrics import known, ratio
 from harness.agent.sensors.base import Sensor, WindowReading
 from harness.agent.sensors.nvml import PERFORMANCE_THROTTLE_MASK, throttle_names
@@ -68,6 +70,7 @@ def check(
     if window is not None and sensor.available:
         warnings += _power_warnings(result, window, devices)
         warnings += unused_gpu_warnings(window, sensor.devices)
+        warnings += settings_warnings(result.experiment.gpu, window, devices)
     warnings += baseline_warnings(result, phases, devices)
     warnings += window_warnings(result, phases, sensor)
     warnings += _device_mode_warnings(devices)

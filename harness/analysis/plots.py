@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,8 @@ STYLE: Any = {  # rcParams; typed loosely as matplotlib wants its literal keys
 PHASE_COLORS = {"baseline": "tab:gray", "window": "tab:blue", "prefill": "tab:orange",
                 "load": "tab:blue"}
 MAX_SERIES = 12
+#: a line every figure saved within ``marked`` carries (say, that its energy is simulated)
+_MARK: ContextVar[str | None] = ContextVar("figure_mark", default=None)
 
 
 def _fmt(value: Any) -> str:
@@ -45,9 +50,22 @@ def experiment_label(row: pd.Series, columns: list[str]) -> str:
     return ", ".join(f"{_short(c)}={_fmt(row[c])}" for c in columns) or str(row["experiment_id"])
 
 
+@contextmanager
+def marked(text: str | None) -> Iterator[None]:
+    """Figures saved in this block carry ``text`` under them, in red (None: no mark)."""
+    token = _MARK.set(text)
+    try:
+        yield
+    finally:
+        _MARK.reset(token)
+
+
 def save(fig: Any, path: Path) -> Path:
-    """Write a figure as PNG and close it."""
+    """Write a figure as PNG (with the mark of the ``marked`` block it is in) and close it."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    mark = _MARK.get()
+    if mark:
+        fig.text(0.5, 0.0, mark, ha="center", va="top", color="tab:red", fontweight="bold")
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -176,5 +194,35 @@ def pareto_plot(found: Front, path: Path) -> Path:
             ax.text(0.0, -0.16, textwrap.fill(found.note, width=120), transform=ax.transAxes,
                     fontsize=7, va="top")
         ax.legend(loc="best")
+        fig.tight_layout()
+        return save(fig, path)
+
+
+def settings_curve(table: pd.DataFrame, summary: pd.DataFrame, axis: str, levels: list[Any],
+                   found: Front | None, path: Path) -> Path:
+    """Energy per output token and p90 latency against a GPU setting, and their Pareto front.
+
+    Left and middle: mean and 95 % interval by the setting (one line per setting of the other
+    parameters); right: energy per token against p90 latency, the front joined, each point
+    labelled with its setting.
+    """
+    col = f"param.{axis}"
+    with plt.rc_context(STYLE):
+        fig, (ax_e, ax_l, ax_p) = plt.subplots(1, 3, figsize=(15, 4.4))
+        panel(ax_e, table, summary, col, levels, "j_per_output_token")
+        panel(ax_l, table, summary, col, levels, "e2e_p90_s")
+        if found is not None and not found.points.empty:
+            points = found.points
+            on = points[points["on_front"].astype(bool)].sort_values("x_value")
+            ax_p.scatter(points["x_value"], points["y_value"], color="tab:gray", label="dominated")
+            ax_p.plot(on["x_value"], on["y_value"], "o-", color="tab:red", label="Pareto front")
+            for _, row in points.iterrows():
+                ax_p.annotate(f"{_short(col)}={_fmt(row[col])}", (row["x_value"], row["y_value"]),
+                              textcoords="offset points", xytext=(5, 4), fontsize=7)
+            ax_p.legend(loc="best")
+        ax_p.set_xlabel(f"{LABELS['e2e_p90_s']} (lower is better)")
+        ax_p.set_ylabel(f"{LABELS['j_per_output_token']} (lower is better)")
+        ax_p.set_title("Energy vs latency across the setting")
+        fig.suptitle(f"Energy per token and latency against {axis} (mean and 95 % CI over cycles)")
         fig.tight_layout()
         return save(fig, path)

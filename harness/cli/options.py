@@ -61,6 +61,11 @@ DeviceOpt = Annotated[
     typer.Option("--device", parser=choice(DEVICES), metavar="|".join(DEVICES),
                  help="The device (default cpu)."),
 ]
+DetachOpt = Annotated[
+    bool,
+    typer.Option("--detach", help="Slurm executor: submit the jobs and return; follow with "
+                 "`harness study status DIR`, re-attach with `harness study resume DIR`."),
+]
 ForceOpt = Annotated[
     bool,
     typer.Option("--force", help="Resume even though the study file changed since it began."),

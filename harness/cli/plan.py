@@ -95,13 +95,13 @@ def _checks(file: Path, study: Study, plan: Plan) -> list[str]:
 
     Errors are what the study file gets wrong (a model folder or prompts file that is missing
     or wrong); warnings are what this host lacks and can get before the study runs (a hub id
-    not in the cache, an image not built yet).
+    not in the cache, an image not built yet, GPUs whose settings cannot be changed here).
     """
     from harness.controller.preflight import check_study
 
     runtime, notes = _plan_runtime(study.execution.runner)
     found = check_study(study, plan, runtime, origin=str(file), model_base=Path.cwd(),
-                        dataset_base=file.parent)
+                        dataset_base=file.parent, gpus_here=False)
     found.raise_errors(file)
     return notes + found.warnings
 
@@ -273,6 +273,9 @@ def placement_lines(plan: Plan) -> list[str]:
     from harness.devices.affinity import format_cpulist, host_cpus
 
     ex = plan.execution
+    if ex.executor == "slurm" and ex.slurm is not None:
+        return [f"placement: one Slurm job per run, up to {ex.slurm.max_jobs} queued or running "
+                "at once (execution.slurm.max_jobs); GPUs through gres, on the nodes Slurm picks"]
     exps = [p.experiment for p in plan.experiments]
     slots = slots_for(ex, exps)
     per_run = sorted({ex.gpus_per_run(e) for e in exps})

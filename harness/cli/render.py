@@ -200,12 +200,13 @@ def where_ran(rec: RunRecord) -> str:
     return f"[{where}]  " if where else ""
 
 
-def run_line(rec: RunRecord) -> str:
-    """A finished run in one line of markup: where it ran, its figures, or why it failed."""
+def run_line(rec: RunRecord, *, simulated: bool = False) -> str:
+    """One line of markup for a finished run: where, its figures (simulated energy marked), or why."""
     where = escape(where_ran(rec))
     if rec.status == "done":
+        sim = "  [red](energy from SIMULATED GPUs)[/]" if simulated else ""
         return (f"[green]done[/]   {rec.run_id}  {where}{escape(run_figures(rec.headline))}  "
-                f"({fmt(rec.duration_s, '.1f')} s)")
+                f"({fmt(rec.duration_s, '.1f')} s){sim}")
     why = f"{rec.reason}: {rec.message}" if rec.message else str(rec.reason)
     return f"[red]{rec.status}[/] {rec.run_id}  {where}{escape(why)}"
 
@@ -267,7 +268,8 @@ class StudyDisplay:
 
     def run_finished(self, event: RunFinished) -> None:
         """One line: the run's figures, or why it failed."""
-        self.progress.console.print(run_line(event.record))
+        simulated = event.result is not None and event.result.energy.energy_method == "simulated"
+        self.progress.console.print(run_line(event.record, simulated=simulated))
         if self.task is not None:
             self.progress.advance(self.task)
 

@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from harness.cli.options import (
+    DetachOpt,
     ForceOpt,
     KeepFailedOpt,
     OutputDirOpt,
@@ -31,6 +32,7 @@ from harness.cli.render import (
     param_col,
 )
 from harness.cli.report import show_summary
+from harness.cli.slurm import check_detach, refresh_status, slurm_cols, slurm_study
 from harness.errors import StudyAborted, UserInputError
 from harness.results.headline import HEADLINE, PER_RUN
 from harness.results.reasons import ExitCode
@@ -71,9 +73,13 @@ def show_runs(rows: Sequence[Mapping[str, Any]], axes: Sequence[str], *, wide: b
 def results_table(study_dir: Path, *, wide: bool) -> None:
     """The results of a study, one row per run, then its summary (effects, fronts, failures)."""
     from harness.analysis.report import build as build_report
+    from harness.analysis.report.blocks import SIMULATED_FIGURE
 
     report = build_report(study_dir)
     console.print(f"[bold]Results[/] of {escape(str(study_dir))}:")
+    methods = report.table.get("energy_method")
+    if methods is not None and (methods == "simulated").any():
+        console.print(f"[bold red]{SIMULATED_FIGURE}[/]")
     show_runs(report.table.to_dict("records"), report.plan.axes, wide=wide,
               wide_head=[Col("experiment_id", "experiment", spec="", left=True),
                          Col("cycle", "cycle", spec="")],
@@ -89,15 +95,26 @@ def preamble(head: str, runner: str, why: str, notes: Sequence[str]) -> None:
         note(text)
 
 
-def _execute(prepared: Prepared, display: StudyDisplay, *, wide: bool) -> None:
+def _execute(prepared: Prepared, display: StudyDisplay, *, wide: bool,
+             detach: bool = False) -> None:
     """Run a prepared study, show its results, and exit non-zero unless it completed."""
     run = prepared.run
-    preamble(f"Study [bold]{run.study.name}[/]: {len(run.plan.runs)} runs -> "
-             f"{prepared.study_dir}", run.runtime.name, prepared.runner_why, prepared.notes)
-    try:
-        final = run.execute()
-    finally:
-        display.close()
+    check_detach(prepared, detach)
+    if run.study.execution.executor == "slurm":
+        try:
+            final = slurm_study(prepared, detach=detach)
+        finally:
+            display.close()
+        if detach and final.state == "running":
+            console.print(final.message or "", markup=False)
+            return
+    else:
+        preamble(f"Study [bold]{run.study.name}[/]: {len(run.plan.runs)} runs -> "
+                 f"{prepared.study_dir}", run.runtime.name, prepared.runner_why, prepared.notes)
+        try:
+            final = run.execute()
+        finally:
+            display.close()
     if final.state == "aborted":
         raise StudyAborted(final.message or f"the study in {prepared.study_dir} stopped early")
     results_table(prepared.study_dir, wide=wide)
@@ -116,13 +133,14 @@ def study_run(
     runner: RunnerOpt = None,
     output_dir: OutputDirOpt = None,
     wide: WideOpt = False,
+    detach: DetachOpt = False,
 ) -> None:
     """Run every planned run of a study, one container per run."""
     from harness.controller.lifecycle import start_study
 
     display = StudyDisplay()
     prepared = start_study(file, runner=runner, output_dir=output_dir, observer=display)
-    _execute(prepared, display, wide=wide)
+    _execute(prepared, display, wide=wide, detach=detach)
 
 
 @app.command("resume")
@@ -137,14 +155,18 @@ def study_resume(
     force: ForceOpt = False,
     keep_failed: KeepFailedOpt = False,
     wide: WideOpt = False,
+    detach: DetachOpt = False,
 ) -> None:
-    """Continue a study: done runs are kept, interrupted and failed ones run again."""
+    """Continue a study: done runs are kept, interrupted and failed ones run again.
+
+    With the slurm executor it re-attaches to the jobs still queued or running.
+    """
     from harness.controller.lifecycle import resume_study
 
     display = StudyDisplay()
     prepared = resume_study(directory, file=file, runner=runner, force=force,
                             keep_failed=keep_failed, observer=display)
-    _execute(prepared, display, wide=wide)
+    _execute(prepared, display, wide=wide, detach=detach)
 
 
 def load_manifest(directory: Path) -> Manifest:
@@ -172,20 +194,24 @@ def _planned_params(directory: Path) -> tuple[list[str], dict[str, dict[str, Any
 
 @app.command("status")
 def study_status(directory: StudyDirArg, wide: WideOpt = False) -> None:
-    """Show the state of a study from its manifest."""
+    """Show the state of a study from its manifest (Slurm jobs that ended are recorded first)."""
     from harness.results.manifest import StudyLock, is_running
 
     manifest = load_manifest(directory)
+    slurm_lines = refresh_status(directory)
+    manifest = load_manifest(directory) if slurm_lines or manifest.state == "running" else manifest
     axes, params = _planned_params(directory)
     rows = [{
         **rec.model_dump(include={"run_id", "status", "attempts", "reason", "duration_s"}),
         "position": rec.position + 1, **rec.headline,
+        "job": rec.slurm.job_id if rec.slurm else None,
+        "node": rec.slurm.node if rec.slurm else None,
         **{f"param.{k}": v for k, v in params.get(rec.experiment_id, {}).items()},
     } for rec in manifest.runs]
     console.print(f"Study [bold]{escape(manifest.study)}[/]: {manifest.state} "
                   f"(runner {manifest.runner})")
     show_runs(rows, axes, wide=wide, wide_head=[Col("position", "#", spec="")],
-              wide_tail=[Col("attempts", "attempts", spec=""), REASON,
+              wide_tail=[Col("attempts", "attempts", spec=""), REASON, *slurm_cols(manifest),
                          *metric_cols(PER_RUN), Col("duration_s", "duration s", spec=".1f")])
     counts = Counter(rec.status for rec in manifest.runs)
     console.print(", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
@@ -194,9 +220,18 @@ def study_status(directory: StudyDirArg, wide: WideOpt = False) -> None:
         console.print("failed: " + ", ".join(failed), markup=False)
     if manifest.message:
         console.print(manifest.message, markup=False)
+    for entry in manifest.gpu_journal:
+        console.print(f"GPU settings of run {entry.run_id} ({entry.requested.described()}) on GPUs "
+                      f"{', '.join(str(g.index) for g in entry.gpus)} are not restored yet; the "
+                      "next start restores them (docs/gpu-control.md)", markup=False)
+    for line in slurm_lines:
+        console.print(line, markup=False)
     if is_running(directory):
         console.print(f"a controller is running it ({StudyLock(directory).holder() or 'unknown'})",
                       markup=False)
+    elif any(r.slurm and r.status == "running" for r in manifest.runs):
+        console.print("no controller is attached; finished jobs are recorded by this command; "
+                      f"re-attach with: harness study resume {escape(str(directory))}")
     elif manifest.state in ("running", "planned") or counts["running"]:
         console.print("[yellow]no controller is running it[/] (it was stopped or killed); "
                       f"continue with: harness study resume {escape(str(directory))}")

@@ -14,11 +14,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, to_jsonable_python
 
 from harness.backends import registry
 from harness.backends.spec import ID_OMIT_DEFAULT, BackendOptions, BackendSpec, Device, Precision
 from harness.config.canonical import canonical_text, id_of
+from harness.config.gpu import GpuSettings
 from harness.config.problems import model_of
 from harness.config.serving import Mode, Serving, Slo
 
@@ -117,6 +118,8 @@ class ExperimentBase(_Strict):
                        description="offline batches, or an OpenAI-compatible server under load")
     serving: Serving = Field(Serving(), json_schema_extra=ID_OMIT_DEFAULT)
     slo: Slo = Field(Slo(), json_schema_extra=ID_OMIT_DEFAULT)
+    # power limit and locked clocks (docs/gpu-control.md); left out of ids while unset
+    gpu: GpuSettings = Field(GpuSettings(), json_schema_extra=ID_OMIT_DEFAULT)
 
     @field_validator("backend")
     @classmethod
@@ -142,7 +145,8 @@ class ExperimentBase(_Strict):
     def _mode_problems(self) -> list[str]:
         """Settings that the experiment's mode does not use."""
         if self.mode == "offline":
-            unused = [n for n in ("serving", "slo") if getattr(self, n) != type(getattr(self, n))()]
+            defaults = _neutral_defaults(type(self))
+            unused = [n for n in ("serving", "slo") if getattr(self, n) != defaults[n]]
             return [f"the {' and '.join(unused)} settings apply to mode: serving only (set "
                     "mode: serving, or move them to the experiments that serve)"] if unused else []
         found = []
@@ -220,9 +224,8 @@ def id_text(
     """
     if dumped is None:
         dumped = value.model_dump(mode="json", exclude_none=False)
-    fields = type(value).model_fields
-    omit = {name for name in _neutral_fields(type(value))
-            if getattr(value, name) == fields[name].get_default(call_default_factory=True)}
+    omit = {name for name, default in _neutral_dumps(type(value)).items()
+            if dumped.get(name) == default}
     nested = {name: id_text(getattr(value, name), dumped[name])
               for name in _fields_with_neutral_parts(type(value))
               if name not in omit and (known is None or name not in known)
@@ -233,10 +236,24 @@ def id_text(
 
 
 @cache
-def _neutral_fields(model: type[BaseModel]) -> frozenset[str]:
-    """The fields of ``model`` marked ID_OMIT_DEFAULT."""
-    return frozenset(name for name, info in model.model_fields.items()
-                     if info.json_schema_extra == ID_OMIT_DEFAULT)
+def _neutral_dumps(model: type[BaseModel]) -> dict[str, Any]:
+    """JSON-mode dumps of the defaults of ``model``'s ID_OMIT_DEFAULT fields.
+
+    Compared with an experiment's dump, which is cheaper than comparing models.
+    """
+    return {name: to_jsonable_python(default)
+            for name, default in _neutral_defaults(model).items()}
+
+
+@cache
+def _neutral_defaults(model: type[BaseModel]) -> dict[str, Any]:
+    """The fields of ``model`` marked ID_OMIT_DEFAULT, with their defaults.
+
+    Made once: a default's deep copy per experiment was most of the time planning took.
+    """
+    return {name: info.get_default(call_default_factory=True)
+            for name, info in model.model_fields.items()
+            if info.json_schema_extra == ID_OMIT_DEFAULT}
 
 
 @cache
@@ -245,7 +262,7 @@ def _fields_with_neutral_parts(model: type[BaseModel]) -> frozenset[str]:
     found = set()
     for name, info in model.model_fields.items():
         sub = model_of(info.annotation)
-        if sub is not None and (_neutral_fields(sub) or _fields_with_neutral_parts(sub)):
+        if sub is not None and (_neutral_defaults(sub) or _fields_with_neutral_parts(sub)):
             found.add(name)
     return frozenset(found)
 

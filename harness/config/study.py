@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.backends import registry
 from harness.config.experiment import Experiment, FingerprintMode, Order, Runner
+from harness.config.slurm import SlurmOptions
 from harness.testing.simgpu.config import SimulatedGpus
 
 MAX_RUNS_DEFAULT = 1000
@@ -54,6 +55,9 @@ class Execution(BaseModel):
     simulated_gpus: SimulatedGpus | None = Field(
         None, description="measure simulated GPUs instead of the system's (docs/simulated-gpu.md)"
     )
+    executor: Literal["local", "slurm"] = Field(
+        "local", description="local (this host) or slurm (one job per run; docs/slurm.md)")
+    slurm: SlurmOptions | None = None
 
     @field_validator("gpus")
     @classmethod
@@ -70,6 +74,16 @@ class Execution(BaseModel):
         if sim is not None and any(g >= sim.count for g in self.gpus):
             raise ValueError(f"gpus {self.gpus} names GPUs beyond the {sim.count} simulated ones "
                              f"(simulated_gpus.count; indices 0-{sim.count - 1})")
+        return self
+
+    @model_validator(mode="after")
+    def _slurm_block(self) -> Execution:
+        if self.executor == "slurm" and self.slurm is None:
+            raise ValueError("executor: slurm needs a slurm block (execution.slurm: {time: ...,"
+                             " mem: ...}; docs/slurm.md)")
+        if self.executor != "slurm" and self.slurm is not None:
+            raise ValueError("execution.slurm is given but executor is local; set executor: "
+                             "slurm or remove the slurm block")
         return self
 
     def gpus_per_run(self, experiment: Experiment) -> int:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from harness.backends import registry
 from harness.config.canonical import id_of
 from harness.config.experiment import Experiment, id_text
+from harness.config.gpu import device_problem
 from harness.config.grid import Grid
 from harness.config.paths import check_path, copied, get_parts, get_path, merge, scope_of
 from harness.config.problems import describe
@@ -86,6 +87,9 @@ def expand(study: Study, *, source: str = "study") -> Plan:
         problems += kept.problems + kept.failures()
         problems += [f"{source}: {why}" for p in kept.chosen.values()
                      if (why := study.execution.placement_problem(p.experiment))]
+        problems += [f"{source}: experiment {p.id}: {why}" for p in kept.chosen.values()
+                     if (why := device_problem(p.experiment.gpu, p.experiment.device,
+                                               study.execution.simulated_gpus))]
         if not problems and swept == 0 and any(kept.exclude_hits) and not study.include:
             problems.append(f"{source}: exclude: the exclude rules remove every experiment")
         if problems:

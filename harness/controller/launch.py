@@ -18,6 +18,7 @@ from harness.config.experiment import Experiment
 from harness.config.study import Execution
 from harness.controller.datasets import files_for
 from harness.controller.engine import wait_for_engine
+from harness.controller.gpucontrol import GpuControl, Journal
 from harness.controller.outcome import Classified, classify, keep_log, mark_done, write_error
 from harness.controller.preflight import image_for, locate_model
 from harness.controller.runtimes.base import RunJob, RunOutcome, Runtime
@@ -25,6 +26,7 @@ from harness.controller.thermal import cooldown, host_gpu_uuids
 from harness.devices.library import SYSTEM, measures_gpus, run_library
 from harness.errors import EngineUnavailable, RunFailure, StorageProblem
 from harness.results.events import Observer
+from harness.results.gpusettings import GpuSettingsRecord
 from harness.results.io import atomic_write_json
 from harness.results.manifest import now_iso
 from harness.results.reasons import FailureReason
@@ -42,6 +44,8 @@ class Attempt:
     thermal: dict[str, Any] = field(default_factory=dict)
     #: the engine went away during the attempt and did not answer within engine_wait_s
     engine_gone: bool = False
+    #: the GPU settings applied for the run and whether they were restored (gpu: set)
+    gpu_settings: GpuSettingsRecord | None = None
     #: UUIDs of the run's GPUs (empty where the run measures none or NVML did not answer)
     gpu_uuids: list[str] = field(default_factory=list)
 
@@ -55,6 +59,7 @@ def record_attempt(record: RunRecord, attempt: Attempt, *, stopping: bool) -> No
     record.container_id = outcome.container_id
     record.image = attempt.image
     record.thermal = attempt.thermal
+    record.gpu_settings = attempt.gpu_settings
     record.gpu_uuids = list(attempt.gpu_uuids)
     result, reason, message = attempt.verdict
     if result is not None:
@@ -87,11 +92,14 @@ class Launcher:
         stopping: Callable[[], bool],
         models: Mapping[str, Path] | None = None,
         gpu_library: GpuLibrary = SYSTEM,
+        gpu_journal: Journal | None = None,
     ) -> None:
         self.runtime = runtime
         self.models = dict(models or {})
         #: the library the host reads the GPUs through (and the runs' agents, paths aside)
         self.gpu_library = gpu_library
+        #: applies and restores gpu: settings around each run, journalled (docs/gpu-control.md)
+        self.gpu_control = GpuControl(gpu_library, gpu_journal)
         self.study = study
         self.execution = execution
         self.images = images
@@ -143,13 +151,14 @@ class Launcher:
         with self._running_lock:
             self._running.add(info.run_id)
         try:
-            return self._attempt(info, exp, run_dir, gpus, cpus, mems)
+            return self._launch(info, exp, run_dir, gpus, cpus, mems)
         finally:
             with self._running_lock:
                 self._running.discard(info.run_id)
 
-    def _attempt(self, info: RunInfo, exp: Experiment, run_dir: Path, gpus: list[int],
-                 cpus: tuple[int, ...] | None, mems: tuple[int, ...] | None) -> Attempt:
+    def _launch(self, info: RunInfo, exp: Experiment, run_dir: Path, gpus: list[int],
+                cpus: tuple[int, ...] | None, mems: tuple[int, ...] | None) -> Attempt:
+        """Make the run's job and apply its GPU settings, run it, restore the settings."""
         job: RunJob | None = None
         image: ImageInfo | None = None
         outcome = RunOutcome(exit_code=None, duration_s=0.0, reason=FailureReason.INTERRUPTED,
@@ -162,6 +171,24 @@ class Launcher:
         except EngineUnavailable as e:
             outcome = RunOutcome(exit_code=None, duration_s=0.0,
                                  reason=FailureReason.ENGINE_UNAVAILABLE, error=str(e))
+        settings: GpuSettingsRecord | None = None
+        if job is not None and exp.gpu.any_set and not self.stopping():
+            try:
+                settings = self.gpu_control.apply(info.run_id, exp.gpu, gpus)
+            except RunFailure as e:
+                outcome = RunOutcome(exit_code=None, duration_s=0.0, reason=e.reason,
+                                     error=str(e))
+                job = None
+        try:
+            return self._attempt(info, exp, run_dir, gpus, job, image, outcome, settings)
+        finally:
+            if settings is not None:
+                self.gpu_control.restore(info.run_id, settings)
+
+    def _attempt(self, info: RunInfo, exp: Experiment, run_dir: Path, gpus: list[int],
+                 job: RunJob | None, image: ImageInfo | None, outcome: RunOutcome,
+                 settings: GpuSettingsRecord | None) -> Attempt:
+        """The attempt once its job is made and its GPU settings are applied."""
         lib = self.gpu_library
         measured = measures_gpus(exp.device, lib)
         uuids = host_gpu_uuids(gpus, library=lib) if measured else []
@@ -174,6 +201,7 @@ class Launcher:
                       for d in (job.datasets if job else [])],
             gpu_library=(self.runtime.gpu_library_for_agent(job)
                          if job is not None and lib.kind == "simulated" else lib),
+            gpu_settings=settings,
         )
         atomic_write_json(run_dir / "config.json", spec)
         thermal: dict[str, Any] = {}
@@ -194,7 +222,7 @@ class Launcher:
         if verdict.reason is not None:
             write_error(run_dir, info.run_id, verdict.reason, message, self.scrubber)
         return Attempt(outcome, verdict._replace(message=message), outcome.image or image,
-                       thermal, gone, uuids)
+                       thermal, gone, settings, uuids)
 
     def _engine_back(self, run_id: str, run_dir: Path, outcome: RunOutcome) -> bool:
         """Wait for a lost engine (execution.engine_wait_s); True once it is back for good.

@@ -18,7 +18,8 @@ from harness.controller.preflight import check_study
 from harness.controller.rundirs import set_aside
 from harness.controller.runtimes import RUNNERS, select_runtime
 from harness.controller.runtimes.base import Runtime
-from harness.errors import StorageProblem, UserInputError
+from harness.controller.runtimes.local import LocalRuntime
+from harness.errors import EnvironmentProblem, StorageProblem, UserInputError
 from harness.results import events
 from harness.results import manifest as manifest_io
 from harness.results.io import atomic_write_json, sha256_file
@@ -60,7 +61,7 @@ def start_study(
 ) -> Prepared:
     """Validate a study file, create its folder, plan and manifest; nothing runs yet."""
     study, plan = plan_study(file)
-    runtime, why = select_runtime(runner or study.execution.runner)
+    runtime, why = _select(runner or study.execution.runner, study)
     base = Path.cwd()
     found = check_study(study, plan, runtime, origin=str(file), model_base=base,
                         dataset_base=Path(file).parent)
@@ -81,6 +82,17 @@ def start_study(
     manifest_io.save(manifest, study_dir)
     run = StudyRun(study, plan, study_dir, runtime, manifest, observer=observer, base_dir=base)
     return Prepared(run, study_dir, why, found.warnings)
+
+
+def _select(choice: Runner, study: Study) -> tuple[Runtime, str]:
+    """The runtime for ``choice``; under Slurm, this host may lack the engine the nodes have."""
+    try:
+        return select_runtime(choice)
+    except EnvironmentProblem as e:
+        if study.execution.executor != "slurm":
+            raise
+        return LocalRuntime(), (f"{e}; the Slurm jobs start their runs on the nodes, so this "
+                                "host checks the study without an engine")
 
 
 def _plan_changes(old: Plan, new: Plan) -> list[str]:
@@ -189,12 +201,12 @@ def _resume_runtime(manifest: Manifest, runner: Runner | None,
     """The runtime a resumed study continues with, why, and a note when it changes runner."""
     used = next((r for r in RUNNERS if r == manifest.runner), None)
     if runner is None and used is not None:
-        runtime, _ = select_runtime(used)
+        runtime, _ = _select(used, study)
         why = f"continuing with the {runtime.name} runner this study used"
         if manifest.runner_reason:
             why += f" (chosen because {manifest.runner_reason})"
         return runtime, why, []
-    runtime, why = select_runtime(runner or study.execution.runner)
+    runtime, why = _select(runner or study.execution.runner, study)
     notes = []
     if manifest.runner and runtime.name != manifest.runner:
         notes.append(f"this study ran with the {manifest.runner} runner; continuing with "

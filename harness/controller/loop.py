@@ -21,6 +21,7 @@ from pathlib import Path
 
 from harness.config.study import Study
 from harness.config.sweep import Plan, PlannedRun
+from harness.controller.gpucontrol import ManifestJournal
 from harness.controller.inflight import Ended, InFlight, Slot
 from harness.controller.launch import Launcher, record_attempt
 from harness.controller.outcome import mark_done, read_result
@@ -102,6 +103,7 @@ class StudyRun:
             sleep=lambda seconds: self.sleep(seconds), stopping=lambda: self.stopping,
             models=models,
             gpu_library=study_library(study.execution, study_dir),
+            gpu_journal=ManifestJournal(manifest, self.save),
         )
         self.scrubber = self.launcher.scrubber
         self._aside: dict[str, Path] = {}  # runs interrupted by Ctrl+C: where their files went
@@ -159,7 +161,7 @@ class StudyRun:
     def recover(self) -> None:
         """Reconcile the manifest with what a lost controller left: containers and files."""
         Recovery(self.study.name, self.dir, self.manifest, self.runtime, self.observer,
-                 self.scrubber).recover()
+                 self.scrubber, gpu_library=self.launcher.gpu_library).recover()
         self._save_or_stop()
 
     def _hold_reserve(self) -> None:

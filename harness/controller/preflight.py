@@ -18,6 +18,7 @@ from harness.config.experiment import Experiment
 from harness.config.study import Study
 from harness.config.sweep import Plan
 from harness.controller.datasets import resolve_files
+from harness.controller.gpucheck import gpu_findings
 from harness.controller.runtimes.base import Runtime
 from harness.errors import RunFailure, UserInputError
 from harness.results.reasons import FailureReason
@@ -205,9 +206,19 @@ def check_experiments(
 def check_study(study: Study, plan: Plan, runtime: Runtime | None, *, origin: str,
                 model_base: Path | None, dataset_base: Path,
                 known: Sequence[DatasetFile] = (),
-                models: Mapping[str, Path] | None = None) -> Findings:
-    """check_experiments() over a study's planned experiments, with its images and cache."""
-    return check_experiments([p.experiment for p in plan.experiments], runtime, origin=origin,
-                             images=study.images, hf_cache=study.hf_cache,
-                             model_base=model_base, dataset_base=dataset_base, known=known,
-                             models=models)
+                models: Mapping[str, Path] | None = None, gpus_here: bool = True) -> Findings:
+    """check_experiments() over a study's experiments, and whether its GPUs take their gpu: settings.
+
+    GPUs that cannot be reached or changed are errors, or warnings with ``gpus_here`` False
+    (a plan made on another machine than the one that runs it).
+    """
+    experiments = [p.experiment for p in plan.experiments]
+    found = check_experiments(experiments, runtime, origin=origin,
+                              images=study.images, hf_cache=study.hf_cache,
+                              model_base=model_base, dataset_base=dataset_base, known=known,
+                              models=models)
+    gpu = gpu_findings(experiments, study.execution, origin)
+    found.errors += gpu.values + (gpu.host if gpus_here else [])
+    found.warnings += [] if gpus_here else [
+        f"{p}; a start on this machine would refuse it" for p in gpu.host]
+    return found

@@ -1,13 +1,16 @@
 """After a lost controller: stray containers stopped and removed, the manifest reconciled.
 
 A run whose result.json was completely written is kept as done; any other run the lost
-controller left running is marked interrupted and its partial files are set aside.
+controller left running is marked interrupted and its partial files are set aside. GPU
+settings (power limit, clock locks) that the lost controller journalled and did not restore
+are restored first (``harness.controller.gpucontrol``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from harness.controller.gpucontrol import restore_journal
 from harness.controller.outcome import keep_log, mark_done, read_result, write_error, written_at
 from harness.controller.rundirs import set_aside
 from harness.controller.runtimes import RUNNERS, select_runtime
@@ -16,7 +19,7 @@ from harness.errors import EnvironmentProblem, StorageProblem
 from harness.results import manifest as manifest_io
 from harness.results.events import Observer, OrphanFound, RunRecovered
 from harness.results.reasons import FailureReason
-from harness.results.schema import Manifest
+from harness.results.schema import GpuLibrary, Manifest
 from harness.secrets import Scrubber
 
 Reaped = tuple[Orphan, int | None, bytes]
@@ -33,16 +36,20 @@ class Recovery:
     """Settles what a lost controller left of one study folder (the caller saves the manifest)."""
 
     def __init__(self, study: str, study_dir: Path, manifest: Manifest, runtime: Runtime,
-                 observer: Observer, scrubber: Scrubber) -> None:
+                 observer: Observer, scrubber: Scrubber,
+                 gpu_library: GpuLibrary | None = None) -> None:
         self.study = study
         self.dir = study_dir
         self.manifest = manifest
         self.runtime = runtime
         self.observer = observer
         self.scrubber = scrubber
+        self.gpu_library = gpu_library
 
     def recover(self) -> None:
-        """Reap this study's stray containers, then settle every run left running or lost."""
+        """Restore lost GPU settings, reap stray containers, settle runs left running or lost."""
+        if self.manifest.gpu_journal and self.gpu_library is not None:
+            restore_journal(self.manifest, self.gpu_library, self.observer)
         for orphan, code, log in self._reap_orphans():
             self.reconcile(orphan.run_id, exit_code=code, log=log,
                            container_id=orphan.container_id)

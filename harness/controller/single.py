@@ -12,8 +12,10 @@ from pathlib import Path
 
 from harness.config.datasets import DatasetFile
 from harness.config.experiment import Experiment, Runner
+from harness.config.gpu import device_problem
 from harness.config.load import load_experiment
 from harness.config.study import Execution
+from harness.controller.gpucheck import gpu_problems
 from harness.controller.launch import Launcher, record_attempt
 from harness.controller.lifecycle import new_study_dir
 from harness.controller.placement import assign_gpus
@@ -80,13 +82,14 @@ def prepare_experiment(
 ) -> SingleRun:
     """Validate an experiment file, choose the runner and make its run folder; nothing runs yet."""
     exp = load_experiment(file)
-    problem = Execution().placement_problem(exp)
+    problem = Execution().placement_problem(exp) or device_problem(exp.gpu, exp.device, None)
     if problem is not None:
         raise UserInputError(f"{file}: {problem}")
     runtime, why = select_runtime(runner or "auto")
     # what would stop a study is said here, and the run then fails with its reason (exit 4)
     found = check_experiments([exp], runtime, origin=str(file), images={}, hf_cache=None,
                               model_base=Path.cwd(), dataset_base=Path(file).parent)
+    found.errors += gpu_problems([exp], Execution(), str(file))
     run_dir = new_study_dir(output_dir or DEFAULT_ROOT, exp.id)
     return SingleRun(exp, run_dir, runtime, why, found.errors + found.warnings, observer,
                      datasets=found.datasets)

@@ -2,9 +2,10 @@
 
 One small interface over an NVML-like library, in the spirit of Zeus's vendor-neutral GPU
 class (zeus/device/gpu/common.py): callers ask what they need by NVML index (the order
-``nvidia-smi`` and ``execution.gpus`` use) and never see which library answers. Power limits
-and clocks (issue 14) are the next methods here; ``local_cpus`` places runs (issue 13).
-Vendor errors become ``GpusUnavailable``.
+``nvidia-smi`` and ``execution.gpus`` use) and never see which library answers: identities, temperatures,
+the settings a study may change (power limit, locked clocks; docs/gpu-control.md), and
+the CPUs and NUMA nodes near each GPU, where runs are placed (docs/scale.md).
+Vendor errors become ``GpusUnavailable`` (``SettingRefused`` when a change is refused).
 """
 
 from __future__ import annotations
@@ -27,6 +28,25 @@ from harness.results.schema import GpuLibrary
 
 class GpusUnavailable(Exception):
     """The host's GPUs cannot be read; the message says why."""
+
+
+class SettingRefused(GpusUnavailable):
+    """NVML refused to change a GPU setting; ``code`` is NVML's return code."""
+
+    def __init__(self, message: str, code: int | None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+#: NVML return codes (nvml.h) the settings calls are refused with
+NVML_ERROR_INVALID_ARGUMENT = 2
+NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NO_PERMISSION = 4
+_REFUSALS = {
+    NVML_ERROR_INVALID_ARGUMENT: "the value is outside what the GPU allows",
+    NVML_ERROR_NOT_SUPPORTED: "this GPU does not support it",
+    NVML_ERROR_NO_PERMISSION: "not permitted (changing GPU settings needs root)",
+}
 
 
 def _text(value: Any) -> str:
@@ -95,6 +115,79 @@ class HostGpus:
                 nvml.nvmlDeviceGetHandleByIndex(i), nvml.NVML_TEMPERATURE_GPU), index))
             for index in indices
         }
+
+    # --- settings: power limit and locked clocks ---------------------------------------------
+
+    def _handle(self, index: int) -> Any:
+        return self._query("handle", self.nvml.nvmlDeviceGetHandleByIndex, index)
+
+    def _command(self, what: str, fn: Any, *args: Any) -> None:
+        try:
+            fn(*args)
+        except self.nvml.NVMLError as e:
+            code = getattr(e, "value", None)
+            why = _REFUSALS.get(code, str(e)) if isinstance(code, int) else str(e)
+            raise SettingRefused(f"NVML refused to {what}: {why} ({e})", code) from e
+
+    def power_limit_w(self, index: int) -> float:
+        """The power management limit of GPU ``index``, in watts."""
+        mw = self._query("power limit", self.nvml.nvmlDeviceGetPowerManagementLimit,
+                         self._handle(index))
+        return float(mw) / 1000.0
+
+    def enforced_power_limit_w(self, index: int) -> float:
+        """The power limit in force on GPU ``index``, in watts."""
+        mw = self._query("enforced power limit", self.nvml.nvmlDeviceGetEnforcedPowerLimit,
+                         self._handle(index))
+        return float(mw) / 1000.0
+
+    def power_limit_range_w(self, index: int) -> tuple[float, float]:
+        """The lowest and highest power limit GPU ``index`` accepts, in watts."""
+        low, high = self._query("power limit constraints",
+                                self.nvml.nvmlDeviceGetPowerManagementLimitConstraints,
+                                self._handle(index))
+        return float(low) / 1000.0, float(high) / 1000.0
+
+    def memory_clocks_mhz(self, index: int) -> list[int]:
+        """Memory clocks GPU ``index`` supports, in MHz."""
+        return sorted(int(c) for c in self._query(
+            "supported memory clocks", self.nvml.nvmlDeviceGetSupportedMemoryClocks,
+            self._handle(index)))
+
+    def sm_clocks_mhz(self, index: int) -> list[int]:
+        """SM clocks GPU ``index`` supports at any of its memory clocks, in MHz."""
+        handle = self._handle(index)
+        found: set[int] = set()
+        for mem in self.memory_clocks_mhz(index):
+            found.update(int(c) for c in self._query(
+                "supported graphics clocks", self.nvml.nvmlDeviceGetSupportedGraphicsClocks,
+                handle, mem))
+        return sorted(found)
+
+    def clock_mhz(self, index: int, domain: str) -> int:
+        """The current clock of GPU ``index`` in one domain ('sm' or 'memory'), in MHz."""
+        kind = self.nvml.NVML_CLOCK_SM if domain == "sm" else self.nvml.NVML_CLOCK_MEM
+        return int(self._query(f"{domain} clock", self.nvml.nvmlDeviceGetClockInfo,
+                               self._handle(index), kind))
+
+    def set_power_limit_w(self, index: int, watts: float) -> None:
+        """Set the power limit of GPU ``index`` (NVML takes milliwatts)."""
+        self._command(f"set GPU {index}'s power limit to {watts:g} W",
+                      self.nvml.nvmlDeviceSetPowerManagementLimit, self._handle(index),
+                      int(round(watts * 1000)))
+
+    def lock_clocks_mhz(self, index: int, domain: str, mhz: int) -> None:
+        """Lock one clock domain ('sm' or 'memory') of GPU ``index`` to ``mhz`` (min = max)."""
+        fn = (self.nvml.nvmlDeviceSetGpuLockedClocks if domain == "sm"
+              else self.nvml.nvmlDeviceSetMemoryLockedClocks)
+        self._command(f"lock GPU {index}'s {domain} clock at {mhz} MHz", fn,
+                      self._handle(index), int(mhz), int(mhz))
+
+    def reset_clocks(self, index: int, domain: str) -> None:
+        """Unlock one clock domain ('sm' or 'memory') of GPU ``index``."""
+        fn = (self.nvml.nvmlDeviceResetGpuLockedClocks if domain == "sm"
+              else self.nvml.nvmlDeviceResetMemoryLockedClocks)
+        self._command(f"reset GPU {index}'s {domain} clock lock", fn, self._handle(index))
 
     def local_cpus(self, indices: Sequence[int], *, sysfs: Path = PCI_DEVICES) -> list[int] | None:
         """CPUs local to GPUs by NVML index (their union): NVML's affinity, else sysfs; None: unknown."""

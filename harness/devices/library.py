@@ -59,15 +59,17 @@ def energy_label(config: GpuLibrary | None) -> EnergyMethod | None:
     return "simulated" if config is not None and config.kind == "simulated" else None
 
 
-def study_library(execution: Execution, study_dir: Path) -> GpuLibrary:
+def study_library(execution: Execution, study_dir: Path | None) -> GpuLibrary:
     """The library a study reads GPUs through: the system's, or its simulated GPUs.
 
-    Simulated GPUs keep their settings in STUDY_DIR/simulated-gpus.
+    Simulated GPUs keep their settings in STUDY_DIR/simulated-gpus (in memory without a
+    folder: checks before a study folder exists).
     """
     if execution.simulated_gpus is None:
         return SYSTEM
     return GpuLibrary(kind="simulated", simulated=execution.simulated_gpus,
-                      state_dir=str((study_dir / STATE_FOLDER).resolve()))
+                      state_dir=str((study_dir / STATE_FOLDER).resolve())
+                      if study_dir is not None else None)
 
 
 def run_library(host: GpuLibrary, run_dir: Path) -> GpuLibrary:

@@ -15,6 +15,7 @@ from pydantic import (
 
 from harness.config.datasets import DatasetFile
 from harness.config.experiment import Experiment, FingerprintMode
+from harness.results.gpusettings import GpuJournalEntry, GpuSettingsRecord
 from harness.results.reasons import LEGACY_REASONS, FailureReason, reason_of
 from harness.testing.simgpu.config import SimulatedGpus
 
@@ -99,6 +100,8 @@ class RunSpec(_Model):
     model_fingerprint: FingerprintMode = "fast"
     datasets: list[DatasetFile] = Field(default_factory=list)
     gpu_library: GpuLibrary = GpuLibrary()
+    #: the GPU settings the host applied before the run (docs/gpu-control.md)
+    gpu_settings: GpuSettingsRecord | None = None
 
     @model_serializer(mode="wrap")
     def _without_defaults_of_later_fields(self, handler: SerializerFunctionWrapHandler) -> Any:
@@ -109,7 +112,7 @@ class RunSpec(_Model):
         data = handler(self)
         if isinstance(data, dict):
             for name, default in (("model_fingerprint", "fast"), ("datasets", []),
-                                  ("gpu_library", GpuLibrary())):
+                                  ("gpu_library", GpuLibrary()), ("gpu_settings", None)):
                 if getattr(self, name) == default:
                     data.pop(name, None)
         return data
@@ -448,6 +451,8 @@ class ExperimentResult(_Model):
     model: ModelIdentity | None = None
     datasets: list[DatasetFile] = Field(default_factory=list)
     serving: ServingResult | None = Field(default=None, description="mode: serving only")
+    gpu_settings: GpuSettingsRecord | None = Field(
+        default=None, description="power limit and clock locks the host applied (gpu: set)")
 
 
 class RunError(_Model):
@@ -461,6 +466,15 @@ class RunError(_Model):
     traceback: str | None = None
 
     _legacy = model_validator(mode="before")(_known_reason)
+
+
+class SlurmJob(_Model):
+    """The Slurm job of a run's latest attempt (executor slurm)."""
+
+    job_id: str
+    state: str = Field("PENDING", description="Slurm's job state when last seen")
+    node: str | None = None
+    submitted_at: str | None = None
 
 
 class RunRecord(_Model):
@@ -484,6 +498,8 @@ class RunRecord(_Model):
     agent_s: float | None = None
     headline: dict[str, float | None] = Field(default_factory=dict)
     thermal: dict[str, Any] = Field(default_factory=dict)
+    gpu_settings: GpuSettingsRecord | None = None
+    slurm: SlurmJob | None = None
     gpus: list[int] = Field(default_factory=list, description="host GPU indices (NVML order)")
     gpu_uuids: list[str] = Field(default_factory=list, description="UUIDs of those GPUs")
     cpus: list[int] | None = Field(
@@ -517,6 +533,8 @@ class Manifest(_Model):
     )
     runs: list[RunRecord]
     datasets: list[DatasetFile] = Field(default_factory=list)
+    #: GPU settings about to change, written before the change, cleared once restored
+    gpu_journal: list[GpuJournalEntry] = Field(default_factory=list)
 
     def record(self, run_id: str) -> RunRecord:
         """The record of one run."""

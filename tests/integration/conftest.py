@@ -78,3 +78,26 @@ def drop_keep_tags():
             except docker.errors.APIError:
                 pass  # gone already
     client.close()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> str:
+    """The name of an idle Slurm node here; under CI a missing cluster fails instead of skipping."""
+    import shutil
+    import subprocess
+
+    reason = ""
+    if not shutil.which("sinfo"):
+        reason = "Slurm's sinfo is not installed"
+    else:
+        proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True,
+                              text=True, timeout=30, check=False)
+        nodes = [line.split() for line in proc.stdout.splitlines() if line.strip()]
+        ready = [n for n, state in nodes if state.rstrip("*~#").startswith(("idle", "mixed"))]
+        if ready:
+            return ready[0]
+        reason = f"no idle Slurm node ({(proc.stdout or proc.stderr).strip() or 'sinfo said nothing'})"
+    reason += "; start a single-node cluster with scripts/ensure-slurm.sh (as root)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true: {reason}")
+    pytest.skip(reason)

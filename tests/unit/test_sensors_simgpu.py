@@ -28,6 +28,7 @@ from harness.config.experiment import Experiment
 from harness.models import write_tiny_model
 from harness.results.schema import GpuLibrary, RunInfo, RunSpec
 from harness.testing.simgpu.config import SimulatedGpus
+from harness.testing.simgpu.nvml import SimulatedNvml
 from harness.testing.simgpu.truth import TRUTH_FILE, phase_energy, read_truth
 
 
@@ -300,3 +301,21 @@ def test_a_slow_sampler_counts_each_skipped_slot_once() -> None:
     # every slot of the schedule is either taken or skipped, none counted twice
     assert sampler.ticks + sampler.missed_ticks == pytest.approx(slots, abs=4)
     assert sampler.missed_ticks < 2 * sampler.ticks + 4
+
+
+def test_the_enforced_limit_is_read_at_the_window_end(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    lib = simulated().model_copy(update={"state_dir": str(state)})
+    sensor = gpu_sensor(lib)
+    try:
+        sensor.begin(10)
+        host = SimulatedNvml(SimulatedGpus(), state_dir=state)  # the controller, meanwhile
+        host.nvmlInit()
+        host.nvmlDeviceSetPowerManagementLimit(host.nvmlDeviceGetHandleByIndex(0), 400_000)
+        host.nvmlShutdown()
+        time.sleep(0.6)  # other instances look for changed settings at most every 0.5 s
+        reading = sensor.end()
+    finally:
+        sensor.close()
+    assert reading.power_limits_w == {"gpu0": 400.0}
+    assert sensor.provenance()["devices"][0]["power_limit_w"] == 700.0  # read at open

@@ -19,6 +19,9 @@ STUDY_IDS = {
     ],
     "demo.yaml": ["0eb5b1cc45", "1222289dc5", "01f9817224", "782c7733ee"],
     "own-prompts-cpu.yaml": ["29960e9faf", "a12b928319", "a7adf0152a", "3f15b4d854"],
+    # gpu.power_limit_w sweeps (docs/gpu-control.md)
+    "power-limit.yaml": ["124905ece5", "c737d40718", "4aa2bc5c1e", "c2cb5e6f39"],
+    "power-limit-sim.yaml": ["d8eef30383", "f434134697", "3a11125b5a", "f020d5765f"],
     "serving.yaml": [
         "d367a97aa7", "72f49672cc", "8e5bad1497", "f4469d8eeb", "7aea300d28", "b4a0f3b57b",
         "3d680bec3d", "35d8d80d65",

@@ -40,6 +40,8 @@ class WindowReading:
     counter_stalled: list[str] = field(default_factory=list)
     #: devices whose energy counter went backwards (reset) during the window
     counter_resets: list[str] = field(default_factory=list)
+    #: each device's enforced power limit (W) as NVML read it at the window's end
+    power_limits_w: dict[str, float] = field(default_factory=dict)
     #: PIDs NVML listed as compute processes per device, at the window edges (None: unknown)
     gpu_processes: dict[str, list[int] | None] = field(default_factory=dict)
     #: CPU seconds the sampler thread used during the window

@@ -314,6 +314,9 @@ class NvmlSensor(Sensor):
                     f"{gpu.key}: NVML did not list the GPU's compute processes "
                     f"({gpu.pids_unknown}); whether other processes used it is unknown"
                 )
+            limit_mw = self._read(gpu, "enforced_limit", self._nvml.nvmlDeviceGetEnforcedPowerLimit)
+            if limit_mw is not None:
+                reading.power_limits_w[gpu.key] = float(limit_mw) / 1000.0
             energy, readout = self._energy(gpu, end_mj[gpu.key], in_window[gpu.key], reading)
             reading.energy_j[gpu.key] = energy
             if readout is not None:

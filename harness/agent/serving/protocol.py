@@ -280,6 +280,7 @@ def _finish(spec: RunSpec, out_dir: Path, sensor: Sensor, host: HostProbe, got: 
                                   host.cpu_count(), None),
         model=identify_for_agent(exp.model, spec.model_path, spec.model_fingerprint),
         datasets=spec.datasets,
+        gpu_settings=spec.gpu_settings,
         serving=serving,
     )
     return write_result(out_dir, result, {**baselines, "window": window.reading}, sensor,

@@ -11,9 +11,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from harness.analysis import pareto
+from harness.analysis import pareto, plots
 from harness.analysis.effects import main_effects
-from harness.analysis.report.blocks import blocks
+from harness.analysis.report.blocks import SIMULATED_FIGURE, blocks
 from harness.analysis.report.data import Report, done_results, plan_levels
 from harness.analysis.report.figures import draw
 from harness.analysis.report.render import to_html, to_markdown
@@ -62,7 +62,10 @@ def build(study_dir: Path, *, figures: bool = True) -> Report:
     if fig_dir.exists():
         shutil.rmtree(fig_dir)
     if figures:
-        draw(report, levels, fig_dir)
+        methods = table.get("energy_method")
+        simulated = methods is not None and bool((methods == "simulated").any())
+        with plots.marked(SIMULATED_FIGURE if simulated else None):
+            draw(report, levels, fig_dir)
     results = done_results(study_dir, manifest)
     collect_warnings(report, results)
     files["report (markdown)"] = out / "report.md"

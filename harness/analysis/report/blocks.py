@@ -14,6 +14,7 @@ import pandas as pd
 from harness.analysis import plots
 from harness.analysis.effects import EFFECT_METRICS, Effects
 from harness.analysis.report.data import Report
+from harness.analysis.report.gpu import settings_section
 from harness.analysis.report.render import Block, Heading, Image, Items, Para, Table
 from harness.analysis.report.serving import serving_section
 from harness.analysis.report.setup import setup_section
@@ -43,6 +44,8 @@ def _study_text(study_dir: Path) -> tuple[str, str]:
 
 
 #: the title's end when any figure comes from simulated GPUs (docs/simulated-gpu.md)
+#: the line under every figure of a study whose energy comes from simulated GPUs
+SIMULATED_FIGURE = "energy from SIMULATED GPUs (execution.simulated_gpus), not measured on hardware"
 SIMULATED_NOTE = (": energy from SIMULATED GPUs (execution.simulated_gpus), not measured on real "
                   "hardware")
 
@@ -212,8 +215,8 @@ def files(report: Report, ctx: Context) -> list[Block]:
 
 Section = Callable[[Report, Context], list[Block]]
 SECTIONS: tuple[Section, ...] = (
-    title, setup, effects, summary, serving, figures, fronts, environment, failed, warnings,
-    files,
+    title, setup, effects, summary, serving, settings_section, figures, fronts, environment,
+    failed, warnings, files,
 )
 
 

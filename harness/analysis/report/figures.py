@@ -7,6 +7,7 @@ from typing import Any
 
 from harness.analysis import plots, serving
 from harness.analysis.report.data import Report
+from harness.analysis.report.gpu import draw_settings
 
 
 def draw(report: Report, levels: dict[str, list[Any]], fig_dir: Path) -> None:
@@ -24,6 +25,7 @@ def draw(report: Report, levels: dict[str, list[Any]], fig_dir: Path) -> None:
         report.figures.append(serving.load_sweep(
             report.table, report.summary, axis, levels[axis],
             fig_dir / f"serving_{axis.replace('.', '_')}.png", report.energy_reason))
+    draw_settings(report, levels, fig_dir)
     for f in report.fronts:
         if f.points.empty:
             report.skipped_figures.append(f"{f.spec.name}: no experiment has both values")

@@ -72,6 +72,8 @@ class DeviceCommands:
             self._set(handle, now, power_limit_w=limit / 1000.0)
 
     def _check_range(self, low: int, high: int, allowed: Sequence[int]) -> None:
+        if not self.config.clock_locking:
+            raise error(pynvml.NVML_ERROR_NOT_SUPPORTED)
         if not min(allowed) <= low <= high <= max(allowed):
             raise error(pynvml.NVML_ERROR_INVALID_ARGUMENT)
 

@@ -68,6 +68,14 @@ class SimulatedGpus(BaseModel):
     process_list: bool = True
     #: whether power limits and locked clocks may be changed (also needs root, as on real GPUs)
     settings_permitted: bool = True
+    #: whether clocks can be locked (False: NotSupported, as on boards without the feature)
+    clock_locking: bool = True
+    #: busy power above loaded idle goes as (clock share) ** this: 1 is linear (a simple
+    #: stand-in); about 2-3 resembles real boards, whose voltage falls with the clock
+    clock_power_exponent: float = Field(1.0, ge=1, le=4)
+    #: the engine is held back while a power cap or a clock lock slows the simulated GPU:
+    #: busy time stretches by (highest clock / clock in use), so capped work takes longer
+    work_follows_clock: bool = True
 
     @model_validator(mode="after")
     def _limits_ordered(self) -> SimulatedGpus:

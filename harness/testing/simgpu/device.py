@@ -99,7 +99,8 @@ class SimDevice:
             Activity.DECODE: levels.decode,
         }[self.state]
         if self.state in BUSY and level > levels.loaded_idle:
-            level = levels.loaded_idle + (level - levels.loaded_idle) * self._clock_share()
+            share = self._clock_share() ** self.config.clock_power_exponent
+            level = levels.loaded_idle + (level - levels.loaded_idle) * share
         return level
 
     def true_power_w(self) -> float:
@@ -189,8 +190,19 @@ class SimDevice:
         locked = self.settings.gpu_locked_mhz
         top = locked[1] if locked is not None else c.sm_clock_max_mhz
         if self.capped():
-            top = max(min(c.sm_clocks_mhz), int(top * self.power_limit_w() / self.demand_w()))
+            share = (self.power_limit_w() / self.demand_w()) ** (1.0 / c.clock_power_exponent)
+            top = max(min(c.sm_clocks_mhz), int(top * share))
         return top
+
+    def speed(self) -> float:
+        """Share of full speed the engine computes at now: the SM clock in use over the highest."""
+        if self.state not in BUSY:
+            return 1.0
+        return self.sm_clock_mhz() / self.config.sm_clock_max_mhz
+
+    def entered_s(self) -> float:
+        """When the device entered its current state."""
+        return self.states[-1][0]
 
     def mem_clock_mhz(self) -> int:
         """Current memory clock (the locked one when set)."""

@@ -90,10 +90,26 @@ class SimulatedNvml(DeviceCommands):
             activity.subscribe(self._on_activity)
 
     def _on_activity(self, state: Activity, t_s: float) -> None:
+        if self.config.work_follows_clock:
+            t_s = self._hold_back(t_s)
         with self._lock:
             for device in self._devices:
                 if device.follows_engine:
                     device.enter(state, max(t_s, self._horizon))
+
+    def _hold_back(self, t_s: float) -> float:
+        """Hold the engine back for the busy time a slower clock would have added; the new now.
+
+        Runs on the thread that published (the engine's), outside the lock: a state the GPUs
+        spent at a share ``s`` of full speed lasts ``1 / s`` times as long.
+        """
+        with self._lock:
+            extra = max((max(0.0, t_s - d.entered_s()) * (1.0 / d.speed() - 1.0)
+                         for d in self._devices if d.follows_engine and d.busy()), default=0.0)
+        if extra <= 0:
+            return t_s
+        time.sleep(extra)
+        return self._clock()
 
     def close(self) -> None:
         """Stop following the engine (tests that make many instances call this)."""

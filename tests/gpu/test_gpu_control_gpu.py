@@ -1,0 +1,94 @@
+"""GPU settings through the system's NVML on a real NVIDIA GPU (marker gpu: pytest -m gpu).
+
+What the simulated-NVML tests cannot show: the real driver's constraints and clock lists are
+read, an out-of-range value is refused at preflight, and, where this process may change
+settings (root, and a driver that lets it), a power limit is set, read back, holds under load,
+and is restored, as is a locked SM clock. Where it may not, the refusal is a clear preflight
+error and the run fails with gpu_settings_failed, leaving the GPU untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from harness.config.experiment import Experiment
+from harness.config.gpu import GpuSettings
+from harness.config.study import Execution
+from harness.controller.gpucheck import gpu_problems
+from harness.controller.gpucontrol import GpuControl
+from harness.devices.host import HostGpus
+from harness.devices.library import SYSTEM
+from harness.errors import RunFailure
+from harness.results.reasons import FailureReason
+
+pytestmark = pytest.mark.gpu
+
+BASE = {"model": "m", "backend": "pytorch", "device": "cuda", "precision": "bf16"}
+
+
+@pytest.fixture(scope="module")
+def host() -> HostGpus:
+    if not os.path.exists("/dev/nvidiactl"):
+        pytest.skip("no NVIDIA driver on this machine (/dev/nvidiactl is absent)")
+    with HostGpus.open(SYSTEM) as h:
+        yield h
+
+
+def exp(**gpu: int) -> list[Experiment]:
+    return [Experiment.model_validate({**BASE, "gpu": gpu})]
+
+
+def busy_mean_power_w(host: HostGpus, seconds: float) -> float:
+    """Mean NVML power of GPU 0 while bf16 matrix products keep it busy."""
+    torch = pytest.importorskip("torch")
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    handle = host.nvml.nvmlDeviceGetHandleByIndex(0)
+    readings = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for _ in range(20):
+            a @ b
+        torch.cuda.synchronize()
+        readings.append(host.nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0)
+    return sum(readings[len(readings) // 2:]) / len(readings[len(readings) // 2:])
+
+
+def test_ranges_are_read_and_out_of_range_values_refused(host: HostGpus) -> None:
+    low, high = host.power_limit_range_w(0)
+    assert 0 < low < high
+    assert host.sm_clocks_mhz(0) and host.memory_clocks_mhz(0)
+    problems = gpu_problems(exp(power_limit_w=int(high) + 100), Execution(gpus=[0]), "gpu-test")
+    assert any(f"outside the allowed range {low:g}-{high:g} W" in p for p in problems), problems
+
+
+def test_power_limit_and_clock_lock_set_read_back_held_and_restored(host: HostGpus) -> None:
+    low, high = host.power_limit_range_w(0)
+    before = host.power_limit_w(0)
+    target = int((low + high) / 2)
+    sm = host.sm_clocks_mhz(0)
+    lock = sm[len(sm) // 2]
+    permission = gpu_problems(exp(power_limit_w=target), Execution(gpus=[0]), "gpu-test")
+    control = GpuControl(SYSTEM)
+    if permission:  # not root, or a driver that refuses: said at preflight, and the run fails
+        assert "cannot be changed on GPU 0" in permission[0]
+        with pytest.raises(RunFailure) as e:
+            control.apply("gpu-test", GpuSettings(power_limit_w=target), [0])
+        assert e.value.reason == FailureReason.GPU_SETTINGS_FAILED
+        assert host.power_limit_w(0) == before
+        return
+    record = control.apply("gpu-test", GpuSettings(power_limit_w=target, sm_clock_mhz=lock), [0])
+    try:
+        assert record.gpus[0].applied.power_limit_w == pytest.approx(target, abs=1)
+        assert host.enforced_power_limit_w(0) == pytest.approx(target, abs=1)
+        mean_w = busy_mean_power_w(host, 8.0)
+        assert mean_w <= target * 1.05
+        clock = host.clock_mhz(0, "sm")
+        assert clock <= lock * 1.05  # locked (or lower under the cap)
+    finally:
+        control.restore("gpu-test", record)
+    assert record.restored is True, record.restore_error
+    assert host.power_limit_w(0) == pytest.approx(before, abs=1)
