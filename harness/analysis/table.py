@@ -104,6 +104,7 @@ def collect(study_dir: Path) -> pd.DataFrame:
             "position": rec.position,
             "status": rec.status,
             "reason": rec.reason,
+            "overlapped_with": ";".join(rec.overlapped_with),
         }
         row.update({f"param.{k}": v for k, v in params.get(rec.experiment_id, {}).items()})
         path = study_dir / "runs" / rec.run_id / "result.json"

@@ -206,6 +206,7 @@ def _rows(plan: Plan, runs: list[Any]) -> list[dict[str, Any]]:
             "number": run.position + 1, "position": run.position, "run_id": run.run_id,
             "cycle": run.cycle,
             "experiment_id": run.experiment_id,
+            "gpus": plan.execution.gpus_per_run(e),
             **{f"param.{k}": getattr(e, k) for k in FIXED},
             **{f"param.{a}": p.params.get(a) for a in extra},
         })
@@ -214,7 +215,10 @@ def _rows(plan: Plan, runs: list[Any]) -> list[dict[str, Any]]:
 
 def _params(plan: Plan) -> list[Col]:
     fixed = [Col(f"param.{k}", header, spec="", unknown="-") for k, header in FIXED.items()]
-    return fixed + [param_col(a) for a in _extra_axes(plan)]
+    ex = plan.execution
+    gpus = ([Col("gpus", "gpus", spec="")]
+            if any(ex.gpus_per_run(p.experiment) for p in plan.experiments) else [])
+    return fixed + gpus + [param_col(a) for a in _extra_axes(plan)]
 
 
 def _show(plan: Plan, *, all_runs: bool) -> None:
@@ -259,6 +263,38 @@ def _footer(plan: Plan, checks: list[str], say: Callable[..., Any]) -> None:
         say(f"[yellow]warning:[/] {escape(warning)}")
     say(f"{len(plan.experiments)} experiments x {plan.execution.cycles} cycles = "
         f"[bold]{len(plan.runs)} runs[/] (order: {plan.execution.order})")
+    for line in placement_lines(plan):
+        say(escape(line))
+
+
+def placement_lines(plan: Plan) -> list[str]:
+    """Where the runs go: how many at once, each slot's GPUs or CPUs, GPUs per run."""
+    from harness.controller.placement import cpu_sets, pins_cpu_slots, slots_for
+    from harness.devices.affinity import format_cpulist, host_cpus
+
+    ex = plan.execution
+    if ex.executor == "slurm" and ex.slurm is not None:
+        return [f"placement: one Slurm job per run, up to {ex.slurm.max_jobs} queued or running "
+                "at once (execution.slurm.max_jobs); GPUs through gres, on the nodes Slurm picks"]
+    exps = [p.experiment for p in plan.experiments]
+    slots = slots_for(ex, exps)
+    per_run = sorted({ex.gpus_per_run(e) for e in exps})
+    at_once = (f"{slots} runs at once" if slots > 1 else "one run at a time")
+    if ex.max_parallel > slots:
+        at_once += f" (max_parallel {ex.max_parallel}: the GPUs or CPUs listed do not go round)"
+    lines = [f"placement: {at_once}"]
+    if any(n > 0 for n in per_run):
+        lines.append(f"  GPUs per run: {' or '.join(str(n) for n in per_run)}, from "
+                     f"execution.gpus {ex.gpus}" + (", disjoint from the other runs in flight"
+                                                    if slots > 1 else ""))
+    if slots > 1 and any(pins_cpu_slots(ex, e) for e in exps):
+        sets = cpu_sets(host_cpus(), slots)
+        lines.append("  CPU runs pinned, one CPU set per slot: "
+                     + "; ".join(f"slot {i}: cpus {format_cpulist(c)}" for i, c in enumerate(sets)))
+    if slots > 1 and any(ex.gpus_per_run(e) > 0 for e in exps):
+        lines.append("  GPU runs pinned to the CPUs local to their GPUs where the host says "
+                     "which (NVML or sysfs)")
+    return lines
 
 
 def _csv(plan: Plan) -> str:

@@ -20,6 +20,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from harness.controller.placement import describe_placement
 from harness.results.events import (
     EngineWaiting,
     Event,
@@ -193,14 +194,21 @@ def run_figures(headline: Mapping[str, float | None]) -> str:
     return "  ".join(f"{m.short} {fmt(headline.get(m.column), m.spec)}" for m in PER_RUN[:3])
 
 
+def where_ran(rec: RunRecord) -> str:
+    """``[gpus 0,1]`` / ``[cpus 0-3]``: where a run ran; empty when neither was assigned."""
+    where = describe_placement(rec.gpus, rec.cpus)
+    return f"[{where}]  " if where else ""
+
+
 def run_line(rec: RunRecord, *, simulated: bool = False) -> str:
-    """A finished run in one line of markup: its figures (energy marked when simulated), or why."""
+    """One line of markup for a finished run: where, its figures (simulated energy marked), or why."""
+    where = escape(where_ran(rec))
     if rec.status == "done":
         sim = "  [red](energy from SIMULATED GPUs)[/]" if simulated else ""
-        return (f"[green]done[/]   {rec.run_id}  {escape(run_figures(rec.headline))}  "
+        return (f"[green]done[/]   {rec.run_id}  {where}{escape(run_figures(rec.headline))}  "
                 f"({fmt(rec.duration_s, '.1f')} s){sim}")
     why = f"{rec.reason}: {rec.message}" if rec.message else str(rec.reason)
-    return f"[red]{rec.status}[/] {rec.run_id}  {escape(why)}"
+    return f"[red]{rec.status}[/] {rec.run_id}  {where}{escape(why)}"
 
 
 class StudyDisplay:
@@ -254,7 +262,9 @@ class StudyDisplay:
     def run_started(self, event: RunStarted) -> None:
         """Name the run in flight beside the bar."""
         exp = event.experiment
-        self._describe(f"{event.run.run_id} {exp.backend}/{exp.precision}/bs{exp.batch_size}")
+        where = f" on {event.placement}" if event.placement else ""
+        self._describe(f"{event.run.run_id} {exp.backend}/{exp.precision}/bs{exp.batch_size}"
+                       f"{where}")
 
     def run_finished(self, event: RunFinished) -> None:
         """One line: the run's figures, or why it failed."""

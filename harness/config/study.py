@@ -32,6 +32,10 @@ class Execution(BaseModel):
     timeout_s: float = Field(1800.0, gt=0, le=7 * 86_400)
     runner: Runner = "auto"
     gpus: list[int] = Field(default_factory=lambda: [0])
+    max_parallel: int = Field(
+        1, ge=1, le=1024, description="runs at once, each on its own GPUs (on the CPU: its own "
+        "CPU set); fewer run at once when the GPUs or CPUs listed do not go round",
+    )
     max_consecutive_failures: int = Field(5, ge=1)
     engine_wait_s: float = Field(
         120.0, ge=0, le=86_400,

@@ -6,6 +6,7 @@ Shared by the study loop and ``harness run``: the same agent, runtimes and failu
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ class Attempt:
     engine_gone: bool = False
     #: the GPU settings applied for the run and whether they were restored (gpu: set)
     gpu_settings: GpuSettingsRecord | None = None
+    #: UUIDs of the run's GPUs (empty where the run measures none or NVML did not answer)
+    gpu_uuids: list[str] = field(default_factory=list)
 
 
 def record_attempt(record: RunRecord, attempt: Attempt, *, stopping: bool) -> None:
@@ -57,6 +60,7 @@ def record_attempt(record: RunRecord, attempt: Attempt, *, stopping: bool) -> No
     record.image = attempt.image
     record.thermal = attempt.thermal
     record.gpu_settings = attempt.gpu_settings
+    record.gpu_uuids = list(attempt.gpu_uuids)
     result, reason, message = attempt.verdict
     if result is not None:
         mark_done(record, result, record.finished_at)
@@ -108,6 +112,9 @@ class Launcher:
         self.stopping = stopping
         self.scrubber = Scrubber.from_environ()
         self._images: dict[str, ImageInfo | None] = {}
+        #: runs whose attempt is under way (several at once with execution.max_parallel)
+        self._running: set[str] = set()
+        self._running_lock = threading.Lock()
 
     def image(self, backend: str, device: str) -> tuple[str | None, ImageInfo | None]:
         """The image tag of a run and its identity (asked of the runtime once per tag)."""
@@ -119,7 +126,8 @@ class Launcher:
         return tag, self._images[tag]
 
     def job(self, info: RunInfo, exp: Experiment, run_dir: Path, image: str | None,
-            gpus: list[int]) -> RunJob:
+            gpus: list[int], cpus: tuple[int, ...] | None = None,
+            mems: tuple[int, ...] | None = None) -> RunJob:
         """The runtime's job for one run (RunFailure when its model or a file is not found)."""
         where = locate_model(exp.model, self.hf_cache, self.base_dir, self.models)
         files = files_for(exp, self.datasets, self.base_dir or Path.cwd())
@@ -130,21 +138,34 @@ class Launcher:
             gpus=gpus, device=exp.device, timeout_s=ex.timeout_s, backend=exp.backend,
             mem_limit=ex.mem_limit, pids_limit=ex.pids_limit, env=forwarded_env(),
             datasets=files,
-            gpu_library=run_library(self.gpu_library, run_dir),
+            gpu_library=run_library(self.gpu_library, run_dir), cpus=cpus, mems=mems,
         )
 
-    def attempt(self, info: RunInfo, exp: Experiment, run_dir: Path, gpus: list[int]) -> Attempt:
-        """Write config.json, run the agent, and classify the run folder it left.
+    def attempt(self, info: RunInfo, exp: Experiment, run_dir: Path, gpus: list[int],
+                cpus: tuple[int, ...] | None = None,
+                mems: tuple[int, ...] | None = None) -> Attempt:
+        """Write config.json, run the agent (pinned to ``cpus``/``mems`` if given), classify it.
 
         Raises StorageProblem when the run folder cannot be written.
         """
+        with self._running_lock:
+            self._running.add(info.run_id)
+        try:
+            return self._launch(info, exp, run_dir, gpus, cpus, mems)
+        finally:
+            with self._running_lock:
+                self._running.discard(info.run_id)
+
+    def _launch(self, info: RunInfo, exp: Experiment, run_dir: Path, gpus: list[int],
+                cpus: tuple[int, ...] | None, mems: tuple[int, ...] | None) -> Attempt:
+        """Make the run's job and apply its GPU settings, run it, restore the settings."""
         job: RunJob | None = None
         image: ImageInfo | None = None
         outcome = RunOutcome(exit_code=None, duration_s=0.0, reason=FailureReason.INTERRUPTED,
                              error="interrupted before the run started")
         try:
             tag, image = self.image(exp.backend, exp.device)
-            job = self.job(info, exp, run_dir, tag, gpus)
+            job = self.job(info, exp, run_dir, tag, gpus, cpus, mems)
         except RunFailure as e:
             outcome = RunOutcome(exit_code=None, duration_s=0.0, reason=e.reason, error=str(e))
         except EngineUnavailable as e:
@@ -170,10 +191,11 @@ class Launcher:
         """The attempt once its job is made and its GPU settings are applied."""
         lib = self.gpu_library
         measured = measures_gpus(exp.device, lib)
+        uuids = host_gpu_uuids(gpus, library=lib) if measured else []
         spec = RunSpec(
             run=info, experiment=exp,
             model_path=self.runtime.model_path_for_agent(job) if job else exp.model,
-            image=image, gpu_uuids=host_gpu_uuids(gpus, library=lib) if measured else [],
+            image=image, gpu_uuids=uuids,
             runner=self.runtime.name, model_fingerprint=self.execution.model_fingerprint,
             datasets=[d.model_copy(update={"agent_path": self.runtime.dataset_path_for_agent(d)})
                       for d in (job.datasets if job else [])],
@@ -200,7 +222,7 @@ class Launcher:
         if verdict.reason is not None:
             write_error(run_dir, info.run_id, verdict.reason, message, self.scrubber)
         return Attempt(outcome, verdict._replace(message=message), outcome.image or image,
-                       thermal, gone, settings)
+                       thermal, gone, settings, uuids)
 
     def _engine_back(self, run_id: str, run_dir: Path, outcome: RunOutcome) -> bool:
         """Wait for a lost engine (execution.engine_wait_s); True once it is back for good.
@@ -229,6 +251,9 @@ class Launcher:
         for orphan in self.runtime.find_orphans(self.study):
             if orphan.controller_pid != os.getpid() or orphan.run_dir.parent != runs:
                 continue  # another controller's, or another folder's
+            with self._running_lock:
+                if orphan.run_id != run_id and orphan.run_id in self._running:
+                    continue  # a run in flight beside this one: its own attempt settles it
             code, log = self.runtime.reap(orphan)
             if orphan.run_id != run_id:
                 continue  # an earlier run's container the engine kept from being removed

@@ -1,7 +1,11 @@
-"""The run loop: one run after another in plan order, with gaps, timeouts and a manifest.
+"""The run loop: runs started in plan order, with gaps, timeouts and a manifest.
+
+One run after another by default; with execution.max_parallel N, up to N at once, each on its
+own GPUs from the pool (on the CPU, its own CPU set; controller/placement.py), and each result
+says which runs overlapped its measured window.
 
 It survives faults: each run's failure is recorded with a named reason and the study goes on;
-Ctrl+C or SIGTERM stops the run in flight gracefully (a second one forces); a study whose
+Ctrl+C or SIGTERM stops the runs in flight gracefully (a second one forces); a study whose
 controller was lost is recovered at the next start; a container engine that goes away is
 waited for (execution.engine_wait_s) and the study goes on or stops cleanly; an output folder
 that cannot be written stops the study with the manifest consistent.
@@ -12,18 +16,30 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 
 from harness.config.study import Study
 from harness.config.sweep import Plan, PlannedRun
 from harness.controller.gpucontrol import ManifestJournal
+from harness.controller.inflight import Ended, InFlight, Slot
 from harness.controller.launch import Launcher, record_attempt
 from harness.controller.outcome import mark_done, read_result
-from harness.controller.placement import assign_gpus
+from harness.controller.overlap import overlapping
+from harness.controller.placement import (
+    GpuPool,
+    Placement,
+    assign_gpus,
+    cpu_sets,
+    gpu_affinity,
+    pins_cpu_slots,
+    slots_for,
+)
 from harness.controller.recovery import Recovery
 from harness.controller.rundirs import fresh_run_dir, set_aside
 from harness.controller.runtimes.base import Runtime
 from harness.controller.signals import SignalWatch
+from harness.devices.affinity import host_cpus
 from harness.devices.library import study_library
 from harness.errors import Interrupted, StorageProblem
 from harness.results import events
@@ -92,12 +108,24 @@ class StudyRun:
         self.scrubber = self.launcher.scrubber
         self._aside: dict[str, Path] = {}  # runs interrupted by Ctrl+C: where their files went
         self._engine_gone = False
+        self._consecutive = 0
+        self._manifest_lock = threading.RLock()
+        ex = study.execution
+        #: runs at once: max_parallel, or fewer where the GPUs or CPUs do not go round
+        self.slots = slots_for(ex, [p.experiment for p in plan.experiments])
+        self.pool = GpuPool(ex.gpus)
+        sets = cpu_sets(host_cpus(), self.slots)
+        #: each slot's CPU set, for CPU runs when several run at once
+        self.slot_cpus: list[tuple[int, ...] | None] = (
+            list(sets) if self.slots > 1 and len(sets) == self.slots else [None] * self.slots)
+        self._flight: InFlight | None = None
 
     # -- manifest ----------------------------------------------------------------------------
 
     def save(self) -> None:
-        """Rewrite the manifest atomically."""
-        manifest_io.save(self.manifest, self.dir)
+        """Rewrite the manifest atomically (one writer at a time: runs end in several threads)."""
+        with self._manifest_lock:
+            manifest_io.save(self.manifest, self.dir)
 
     def pending(self) -> list[PlannedRun]:
         """Planned runs still to run, in plan order (failed ones too unless kept)."""
@@ -161,35 +189,94 @@ class StudyRun:
             pass  # gone already, or a read-only folder: the next start replaces it
 
     def _loop(self) -> Manifest:
-        ex = self.study.execution
+        """Start the pending runs in plan order, up to ``slots`` at once; settle each as it ends.
+
+        With one slot each run runs in this thread, one after another. With more, each runs in
+        its own thread on GPUs from the pool (or its slot's CPU set), and this thread starts
+        the next as soon as a slot and the GPUs it needs are free.
+        """
         self.manifest.state = "running"
         self.manifest.message = None
         self._save_or_stop()
-        consecutive = 0
-        previous: PlannedRun | None = None
         todo = self.pending()
         self.observer(events.StudyStarted(total=len(self.plan.runs), todo=len(todo)))
+        flight = InFlight(self.slot_cpus)
+        self._flight = flight
+        stop: str | None = None
         for planned in todo:
-            if not self._gap(previous, planned):
+            while stop is None and not flight.has_free():
+                stop = self._settle(flight.next_done())
+            if stop is not None or self.stopping:
                 break
-            record = self.run_one(planned)
-            previous = planned
-            if self.stopping:
+            slot = flight.take()
+            if not self._gap(slot.previous, planned):
+                flight.give_back(slot)
                 break
-            if self._engine_gone:
-                return self._abort(
-                    f"stopped: the container engine did not answer within "
-                    f"execution.engine_wait_s ({ex.engine_wait_s:g} s); run {planned.run_id} is "
-                    f"marked {record.reason}")
-            consecutive = consecutive + 1 if record.status == "failed" else 0
-            if consecutive >= ex.max_consecutive_failures:
-                return self._abort(
-                    f"stopped after {consecutive} consecutive failed runs "
-                    f"(execution.max_consecutive_failures); last reason: {record.reason}")
+            placement = self._place(planned, slot)
+            if placement is None:  # asked to stop while waiting for GPUs
+                flight.give_back(slot)
+                break
+            flight.start(slot, planned, partial(self._run_placed, planned, placement))
+        while flight.busy():
+            why = self._settle(flight.next_done())
+            stop = stop or why
+        self._flight = None
+        if stop is not None:
+            return self._abort(stop)
         return self._finish()
 
+    def _settle(self, ended: Ended) -> str | None:
+        """Take in a run that ended: re-raise what it raised; why the study must stop, if it must."""
+        if ended.error is not None:
+            self._drain_after(ended.error)
+        record = ended.record
+        assert record is not None
+        if self.stopping:
+            return None
+        ex = self.study.execution
+        if self._engine_gone:
+            return (f"stopped: the container engine did not answer within "
+                    f"execution.engine_wait_s ({ex.engine_wait_s:g} s); run {record.run_id} is "
+                    f"marked {record.reason}")
+        self._consecutive = self._consecutive + 1 if record.status == "failed" else 0
+        if self._consecutive >= ex.max_consecutive_failures:
+            return (f"stopped after {self._consecutive} consecutive failed runs "
+                    f"(execution.max_consecutive_failures); last reason: {record.reason}")
+        return None
+
+    def _drain_after(self, error: BaseException) -> None:
+        """A run raised (the output folder cannot be written): stop the others, then re-raise."""
+        flight = self._flight
+        if flight is not None and flight.busy():
+            self.runtime.stop()
+            while flight.busy():
+                flight.next_done()
+        raise error
+
+    def _place(self, planned: PlannedRun, slot: Slot) -> Placement | None:
+        """The GPUs (from the pool) and CPUs of a run; None when asked to stop while waiting."""
+        ex = self.study.execution
+        exp = self.plan.experiment(planned.experiment_id)
+        if self.slots == 1:
+            return Placement(gpus=tuple(assign_gpus(ex, exp)))
+        gpus = self.pool.acquire(ex.gpus_per_run(exp), lambda: self.stopping)
+        if gpus is None:
+            return None
+        if pins_cpu_slots(ex, exp):
+            return Placement(gpus=tuple(gpus), cpus=slot.cpus)
+        cpus, mems = gpu_affinity(gpus, self.launcher.gpu_library, exp.device)
+        return Placement(gpus=tuple(gpus), cpus=cpus, mems=mems)
+
+    def _run_placed(self, planned: PlannedRun, placement: Placement) -> RunRecord:
+        """Run one run on its placement, and give its GPUs back to the pool however it ends."""
+        try:
+            return self.run_one(planned, placement)
+        finally:
+            if self.slots > 1:
+                self.pool.release(placement.gpus)
+
     def _gap(self, previous: PlannedRun | None, planned: PlannedRun) -> bool:
-        """Pause before a run (gap_s, or cycle_gap_s between cycles); False if asked to stop."""
+        """Pause before a run on a slot (gap_s, or cycle_gap_s between cycles); False if asked to stop."""
         if self.stopping:
             return False
         if previous is None:
@@ -268,15 +355,15 @@ class StudyRun:
 
     # -- one run -----------------------------------------------------------------------------
 
-    def run_one(self, planned: PlannedRun) -> RunRecord:
-        """Run one planned run and record its outcome in the manifest."""
+    def run_one(self, planned: PlannedRun, placement: Placement | None = None) -> RunRecord:
+        """Run one planned run (on ``placement``, else the first GPUs listed); record its outcome."""
         try:
-            return self._run_one(planned)
+            return self._run_one(planned, placement)
         except StorageProblem as e:
             self._storage_stop(planned.run_id, e)
             raise  # not reached: _storage_stop raises
 
-    def _start_record(self, record: RunRecord) -> None:
+    def _start_record(self, record: RunRecord, placement: Placement) -> None:
         record.attempts += 1
         record.status = "running"
         record.started_at = manifest_io.now_iso()
@@ -285,24 +372,35 @@ class StudyRun:
         record.exit_code = record.container_id = None
         record.headline = {}
         record.runner = self.runtime.name
+        record.gpus = list(placement.gpus)
+        record.gpu_uuids = []
+        record.cpus = list(placement.cpus) if placement.cpus is not None else None
+        record.numa_nodes = list(placement.mems) if placement.mems is not None else None
+        record.overlapped_with = []
         self.save()
 
-    def _run_one(self, planned: PlannedRun) -> RunRecord:
+    def _run_one(self, planned: PlannedRun, placement: Placement | None) -> RunRecord:
         record = self.manifest.record(planned.run_id)
         exp = self.plan.experiment(planned.experiment_id)
-        self._start_record(record)
-        gpus = assign_gpus(self.study.execution, exp)
-        self.observer(events.RunStarted(planned, exp, tuple(str(g) for g in gpus)))
+        if placement is None:
+            placement = Placement(gpus=tuple(assign_gpus(self.study.execution, exp)))
+        gpus = list(placement.gpus)
+        self._start_record(record, placement)
+        self.observer(events.RunStarted(planned, exp, tuple(str(g) for g in gpus),
+                                        placement.describe()))
         run_dir = fresh_run_dir(self.dir, planned.run_id, record.attempts)
         info = RunInfo(study=self.study.name, experiment_id=planned.experiment_id,
                        cycle=planned.cycle, run_id=planned.run_id)
-        attempt = self.launcher.attempt(info, exp, run_dir, gpus)
-        self._engine_gone = attempt.engine_gone
-        record_attempt(record, attempt, stopping=self.stopping)
-        if record.status == "interrupted":
-            aside = set_aside(self.dir, planned.run_id, f"attempt{record.attempts}")
-            self._aside[planned.run_id] = aside
-            record.message = f"{record.message}; its partial files are in {aside}"
+        attempt = self.launcher.attempt(info, exp, run_dir, gpus, cpus=placement.cpus,
+                                        mems=placement.mems)
+        with self._manifest_lock:
+            self._engine_gone = self._engine_gone or attempt.engine_gone
+            record_attempt(record, attempt, stopping=self.stopping)
+            if record.status == "interrupted":
+                aside = set_aside(self.dir, planned.run_id, f"attempt{record.attempts}")
+                self._aside[planned.run_id] = aside
+                record.message = f"{record.message}; its partial files are in {aside}"
+            record.overlapped_with = overlapping(record, attempt.verdict.result, self.manifest)
         self.save()
         self.observer(events.RunFinished(planned, record, attempt.verdict.result))
         return record

@@ -3,16 +3,25 @@
 One small interface over an NVML-like library, in the spirit of Zeus's vendor-neutral GPU
 class (zeus/device/gpu/common.py): callers ask what they need by NVML index (the order
 ``nvidia-smi`` and ``execution.gpus`` use) and never see which library answers: identities, temperatures,
-and the settings a study may change (power limit, locked clocks; docs/gpu-control.md).
+the settings a study may change (power limit, locked clocks; docs/gpu-control.md), and
+the CPUs and NUMA nodes near each GPU, where runs are placed (docs/scale.md).
 Vendor errors become ``GpusUnavailable`` (``SettingRefused`` when a change is refused).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from harness.devices.affinity import (
+    MASK_WORDS,
+    PCI_DEVICES,
+    mask_bits,
+    sysfs_local_cpus,
+    sysfs_numa_node,
+)
 from harness.devices.library import NoLibrary, NvmlLibrary, open_library
 from harness.results.schema import GpuLibrary
 
@@ -179,3 +188,47 @@ class HostGpus:
         fn = (self.nvml.nvmlDeviceResetGpuLockedClocks if domain == "sm"
               else self.nvml.nvmlDeviceResetMemoryLockedClocks)
         self._command(f"reset GPU {index}'s {domain} clock lock", fn, self._handle(index))
+
+    def local_cpus(self, indices: Sequence[int], *, sysfs: Path = PCI_DEVICES) -> list[int] | None:
+        """CPUs local to GPUs by NVML index (their union): NVML's affinity, else sysfs; None: unknown."""
+        nvml = self.nvml
+        found: set[int] = set()
+        for index in indices:
+            handle = self._query("handle", nvml.nvmlDeviceGetHandleByIndex, index)
+            try:
+                cpus = mask_bits(nvml.nvmlDeviceGetCpuAffinity(handle, MASK_WORDS))
+            except (nvml.NVMLError, AttributeError, TypeError):
+                cpus = []
+            if not cpus:
+                try:
+                    bus_id = _text(nvml.nvmlDeviceGetPciInfo(handle).busId)
+                except nvml.NVMLError:
+                    return None
+                cpus = sysfs_local_cpus(bus_id, sysfs) or []
+            if not cpus:
+                return None  # one GPU without an answer: the union would mislead
+            found.update(cpus)
+        return sorted(found) or None
+
+    def numa_nodes(self, indices: Sequence[int], *, sysfs: Path = PCI_DEVICES) -> list[int] | None:
+        """NUMA nodes local to GPUs by NVML index (their union): NVML, else sysfs; None: unknown."""
+        nvml = self.nvml
+        found: set[int] = set()
+        for index in indices:
+            handle = self._query("handle", nvml.nvmlDeviceGetHandleByIndex, index)
+            try:
+                nodes = mask_bits(nvml.nvmlDeviceGetMemoryAffinity(
+                    handle, MASK_WORDS, nvml.NVML_AFFINITY_SCOPE_NODE))
+            except (nvml.NVMLError, AttributeError, TypeError):
+                nodes = []
+            if not nodes:
+                try:
+                    bus_id = _text(nvml.nvmlDeviceGetPciInfo(handle).busId)
+                except nvml.NVMLError:
+                    return None
+                node = sysfs_numa_node(bus_id, sysfs)
+                nodes = [] if node is None else [node]
+            if not nodes:
+                return None
+            found.update(nodes)
+        return sorted(found) or None

@@ -29,6 +29,8 @@ class RunStarted:
     run: PlannedRun
     experiment: Experiment
     gpus: tuple[str, ...] = ()
+    #: where it runs, for people: ``gpus 0,1``, ``cpus 0-3``, or empty
+    placement: str = ""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from harness.results.reasons import LEGACY_REASONS, FailureReason, reason_of
 from harness.testing.simgpu.config import SimulatedGpus
 
 RESULT_SCHEMA_VERSION = "1.2"
-MANIFEST_SCHEMA_VERSION = "1.1"
+MANIFEST_SCHEMA_VERSION = "1.2"  # 1.2: gpus, gpu_uuids, cpus, numa_nodes, overlapped_with
 
 #: how energy was obtained; "simulated": read from simulated GPUs (``readout`` says how)
 EnergyMethod = Literal["nvml_counter", "nvml_power_integration", "rapl", "simulated", "unavailable"]
@@ -500,6 +500,17 @@ class RunRecord(_Model):
     thermal: dict[str, Any] = Field(default_factory=dict)
     gpu_settings: GpuSettingsRecord | None = None
     slurm: SlurmJob | None = None
+    gpus: list[int] = Field(default_factory=list, description="host GPU indices (NVML order)")
+    gpu_uuids: list[str] = Field(default_factory=list, description="UUIDs of those GPUs")
+    cpus: list[int] | None = Field(
+        default=None, description="host CPUs the run was pinned to; null: not pinned")
+    numa_nodes: list[int] | None = Field(
+        default=None, description="NUMA nodes local to its GPUs, its memory bound to them "
+        "(docker runner); null: not bound")
+    overlapped_with: list[str] = Field(
+        default_factory=list,
+        description="other runs in flight during its measured window (they shared the host's "
+        "power and heat)")
 
     _legacy = model_validator(mode="before")(_known_reason)
 

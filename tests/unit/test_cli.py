@@ -330,3 +330,20 @@ def test_an_input_failure_in_the_agent_is_said_once(tmp_path: Path) -> None:
         f"{prompts}: the prompts file changed since it was checked (sha256 "
         f"{hashlib.sha256(after).hexdigest()[:12]}, recorded "
         f"{hashlib.sha256(before).hexdigest()[:12]}); restore it, or start the study anew with it")
+
+
+def test_plan_shows_the_placement(tmp_path: Path) -> None:
+    path = tmp_path / "par.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "par",
+        "experiment": {"model": "m", "device": "cuda", "backend": "vllm", "precision": "fp16"},
+        "sweep": {"vllm.tensor_parallel_size": [1, 2]},
+        "execution": {"gpus": [0, 1, 2, 3], "max_parallel": 8, "runner": "local"},
+    }))
+    out = flat(harness("study", "plan", str(path)).stdout)
+    assert "placement: 4 runs at once (max_parallel 8: the GPUs or CPUs listed do not go round)" \
+        in out
+    assert "GPUs per run: 1 or 2, from execution.gpus [0, 1, 2, 3], disjoint" in out
+    assert "gpus" in out.split("placement:")[0]  # each run's GPU count in the table
+    one = harness("study", "plan", "studies/demo.yaml")
+    assert "placement: one run at a time" in flat(one.stdout)

@@ -197,3 +197,136 @@ def test_config_json_names_the_library_only_when_it_is_not_the_system_one() -> N
     sim = RunSpec(run=info, experiment=e, model_path="m",
                   gpu_library=GpuLibrary(kind="simulated", simulated=SIM)).model_dump(mode="json")
     assert RunSpec.model_validate(sim).gpu_library.simulated == SIM
+
+
+# --- the pool: runs at once on disjoint GPUs (issue 13) ----------------------------------------
+
+
+def test_the_pool_hands_out_disjoint_gpus_under_concurrency() -> None:
+    import random
+    import threading
+
+    from harness.controller.placement import GpuPool
+
+    pool = GpuPool([4, 5, 6, 7, 8])
+    held: set[int] = set()
+    guard = threading.Lock()
+    clashes: list[list[int]] = []
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(40):
+            gpus = pool.acquire(rng.choice([1, 2, 3]))
+            assert gpus is not None
+            with guard:
+                if held & set(gpus):
+                    clashes.append(gpus)
+                held.update(gpus)
+            with guard:
+                held.difference_update(gpus)
+            pool.release(gpus)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert clashes == [] and pool.in_use() == []
+
+
+def test_the_pool_takes_the_first_free_gpus_listed_and_waits_for_more() -> None:
+    import threading
+
+    from harness.controller.placement import GpuPool
+
+    pool = GpuPool([3, 1, 0, 2])
+    assert pool.acquire(2) == [3, 1]
+    assert pool.acquire(1) == [0]
+    got: list[list[int] | None] = []
+    waiter = threading.Thread(target=lambda: got.append(pool.acquire(2)))
+    waiter.start()
+    waiter.join(timeout=0.5)
+    assert waiter.is_alive() and got == []  # one GPU free, two needed: it waits
+    pool.release([3, 1])
+    waiter.join(timeout=5)
+    assert got == [[3, 1]]
+
+
+def test_the_pool_refuses_more_than_it_lists_and_gives_up_when_stopping() -> None:
+    from harness.controller.placement import GpuPool
+
+    pool = GpuPool([0, 1])
+    with pytest.raises(UserInputError, match="needs 3 GPUs, but execution.gpus lists 2"):
+        pool.acquire(3)
+    pool.acquire(2)
+    assert pool.acquire(1, stopping=lambda: True) is None
+
+
+def test_cpu_sets_split_evenly_and_never_empty() -> None:
+    from harness.controller.placement import cpu_sets
+
+    assert cpu_sets(range(8), 2) == [(0, 1, 2, 3), (4, 5, 6, 7)]
+    assert cpu_sets([0, 1, 2, 3, 4], 2) == [(0, 1, 2), (3, 4)]
+    assert cpu_sets([5, 1, 3], 3) == [(1,), (3,), (5,)]
+    assert cpu_sets([0, 1], 4) == [(0,), (1,)]  # fewer CPUs than slots: fewer slots
+    assert cpu_sets([0, 1, 2, 3], 1) == [(0, 1, 2, 3)]
+
+
+def test_how_many_run_at_once() -> None:
+    from harness.controller.placement import slots_for
+
+    cuda = exp(device="cuda")
+    tp2 = exp(device="cuda", backend="vllm", vllm={"tensor_parallel_size": 2})
+    cpu = exp(device="cpu", precision="fp32")
+    assert slots_for(Execution(gpus=[0, 1, 2, 3], max_parallel=8), [cuda]) == 4
+    assert slots_for(Execution(gpus=[0, 1, 2, 3], max_parallel=8), [tp2]) == 2
+    assert slots_for(Execution(gpus=[0, 1, 2, 3], max_parallel=2), [cuda]) == 2
+    assert slots_for(Execution(max_parallel=4), [cpu], cpus=[0, 1, 2, 3, 4, 5]) == 4
+    assert slots_for(Execution(max_parallel=4), [cpu], cpus=[0, 1]) == 2
+    assert slots_for(Execution(), [cpu, cuda]) == 1
+
+
+def test_max_parallel_does_not_change_experiment_ids() -> None:
+    base = {"name": "s", "experiment": {"model": "org/model", "device": "cpu",
+                                        "precision": "fp32"}, "sweep": {"batch_size": [1, 2]}}
+    one = expand(Study.model_validate(base))
+    two = expand(Study.model_validate({**base, "execution": {"max_parallel": 2}}))
+    assert [r.run_id for r in one.runs] == [r.run_id for r in two.runs]
+    with pytest.raises(ValueError, match="max_parallel"):
+        Execution(max_parallel=0)
+
+
+def test_a_pinned_job_reaches_docker_as_a_cpuset(tmp_path) -> None:
+    from unittest import mock
+
+    client = mock.MagicMock()
+    runtime = DockerRuntime(client=client, cache_dir=tmp_path / "cache")
+    run_dir = tmp_path / "s" / "runs" / "r1"
+    run_dir.mkdir(parents=True)
+    job = RunJob(run_id="r1", study="s", run_dir=run_dir, image="img", model_host_path=None,
+                 model_ref="org/model", hf_cache=None, gpus=[], device="cpu", timeout_s=10,
+                 cpus=(2, 3, 4, 7))
+    runtime._create(job)
+    assert client.containers.create.call_args.kwargs["cpuset_cpus"] == "2-4,7"
+    runtime._create(RunJob(**{**job.__dict__, "cpus": None}))
+    assert "cpuset_cpus" not in client.containers.create.call_args.kwargs
+
+
+def test_a_pinned_local_agent_runs_on_its_cpus(tmp_path) -> None:
+    import os
+
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    fake_python = tmp_path / "python"  # stands in for the agent: says where it may run
+    fake_python.write_text("#!/bin/sh\ngrep Cpus_allowed_list /proc/self/status\n")
+    fake_python.chmod(0o755)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    job = RunJob(run_id="r1", study="s", run_dir=run_dir, image=None, model_host_path=None,
+                 model_ref="org/model", hf_cache=None, gpus=[], device="cpu", timeout_s=30,
+                 cpus=(cpu,))
+    outcome = LocalRuntime(python=str(fake_python)).run(job)
+    assert outcome.exit_code == 0
+    assert (run_dir / "container.log").read_text().split()[-1] == str(cpu)
+    LocalRuntime(python=str(fake_python)).run(RunJob(**{**job.__dict__, "cpus": None}))
+    everything = (run_dir / "container.log").read_text().split()[-1]
+    assert everything != str(cpu) or len(os.sched_getaffinity(0)) == 1

@@ -262,3 +262,24 @@ def test_a_high_cv_warning_says_how_far_above_the_limit(tmp_path: Path):
     for message in high:
         shown = re.search(r"varies ([\d.]+%) \(CV\) over 3 cycles, above the 10% limit$", message)
         assert shown and shown.group(1) != "10%", message
+
+
+def test_report_warns_when_solo_and_overlapped_runs_are_compared(tmp_path: Path):
+    from harness.results import manifest as mio
+
+    study_dir = make_study(tmp_path, sweep={"batch_size": [1, 8]}, j_factors={}, cycles=2)
+    manifest = mio.load(study_dir)
+    first, second = manifest.runs[0], manifest.runs[1]
+    first.overlapped_with, second.overlapped_with = [second.run_id], [first.run_id]
+    mio.save(manifest, study_dir)
+    report = build(study_dir)
+    said = [(code, text) for _, code, text in report.warnings if code == "mixed_overlap"]
+    assert len(said) == 1 and said[0][1].startswith("2 of 4 runs overlapped other runs")
+    assert "host power and heat were shared" in (study_dir / "report" / "report.md").read_text()
+    table = pd.read_csv(study_dir / "results.csv")
+    assert table.loc[table["run_id"] == first.run_id, "overlapped_with"].item() == second.run_id
+
+    for rec in manifest.runs:  # no overlap: no warning
+        rec.overlapped_with = []
+    mio.save(manifest, study_dir)
+    assert not [w for w in build(study_dir).warnings if "overlap" in w[1]]

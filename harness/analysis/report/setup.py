@@ -194,8 +194,11 @@ def execution_line(report: Report) -> str:
     """How many runs, in which order, with which pauses."""
     ex = report.plan.execution
     seed = f" (seed {ex.seed})" if ex.order == "shuffled" else ""
+    at_once = (f", up to {ex.max_parallel} runs at once (max_parallel)"
+               if ex.max_parallel > 1 else "")
     return (f"execution: {len(report.plan.experiments)} experiments x {ex.cycles} cycles = "
-            f"{len(report.plan.runs)} runs, order {ex.order}{seed}, {ex.gap_s:g} s between runs")
+            f"{len(report.plan.runs)} runs, order {ex.order}{seed}, {ex.gap_s:g} s between runs"
+            f"{at_once}")
 
 
 def _t_half_width(n: int) -> float:

@@ -65,10 +65,30 @@ def _environments(report: Report, results: dict[str, ExperimentResult]) -> None:
             "version, CPU); compare them with care"))
 
 
+def _overlaps(report: Report, results: dict[str, ExperimentResult]) -> None:
+    """Say when runs overlapped others (execution.max_parallel): they shared power and heat."""
+    done = [r for r in report.manifest.runs if r.run_id in results]
+    shared = [r for r in done if r.overlapped_with]
+    if not shared:
+        return
+    n, m = len(shared), len(done)
+    if n < m:
+        report.warnings.append((
+            "study", "mixed_overlap",
+            f"{n} of {m} runs overlapped other runs: host power and heat were shared; energy "
+            f"comparisons here mix solo and overlapped runs (results.csv: overlapped_with)"))
+    else:
+        report.warnings.append((
+            "study", "all_overlapped",
+            f"{n} of {m} runs overlapped other runs: host power and heat were shared; compare "
+            f"their energy with runs measured alone with care"))
+
+
 def collect_warnings(report: Report, results: dict[str, ExperimentResult]) -> None:
-    """Fill ``report.warnings``: the study's state, each run's warnings, spread, environments."""
+    """Fill ``report.warnings``: state, each run's warnings, overlaps, spread, environments."""
     _study_state(report)
     _run_warnings(report, results)
+    _overlaps(report, results)
     _spread(report)
     _environments(report, results)
     for note in report.effects.notes:

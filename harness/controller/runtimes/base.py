@@ -36,6 +36,10 @@ class RunJob:
     datasets: list[DatasetFile] = field(default_factory=list)
     #: the NVML library the run's GPUs are read through, host paths (harness.devices)
     gpu_library: GpuLibrary = field(default_factory=GpuLibrary)
+    #: host CPUs the agent is pinned to (a cpuset); None: not pinned
+    cpus: tuple[int, ...] | None = None
+    #: NUMA nodes its memory is bound to (the docker runner's cpuset_mems); None: not bound
+    mems: tuple[int, ...] | None = None
 
     @property
     def system_gpus(self) -> bool:

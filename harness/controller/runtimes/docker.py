@@ -21,6 +21,7 @@ from harness.controller.runtimes.hardening import (
     hand_over,
     mount_problems,
 )
+from harness.devices.affinity import format_cpulist
 from harness.errors import EngineUnavailable, EnvironmentProblem, RunFailure
 from harness.results.reasons import FailureReason
 from harness.results.schema import GpuLibrary, ImageInfo
@@ -105,6 +106,14 @@ def _remove(container: Any) -> Exception | None:
     return None
 
 
+def _quietly(action: Callable[[Any], object], container: Any) -> None:
+    """Apply ``action`` to a container that may be gone already."""
+    try:
+        action(container)
+    except Exception:  # noqa: BLE001 - it may be gone already
+        pass
+
+
 def run_labels(job: RunJob) -> dict[str, str]:
     """Labels that name the study and run of a container, so strays can be found."""
     return {
@@ -132,7 +141,8 @@ class DockerRuntime:
     def __init__(self, client: Any | None = None, cache_dir: Path | None = None) -> None:
         self.client = client or connect()
         self.cache_dir = cache_dir or cache_root()
-        self._container: Any | None = None
+        #: containers started and not yet removed (several with execution.max_parallel)
+        self._containers: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._stopping = False
         self._kept: set[tuple[str, Path]] = set()
@@ -236,6 +246,10 @@ class DockerRuntime:
                     device_ids=[str(g) for g in job.gpus], capabilities=[["gpu"]]
                 )
             ]
+        if job.cpus is not None:  # its own CPUs when runs share the host (execution.max_parallel)
+            kwargs["cpuset_cpus"] = format_cpulist(job.cpus)
+        if job.mems is not None:  # the memory nodes local to its GPUs
+            kwargs["cpuset_mems"] = format_cpulist(job.mems)
         if job.mem_limit:
             kwargs["mem_limit"] = job.mem_limit
             kwargs["memswap_limit"] = job.mem_limit
@@ -290,7 +304,7 @@ class DockerRuntime:
             outcome = self._supervise(container, job, info, start)
         finally:
             with self._lock:
-                self._container = None
+                self._containers.pop(job.run_id, None)
             lost = _remove(container)
         if lost is not None and outcome.reason is None:
             # it went away as the run ended (a restart stops containers first): the exit code
@@ -317,7 +331,7 @@ class DockerRuntime:
                     return RunOutcome(exit_code=None, duration_s=time.perf_counter() - start,
                                       image=info, reason=FailureReason.INTERRUPTED,
                                       error="interrupted before the container started")
-                self._container = container
+                self._containers[job.run_id] = container
                 container.start()
             code, timed_out = _wait(container, job.timeout_s)
             container.reload()
@@ -348,23 +362,24 @@ class DockerRuntime:
         return set(WRITABLE_TARGETS) | ({mount[1]} if mount is not None else set())
 
     def stop(self) -> None:
-        """Stop the container in flight (SIGTERM, SIGKILL after a grace period); start no more."""
+        """Stop the containers in flight (SIGTERM, SIGKILL after a grace period); start no more."""
         self._halt(lambda container: container.stop(timeout=STOP_GRACE_S))
 
     def kill(self) -> None:
-        """Kill the container in flight at once (a second Ctrl+C); start no more."""
+        """Kill the containers in flight at once (a second Ctrl+C); start no more."""
         self._halt(lambda container: container.kill())
 
     def _halt(self, action: Callable[[Any], object]) -> None:
-        """Start no more containers, and apply ``action`` to the one in flight, if any."""
+        """Start no more containers, and apply ``action`` to those in flight, all at once."""
         with self._lock:
             self._stopping = True
-            container = self._container
-        if container is not None:
-            try:
-                action(container)
-            except Exception:  # noqa: BLE001 - it may be gone already
-                pass
+            containers = list(self._containers.values())
+        threads = [threading.Thread(target=_quietly, args=(action, c), daemon=True)
+                   for c in containers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
     def find_orphans(self, study: str) -> list[Orphan]:
         """Containers of this study name started by a controller (labels say where they write)."""

@@ -54,6 +54,17 @@ def _die_with_parent() -> None:
         pass
 
 
+def _child_setup(cpus: tuple[int, ...] | None) -> Callable[[], None]:
+    """What the child runs before the agent: die with the controller; keep to ``cpus`` if given."""
+
+    def setup() -> None:
+        _die_with_parent()
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+
+    return setup
+
+
 class LocalRuntime:
     """Runs ``python -m harness.agent`` in a new process group per run."""
 
@@ -61,7 +72,8 @@ class LocalRuntime:
 
     def __init__(self, python: str | None = None) -> None:
         self.python = python or sys.executable
-        self._proc: subprocess.Popen[bytes] | None = None
+        #: agents in flight (several with execution.max_parallel)
+        self._procs: set[subprocess.Popen[bytes]] = set()
         self._lock = threading.Lock()
         self._stopping = False
 
@@ -107,16 +119,16 @@ class LocalRuntime:
                 if self._stopping:
                     return RunOutcome(exit_code=None, duration_s=0.0, reason=FailureReason.INTERRUPTED,
                                       error="interrupted before the agent started")
-                self._proc = subprocess.Popen(
+                proc = subprocess.Popen(
                     [self.python, "-m", "harness.agent", "--config",
                      str(job.run_dir / "config.json")],
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env=env,
                     start_new_session=True,
-                    preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks
+                    preexec_fn=_child_setup(job.cpus),  # noqa: PLW1509 - prctl and affinity only
                 )
-            proc = self._proc
+                self._procs.add(proc)
             timed_out = False
             try:
                 code = proc.wait(timeout=job.timeout_s)
@@ -125,7 +137,7 @@ class LocalRuntime:
                 code = self._terminate(proc, TIMEOUT_GRACE_S)
             finally:
                 with self._lock:
-                    self._proc = None
+                    self._procs.discard(proc)
         return RunOutcome(
             exit_code=code,
             duration_s=time.perf_counter() - start,
@@ -152,17 +164,20 @@ class LocalRuntime:
             return proc.wait()
 
     def stop(self) -> None:
-        """SIGTERM the agent's process group, SIGKILL after a grace period; start no more."""
+        """SIGTERM the agents' process groups, SIGKILL after a grace period; start no more."""
         self._halt(lambda proc: self._terminate(proc, STOP_GRACE_S))
 
     def kill(self) -> None:
-        """SIGKILL the agent's process group at once; start no more."""
+        """SIGKILL the agents' process groups at once; start no more."""
         self._halt(lambda proc: self._signal(proc, signal.SIGKILL))
 
     def _halt(self, action: Callable[[subprocess.Popen[bytes]], object]) -> None:
-        """Start no more agents, and apply ``action`` to the one in flight, if any."""
+        """Start no more agents, and apply ``action`` to those in flight, all at once."""
         with self._lock:
             self._stopping = True
-            proc = self._proc
-        if proc is not None:
-            action(proc)
+            procs = list(self._procs)
+        threads = [threading.Thread(target=action, args=(proc,), daemon=True) for proc in procs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()

@@ -218,6 +218,31 @@ class SimulatedNvml(DeviceCommands):
             info.busId = f"00000000:{0x18 + index:02X}:00.0".encode()
             return info
 
+    def nvmlDeviceGetCpuAffinity(self, handle: Handle, cpuSetSize: int) -> list[int]:  # noqa: N803
+        """CPUs near the device as 64-bit mask words: the host's CPUs split evenly over the devices.
+
+        Like a host whose GPUs hang off its sockets in order (GPU 0 and 1 on the first half of
+        the CPUs, with 4 GPUs); with more devices than CPUs, devices share CPUs.
+        """
+        with self._api():
+            index = self._device(handle).index
+            cpus = sorted(os.sched_getaffinity(0))
+            share = max(1, len(cpus) // len(self._devices))
+            first = (index * len(cpus)) // len(self._devices)
+            near = cpus[first:first + share] or cpus[-share:]
+            words = [0] * max(1, int(cpuSetSize))
+            for cpu in near:
+                if cpu // 64 < len(words):
+                    words[cpu // 64] |= 1 << (cpu % 64)
+            return words
+
+    def nvmlDeviceGetMemoryAffinity(self, handle: Handle, nodeSetSize: int,  # noqa: N803
+                                    scope: int) -> list[int]:
+        """NUMA nodes near the device as 64-bit mask words: node 0 (one memory node)."""
+        with self._api():
+            self._device(handle)
+            return [1] + [0] * (max(1, int(nodeSetSize)) - 1)
+
     def nvmlDeviceGetCudaComputeCapability(self, handle: Handle) -> tuple[int, int]:
         """9.0, or 6.0 for a board without the energy counter (before Volta)."""
         with self._api():
