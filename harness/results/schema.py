@@ -19,8 +19,11 @@ from harness.results.gpusettings import GpuJournalEntry, GpuSettingsRecord
 from harness.results.reasons import LEGACY_REASONS, FailureReason, reason_of
 from harness.testing.simgpu.config import SimulatedGpus
 
-RESULT_SCHEMA_VERSION = "1.2"
-MANIFEST_SCHEMA_VERSION = "1.2"  # 1.2: gpus, gpu_uuids, cpus, numa_nodes, overlapped_with
+#: 1.3: gpu_settings (the gpu: values requested, held before and read back)
+RESULT_SCHEMA_VERSION = "1.3"
+#: 1.2: per run gpus, gpu_uuids, cpus, numa_nodes, overlapped_with, gpu_settings and slurm;
+#: the study's gpu_journal
+MANIFEST_SCHEMA_VERSION = "1.2"
 
 #: how energy was obtained; "simulated": read from simulated GPUs (``readout`` says how)
 EnergyMethod = Literal["nvml_counter", "nvml_power_integration", "rapl", "simulated", "unavailable"]
