@@ -18,6 +18,7 @@ from pathlib import Path
 
 from harness.config.study import Study
 from harness.config.sweep import Plan, PlannedRun
+from harness.controller.loop import next_step
 from harness.controller.outcome import read_result
 from harness.controller.rundirs import fresh_run_dir
 from harness.controller.slurm.commands import SlurmCli
@@ -186,8 +187,8 @@ class SlurmStudy:
     def _finish(self) -> Manifest:
         failed = [r for r in self.manifest.runs if r.status != "done"]
         self.manifest.state = "incomplete" if failed else "complete"
-        self.manifest.message = (f"{len(failed)} runs not done; continue with: harness study "
-                                 f"resume {self.dir}" if failed else None)
+        self.manifest.message = (f"{len(failed)} runs not done; "
+                                 f"{next_step(self.manifest, self.dir)}" if failed else None)
         self.save()
         return self.manifest
 
