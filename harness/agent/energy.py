@@ -22,7 +22,7 @@ from harness.agent.uncertainty import (
     total,
 )
 from harness.agent.window import Window
-from harness.results.schema import DeviceEnergy, Energy
+from harness.results.energy import DeviceEnergy, Energy
 
 
 def _budget_of(baseline: Baseline | None, dev: str) -> Budget | None:

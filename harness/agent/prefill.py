@@ -24,7 +24,7 @@ from harness.agent.uncertainty import Budget, above_baseline, energy_budget, rep
 from harness.agent.window import Window, WindowTarget, measure_window
 from harness.backends.engine import Engine
 from harness.config.experiment import Measurement
-from harness.results.schema import PrefillSplit
+from harness.results.energy import PrefillSplit
 
 
 def device_idle_share(window: Window, devices: list[str]) -> float | None:

@@ -40,12 +40,11 @@ from harness.agent.workload import (
 )
 from harness.backends.engine import Engine, create_engine, engine_info
 from harness.model_identity import identify_for_agent
+from harness.results.energy import Energy, PrefillSplit
 from harness.results.schema import (
     Compute,
-    Energy,
     ExperimentResult,
     Interference,
-    PrefillSplit,
     RunSpec,
     Throughput,
     Timings,

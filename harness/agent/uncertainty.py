@@ -17,7 +17,7 @@ from typing import Any
 from harness.agent.metrics import known
 from harness.agent.readings import Halves, counter_period_s, power_range_w
 from harness.agent.sensors.base import WindowReading
-from harness.results.schema import Uncertainty, UncertaintyTerm
+from harness.results.energy import Uncertainty, UncertaintyTerm
 
 COVERAGE_FACTOR = 2.0
 SQRT3 = math.sqrt(3.0)

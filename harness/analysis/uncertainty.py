@@ -27,7 +27,8 @@ from typing import Any
 
 from scipy import stats as sps
 
-from harness.results.schema import ExperimentResult, Uncertainty
+from harness.results.energy import Uncertainty
+from harness.results.schema import ExperimentResult
 
 #: result figures that carry a budget: table column -> (result part, field)
 BUDGETED: dict[str, tuple[str, str]] = {

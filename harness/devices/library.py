@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.config.study import Execution
-from harness.results.schema import EnergyMethod, GpuLibrary
+from harness.results.energy import EnergyMethod
+from harness.results.schema import GpuLibrary
 
 #: pynvml's module or a SimulatedNvml: the same functions, constants and error classes
 NvmlLibrary = Any

@@ -12,11 +12,10 @@ import yaml
 from harness.config.study import Study
 from harness.config.sweep import expand
 from harness.results import manifest as mio
+from harness.results.energy import DeviceEnergy, Energy
 from harness.results.io import atomic_write_json
 from harness.results.reasons import FailureReason
 from harness.results.schema import (
-    DeviceEnergy,
-    Energy,
     ExperimentResult,
     Latency,
     LatencyStats,

@@ -20,7 +20,8 @@ import pytest
 from harness.agent import protocol
 from harness.config.experiment import Experiment
 from harness.models import write_tiny_model
-from harness.results.schema import ExperimentResult, GpuLibrary, RunInfo, RunSpec, Uncertainty
+from harness.results.energy import Uncertainty
+from harness.results.schema import ExperimentResult, GpuLibrary, RunInfo, RunSpec
 from harness.testing.simgpu.config import SimulatedGpus, StatePower
 from harness.testing.simgpu.timeline import Timeline
 from harness.testing.simgpu.truth import TRUTH_FILE, DeviceTruth, Truth, measured_uuids, read_truth

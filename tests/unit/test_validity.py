@@ -11,12 +11,10 @@ import pytest
 from harness.agent import validity
 from harness.agent.sensors.base import Sensor, WindowReading
 from harness.config.experiment import Experiment, Measurement
+from harness.results.energy import DeviceEnergy, Energy, PrefillSplit
 from harness.results.schema import (
-    DeviceEnergy,
-    Energy,
     ExperimentResult,
     Interference,
-    PrefillSplit,
     RunInfo,
     SteadyState,
     Throughput,

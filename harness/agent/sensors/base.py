@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.results.schema import EnergyMethod, Readout
+from harness.results.energy import EnergyMethod, Readout
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 from harness.agent.metrics import ratio
 from harness.agent.sensors.base import Sensor, WindowReading
-from harness.results.schema import DeviceEnergy, HostEnergy
+from harness.results.energy import DeviceEnergy, HostEnergy
 
 
 class CompositeSensor(Sensor):

@@ -26,7 +26,8 @@ from harness.agent.sensors.base import Sampler, Sensor, WindowReading, trapezoid
 from harness.agent.sensors.null import UnavailableSensor
 from harness.agent.sensors.nvml_provenance import describe, text
 from harness.devices.library import NoLibrary, energy_label, open_library
-from harness.results.schema import EnergyMethod, GpuLibrary, Readout
+from harness.results.energy import EnergyMethod, Readout
+from harness.results.schema import GpuLibrary
 
 #: NVML clock-event ("throttle") reason bits, from nvml.h (nvmlClocksEventReason*).
 THROTTLE_REASONS = {

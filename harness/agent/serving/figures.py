@@ -15,7 +15,8 @@ from harness.agent.serving.loadgen import LoadResult, RequestRecord
 from harness.agent.serving.steady import SteadySpan, halves_rates
 from harness.config.experiment import Experiment
 from harness.config.serving import Slo
-from harness.results.schema import Energy, ServingResult, Uncertainty, UncertaintyTerm
+from harness.results.energy import Energy, Uncertainty, UncertaintyTerm
+from harness.results.schema import ServingResult
 
 
 def send_figures(exp: Experiment, load: LoadResult) -> dict[str, float | None]:

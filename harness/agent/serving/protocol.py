@@ -40,12 +40,11 @@ from harness.backends.spec import BackendSpec, ServingSupport
 from harness.config.experiment import Experiment
 from harness.errors import RunFailure
 from harness.model_identity import identify_for_agent
+from harness.results.energy import Energy, PrefillSplit
 from harness.results.reasons import FailureReason
 from harness.results.schema import (
     Compute,
-    Energy,
     ExperimentResult,
-    PrefillSplit,
     RunSpec,
     ServingResult,
     Throughput,
