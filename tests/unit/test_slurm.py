@@ -360,6 +360,25 @@ def test_timeout_overrides_the_nodes_interrupted_record(tmp_path):
     assert "ended TIMEOUT" in rec.message and "stopped by SIGTERM" in rec.message
 
 
+def test_the_gpus_their_uuids_and_settings_come_from_the_node(tmp_path):
+    from harness.config.gpu import GpuSettings
+    from harness.results.gpusettings import GpuApplied, GpuSettingsRecord, GpuValues
+
+    rec = running_record(tmp_path)
+    applied = GpuSettingsRecord(
+        requested=GpuSettings(power_limit_w=300), restored=True, restored_by="controller",
+        gpus=[GpuApplied(index=i, uuid=f"GPU-{i}", previous=GpuValues(power_limit_w=700.0),
+                         applied=GpuValues(power_limit_w=300.0)) for i in (2, 3)])
+    node_rec = rec.model_copy(update={"status": "done", "gpu_uuids": ["GPU-2", "GPU-3"],
+                                      "gpu_settings": applied})
+    atomic_write_json(tmp_path / "runs" / rec.run_id / NODE_RECORD,
+                      NodeRecord(job_id="7", node="n3", gpus=[2, 3], record=node_rec))
+    settle(tmp_path, rec, JobState("7", "COMPLETED", "n3"))
+    assert rec.status == "done"
+    assert rec.gpus == [2, 3] and rec.gpu_uuids == ["GPU-2", "GPU-3"]
+    assert rec.gpu_settings == applied
+
+
 def test_failed_job_without_record_quotes_its_output(tmp_path):
     rec = running_record(tmp_path)
     (tmp_path / "runs" / rec.run_id / "slurm-7.out").write_text("Traceback\nImportError: x\n")

@@ -235,6 +235,7 @@ def _start(record: RunRecord) -> None:
     record.headline = {}
     record.runner = None
     record.slurm = None
+    record.gpus, record.gpu_uuids, record.gpu_settings = [], [], None  # the node's, once settled
 
 
 def refresh(study_dir: Path, cli: SlurmCli | None = None) -> Manifest | None:

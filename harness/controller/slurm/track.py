@@ -19,8 +19,10 @@ from harness.results.reasons import FailureReason
 from harness.results.schema import Manifest, RunRecord
 
 #: what a run's record takes from the node's copy; attempts, start and job stay the controller's
+#: (the GPUs the node ran on are the node record's own ``gpus``, copied besides)
 FROM_NODE = ("status", "reason", "message", "runner", "container_id", "image", "exit_code",
-             "finished_at", "duration_s", "agent_s", "headline", "thermal")
+             "finished_at", "duration_s", "agent_s", "headline", "thermal", "gpu_uuids",
+             "gpu_settings")
 
 
 def node_record(run_dir: Path, job_id: str | None) -> NodeRecord | None:
@@ -75,6 +77,7 @@ def outcome(study_dir: Path, record: RunRecord, state: JobState | None, *,
     if node is not None:
         for name in FROM_NODE:
             setattr(record, name, getattr(node.record, name))
+        record.gpus = list(node.gpus)
         if job is not None:
             job.node = job.node or node.node
     if record.status != "done":
