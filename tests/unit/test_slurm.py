@@ -209,9 +209,10 @@ class FakeSlurm:
             rc = 1  # squeue already said everything it knows
         elif args[0] == "sacct":
             rc = 1
-        elif args[0] == "scancel":
+        elif args[0] == "scancel":  # a job that already ended keeps its state
             for j in args[1:]:
-                self.jobs[j]["state"] = "CANCELLED"
+                if is_live(self.jobs[j]["state"]):
+                    self.jobs[j]["state"] = "CANCELLED"
         self.max_live = max(self.max_live, sum(is_live(j["state"]) for j in self.jobs.values()))
         return subprocess.CompletedProcess(args, rc, out, "")
 
@@ -320,6 +321,61 @@ def test_ctrl_c_cancels_the_jobs_and_marks_runs_interrupted(tmp_path, model_root
     assert statuses.count(("interrupted", FailureReason.INTERRUPTED)) == 2
     assert statuses.count(("pending", None)) == 1
     assert mio.load(prep.study_dir).state == "interrupted"
+
+
+def test_ctrl_c_keeps_the_result_of_a_job_that_finished_just_before(tmp_path, model_root,
+                                                                    monkeypatch):
+    prep = prepared(tmp_path, model_root, monkeypatch)
+    fake = FakeSlurm(prep.study_dir.resolve(), polls_to_finish=100)
+    study = executor(prep, fake)
+    finished = []
+
+    def ctrl_c_after_a_job_ended(seconds):
+        run_id = fake.jobs["100"]["run_id"]
+        write_node_record(prep.study_dir, run_id, "100", "done")
+        fake.jobs["100"]["state"] = "COMPLETED"  # it ended between the poll and Ctrl+C
+        finished.append(run_id)
+        study._stop.set()
+
+    study.sleep = ctrl_c_after_a_job_ended
+    with pytest.raises(Interrupted, match="1/3 runs done; 2 Slurm jobs cancelled; continue with"):
+        study.execute()
+    records = {r.run_id: r for r in mio.load(prep.study_dir).runs}
+    done = records[finished[0]]
+    assert (done.status, done.reason, done.slurm.state) == ("done", None, "COMPLETED")
+    cancelled = records[fake.jobs["101"]["run_id"]]
+    assert (cancelled.status, cancelled.reason) == ("interrupted", FailureReason.INTERRUPTED)
+    assert "cancelled by this controller" in cancelled.message
+    assert cancelled.slurm.state == "CANCELLED"
+    fake.calls.clear()
+    executor(resume_study(prep.study_dir, runner="local"), fake).execute()
+    assert finished[0] not in fake.sbatch_runs() and len(fake.sbatch_runs()) == 2
+
+
+def test_a_job_cancelled_here_that_slurm_forgot_is_interrupted(tmp_path):
+    rec = running_record(tmp_path)
+    settle(tmp_path, rec, None, cancelled_here=True)
+    assert (rec.status, rec.reason) == ("interrupted", FailureReason.INTERRUPTED)
+    other = running_record(tmp_path, "r2-c1")
+    settle(tmp_path, other, None)
+    assert (other.status, other.reason) == ("failed", FailureReason.SLURM_FAILED)
+
+
+def test_status_names_the_input_to_fix_when_runs_failed_for_input(tmp_path, model_root,
+                                                                  monkeypatch):
+    prep = prepared(tmp_path, model_root, monkeypatch)
+    fake = FakeSlurm(prep.study_dir.resolve(), polls_to_finish=100)
+    executor(prep, fake, detach=True).execute()
+    for job_id, job in fake.jobs.items():
+        write_node_record(prep.study_dir, job["run_id"], job_id, "failed",
+                          FailureReason.MODEL_NOT_FOUND if job_id == "100" else None)
+        job["state"] = "FAILED" if job_id == "100" else "COMPLETED"
+    fake.polls_to_finish = 0
+    manifest = refresh(prep.study_dir, SlurmCli(fake))
+    assert manifest.state == "incomplete"
+    assert manifest.message.startswith("3 runs not done; runs failed for input reasons "
+                                       "(model_not_found)")
+    assert "--file FIXED.yaml --force" in manifest.message
 
 
 def test_sbatch_refusals_stop_the_study(tmp_path, model_root, monkeypatch):

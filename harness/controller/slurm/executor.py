@@ -2,7 +2,8 @@
 
 Up to execution.slurm.max_jobs jobs are queued or running at once. Resuming re-attaches to the
 jobs still queued or running (their ids are in the manifest) and submits only runs not done.
-Ctrl+C or SIGTERM cancels this controller's jobs (scancel) and marks their runs interrupted.
+Ctrl+C or SIGTERM cancels this controller's jobs (scancel) and marks their runs interrupted,
+except those whose job had already finished: they keep what their node recorded.
 Detached (``--detach``), it submits every pending run, each job after the one max_jobs before it
 (afterany), and returns; ``harness study status`` then settles finished jobs.
 """
@@ -21,10 +22,10 @@ from harness.config.sweep import Plan, PlannedRun
 from harness.controller.loop import next_step
 from harness.controller.outcome import read_result
 from harness.controller.rundirs import fresh_run_dir
-from harness.controller.slurm.commands import SlurmCli
+from harness.controller.slurm.commands import JobState, SlurmCli
 from harness.controller.slurm.job import SCRIPT, gpus_for_job, job_script, sbatch_args
 from harness.controller.slurm.states import is_live
-from harness.controller.slurm.track import live_jobs, poll
+from harness.controller.slurm.track import live_jobs, poll, settle
 from harness.errors import EnvironmentProblem, Interrupted, RunFailure
 from harness.results import events
 from harness.results import manifest as manifest_io
@@ -193,35 +194,50 @@ class SlurmStudy:
         return self.manifest
 
     def _interrupt(self, tracked: dict[str, str]) -> Manifest:
-        """Cancel this controller's jobs, mark their runs interrupted, and raise Interrupted."""
+        """Cancel this controller's jobs, settle their runs, and raise Interrupted.
+
+        A run whose job finished before the cancel keeps what its node recorded (a done run
+        stays done); a cancelled one is interrupted, and so is one whose job has not ended
+        within CANCEL_WAIT_S.
+        """
         self.cli.cancel(tracked.values())
-        self._wait_gone(list(tracked.values()))
+        states = self._wait_gone(list(tracked.values()))
         for run_id, job_id in tracked.items():
             record = self.manifest.record(run_id)
-            record.status, record.reason = "interrupted", FailureReason.INTERRUPTED
-            record.message = f"Slurm job {job_id} cancelled by this controller when it was stopped"
-            record.finished_at = manifest_io.now_iso()
-            if record.slurm is not None:
-                record.slurm.state = "CANCELLED"
+            state = states.get(job_id)
+            if state is not None and is_live(state.state):
+                record.status, record.reason = "interrupted", FailureReason.INTERRUPTED
+                record.message = (f"Slurm job {job_id} cancelled by this controller when it was "
+                                  f"stopped; still {state.state} after {CANCEL_WAIT_S:g} s")
+                record.finished_at = manifest_io.now_iso()
+                if record.slurm is not None:
+                    record.slurm.state = state.state
+            else:
+                settle(self.dir, record, state, cancelled_here=True)
+            result, _ = read_result(self.dir / "runs" / run_id)
+            self.observer(events.RunFinished(self._planned[run_id], record, result))
         done = sum(r.status == "done" for r in self.manifest.runs)
         self.manifest.state = "interrupted"
         self.manifest.message = (
             f"interrupted by {self.signal_name or 'a signal'}: {done}/{len(self.manifest.runs)} "
-            f"runs done; {len(tracked)} Slurm jobs cancelled. Continue with: harness study "
-            f"resume {self.dir}")
+            f"runs done; {len(tracked)} Slurm jobs cancelled; {next_step(self.manifest, self.dir)}")
         self.save()
         self.observer(events.StudyInterrupted(message=self.manifest.message))
         raise Interrupted(self.manifest.message)
 
+    def _wait_gone(self, job_ids: list[str], limit_s: float = CANCEL_WAIT_S
+                   ) -> dict[str, JobState]:
+        """Wait until cancelled jobs have ended (their nodes stop the runs' containers).
 
-    def _wait_gone(self, job_ids: list[str], limit_s: float = CANCEL_WAIT_S) -> None:
-        """Wait until cancelled jobs have ended (their nodes stop the runs' containers)."""
+        Returns what Slurm last said of each job it still knows.
+        """
         deadline = time.monotonic() + limit_s
-        while job_ids and time.monotonic() < deadline:
+        states = self.cli.query(job_ids)
+        while any(j in states and is_live(states[j].state) for j in job_ids) \
+                and time.monotonic() < deadline:
+            time.sleep(1.0)
             states = self.cli.query(job_ids)
-            job_ids = [j for j in job_ids if j in states and is_live(states[j].state)]
-            if job_ids:
-                time.sleep(1.0)
+        return states
 
 
 def _start(record: RunRecord) -> None:
@@ -254,7 +270,7 @@ def refresh(study_dir: Path, cli: SlurmCli | None = None) -> Manifest | None:
         if not tracked and manifest.state == "running":
             left = [r for r in manifest.runs if r.status != "done"]
             manifest.state = "incomplete" if left else "complete"
-            manifest.message = (f"{len(left)} runs not done; continue with: harness study resume "
-                                f"{study_dir}" if left else None)
+            manifest.message = (f"{len(left)} runs not done; {next_step(manifest, study_dir)}"
+                                if left else None)
         manifest_io.save(manifest, study_dir)
         return manifest

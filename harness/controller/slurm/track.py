@@ -64,8 +64,8 @@ def outcome(study_dir: Path, record: RunRecord, state: JobState | None, *,
 
     A result the run completed counts whatever Slurm says; TIMEOUT, OUT_OF_MEMORY, NODE_FAIL,
     PREEMPTED and CANCELLED give their slurm_* reason (a job this controller cancelled on
-    Ctrl+C leaves the run interrupted); otherwise the node's record decides, and a job that
-    ended without one is slurm_failed.
+    Ctrl+C, ``cancelled_here``, leaves the run interrupted, also when Slurm no longer knows
+    it); otherwise the node's record decides, and a job that ended without one is slurm_failed.
     """
     job = record.slurm
     job_id = job.job_id if job else None
@@ -96,7 +96,7 @@ def outcome(study_dir: Path, record: RunRecord, state: JobState | None, *,
         record.status = "failed" if record.status == "running" else record.status
         return
     record.finished_at = record.finished_at or manifest_io.now_iso()
-    if cancelled_here and reason == FailureReason.SLURM_CANCELLED:
+    if cancelled_here and (state is None or reason == FailureReason.SLURM_CANCELLED):
         record.status, record.reason = "interrupted", FailureReason.INTERRUPTED
         record.message = f"{said}: cancelled by this controller when it was stopped"
         return
