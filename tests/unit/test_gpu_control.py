@@ -265,6 +265,28 @@ def test_a_plan_warns_where_a_start_refuses_gpus_that_cannot_be_changed(tmp_path
                in w for w in planned.warnings)
 
 
+@pytest.mark.parametrize("execution", [
+    {"simulated_gpus": {"settings_permitted": False}},  # out of range, and not permitted
+    {},  # device cuda, and this host has no NVML (a login node)
+])
+def test_a_slurm_study_leaves_its_gpu_settings_to_the_nodes(tmp_path: Path,
+                                                            execution: dict[str, object]) -> None:
+    from harness.controller.preflight import check_study
+
+    experiment = BASE if execution else {**BASE, "device": "cuda"}
+    local = Study.model_validate({
+        "name": "pl", "experiment": experiment, "sweep": {"gpu.power_limit_w": [300, 100]},
+        "execution": execution})
+    slurm = local.model_copy(update={"execution": Execution.model_validate(
+        {**execution, "executor": "slurm", "slurm": {"time": "10"}})})
+    kwargs = {"origin": "s.yaml", "model_base": tmp_path, "dataset_base": tmp_path}
+    at_start = check_study(local, expand(local), None, **kwargs)
+    assert any("gpu: settings" in e or "gpu.power_limit_w" in e for e in at_start.errors)
+    on_slurm = check_study(slurm, expand(slurm), None, **kwargs)
+    assert not any("gpu" in e.lower() for e in on_slurm.errors + on_slurm.warnings), \
+        on_slurm.errors + on_slurm.warnings
+
+
 # --- around a run in the study loop ---------------------------------------------------------
 
 

@@ -528,6 +528,24 @@ def test_a_submit_host_without_docker_still_starts_a_slurm_study(tmp_path, model
         start_study(local, output_dir=tmp_path / "out2")
 
 
+def test_a_slurm_study_with_gpu_settings_starts_where_they_cannot_be_set(tmp_path, model_root,
+                                                                         monkeypatch):
+    data = yaml.safe_load(yaml.safe_dump(STUDY))
+    data["experiment"]["gpu"] = {"power_limit_w": 100}  # below the range; changes not permitted
+    data["execution"]["simulated_gpus"] = {"settings_permitted": False}
+    path = tmp_path / "gpu.yaml"
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(model_root)
+    prep = start_study(path, runner="local", output_dir=tmp_path / "out")  # the nodes check
+    assert not [n for n in prep.notes if "gpu" in n.lower()]
+    assert resume_study(prep.study_dir, runner="local").run.pending()
+    data["execution"] = {"runner": "local", "simulated_gpus": {"settings_permitted": False}}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserInputError) as info:
+        start_study(path, runner="local", output_dir=tmp_path / "out")
+    assert any("gpu.power_limit_w 100 W is outside" in p for p in info.value.problems)
+
+
 def test_gpu_settings_a_killed_job_left_are_named_on_its_run(tmp_path):
     from harness.config.gpu import GpuSettings
     from harness.controller.gpucontrol import FileJournal
