@@ -6,7 +6,7 @@
 #   make study    run STUDY (default studies/demo.yaml), building only what is missing
 #   make report   tables, effects, fronts, figures, report.md/html of DIR (default: newest study)
 #   make bundle   DIR.tar.gz: a checksummed review bundle of DIR, then verify it
-#   make test     pytest (CI=true: everything except tests marked gpu)
+#   make test     pytest (CI=true: everything except tests marked gpu or cuda_image)
 #   make lint     ruff + mypy
 #   make docker   start a Docker engine where none answers (needs root)
 #   make slurm    start a single-node Slurm cluster where none answers (needs root; docs/slurm.md)

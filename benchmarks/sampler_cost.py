@@ -21,7 +21,8 @@ Where the call latency comes from (no GPU was available to measure it here):
            four NVML queries (temperature, utilisation, memory, power) took about 0.09 ms
            together on an RTX 5080, i.e. about 0.023 ms per call.
 Neither is a data-centre GPU of today (H100/H200); pass --call-latency-ms with a figure measured
-on the GPU at hand (tests/gpu can time one).
+on the GPU at hand (scripts/gpu_validate.py prints the mean of 1000 nvmlDeviceGetPowerUsage
+calls on GPU 0).
 
 Usage: python benchmarks/sampler_cost.py [--gpus 8] [--interval-ms 10] [--seconds 5]
                                          [--call-latency-ms 0.36,0.023]

@@ -119,6 +119,17 @@ QUANT_ALGOS = {
 }
 #: what NVIDIA ModelOpt writes next to a quantized checkpoint; TensorRT-LLM reads it
 HF_QUANT_CONFIG = "hf_quant_config.json"
+#: the QuantAlgo member that quantizes no weight (QuantMode.from_quant_algo maps it to no mode)
+NO_QUANT = "NO_QUANT"
+
+# How TensorRT-LLM 1.0 reads hf_quant_config.json (ModelLoader._update_from_hf_quant_config in
+# tensorrt_llm/llmapi/llm_utils.py, read at NVIDIA/TensorRT-LLM commit 7b437aaa, the 1.0-era
+# TrtLlmArgs loader; main at 0066b2a5 keeps the same rules; the v1.0.0 tag itself could not be
+# read here): a missing or null quant_algo raises "Pre-quantized checkpoint must have
+# quant_algo"; a quant_algo the QuantConfig does not name is adopted ("Setting quant_algo=...
+# from HF quant config"), so a 16-bit run would quantize its weights; a kv_cache_quant_algo
+# that differs from the one asked for raises; none at all is accepted for an FP8 KV cache, but
+# then nothing calibrated its scales (prequantized skips calibration).
 
 
 def checkpoint_quantization(model_dir: Path) -> dict[str, Any] | None:
@@ -129,6 +140,39 @@ def checkpoint_quantization(model_dir: Path) -> dict[str, Any] | None:
         return None
     block = data.get("quantization") if isinstance(data, dict) else None
     return block if isinstance(block, dict) else None
+
+
+def _weights_problem(experiment: Experiment, scheme: str | None, have: Any, where: str) -> str | None:
+    """Why the checkpoint's quant_algo does not give the experiment's precision."""
+    if have is None:
+        return (f"{where} has no quant_algo (quantization.quant_algo): TensorRT-LLM 1.0 refuses "
+                "a pre-quantized checkpoint without one (\"Pre-quantized checkpoint must have "
+                "quant_algo\")")
+    if scheme is None:
+        if have == NO_QUANT:
+            return None
+        return (f"{where} quantizes the weights as {have}, but precision "
+                f"{experiment.precision!r} asks for unquantized weights: TensorRT-LLM would adopt "
+                f"{have} and the run would be labelled {experiment.precision} while running "
+                f"{have}; use the checkpoint's precision, or one whose quant_algo is {NO_QUANT}")
+    want = QUANT_ALGOS[scheme]
+    if have != want:
+        return (f"{where} is quantized as {have}, but precision {experiment.precision!r} with "
+                f"quantization {scheme!r} asks for {want}; TensorRT-LLM refuses the mismatch")
+    return None
+
+
+def _kv_cache_problem(have: Any, where: str) -> str | None:
+    """Why the checkpoint cannot stand in for calibrating an FP8 KV cache."""
+    if have == "FP8":
+        return None
+    if have is None:
+        return (f"tensorrt_llm.kv_cache_dtype is 'fp8', but {where} has no kv_cache_quant_algo: "
+                "its KV-cache scales were never calibrated, and prequantized skips calibration; "
+                "use a checkpoint quantized with an FP8 KV cache (kv_cache_quant_algo \"FP8\") "
+                "or kv_cache_dtype 'auto'")
+    return (f"tensorrt_llm.kv_cache_dtype is 'fp8', but {where} has kv_cache_quant_algo {have}, "
+            "expected \"FP8\"; TensorRT-LLM refuses the conflict")
 
 
 def prequantized_problems(experiment: Experiment, model_dir: Path) -> list[str]:
@@ -142,11 +186,9 @@ def prequantized_problems(experiment: Experiment, model_dir: Path) -> list[str]:
         return [f"tensorrt_llm.prequantized is set, but {model_dir} has no readable "
                 f"{HF_QUANT_CONFIG}: it is not a quantized checkpoint, and TensorRT-LLM would "
                 "calibrate it on a dataset it cannot download"]
+    where = f"the checkpoint's {Path(model_dir) / HF_QUANT_CONFIG}"
     scheme = opts.quantization or DEFAULT_QUANTIZATION.get(experiment.precision)
-    want = QUANT_ALGOS.get(scheme) if scheme else None
-    have = found.get("quant_algo")
-    if want is not None and have != want:
-        return [f"the checkpoint in {model_dir} is quantized as {have} ({HF_QUANT_CONFIG}), "
-                f"but precision {experiment.precision!r} with quantization {scheme!r} asks for "
-                f"{want}; TensorRT-LLM refuses the mismatch"]
-    return []
+    problems = [_weights_problem(experiment, scheme, found.get("quant_algo"), where)]
+    if opts.kv_cache_dtype == "fp8":
+        problems.append(_kv_cache_problem(found.get("kv_cache_quant_algo"), where))
+    return [p for p in problems if p is not None]

@@ -163,6 +163,46 @@ def test_prequantized_needs_modelopts_config_that_matches(tmp_path) -> None:
     assert trt.llm_args(e, str(folder))["quant_config"] == {"quant_algo": "FP8"}
 
 
+def write_quant_config(folder: Path, **block) -> None:
+    (folder / "hf_quant_config.json").write_text(json.dumps({"quantization": block}))
+
+
+def test_prequantized_16_bit_run_refuses_a_checkpoint_with_quantized_weights(tmp_path) -> None:
+    # TensorRT-LLM 1.0 adopts the checkpoint's quant_algo when the QuantConfig names none
+    e = exp("tensorrt_llm", precision="bf16",
+            tensorrt_llm={"kv_cache_dtype": "fp8", "prequantized": True})
+    folder = model_dir(tmp_path, DENSE)
+    write_quant_config(folder, quant_algo="FP8", kv_cache_quant_algo="FP8")
+    (why,) = e.spec.problems_with_model(e, folder)
+    assert "hf_quant_config.json quantizes the weights as FP8, but precision 'bf16'" in why
+    assert "labelled bf16 while running FP8" in why
+    write_quant_config(folder, quant_algo=None, kv_cache_quant_algo="FP8")
+    (why,) = e.spec.problems_with_model(e, folder)
+    assert "has no quant_algo" in why and "Pre-quantized checkpoint must have quant_algo" in why
+    write_quant_config(folder, quant_algo="NO_QUANT", kv_cache_quant_algo="FP8")
+    assert e.spec.problems_with_model(e, folder) == []
+    (folder / "hf_quant_config.json").unlink()
+    (missing,) = e.spec.problems_with_model(e, folder)
+    assert "has no readable hf_quant_config.json" in missing
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp8"])
+def test_prequantized_fp8_kv_cache_needs_the_checkpoints_fp8_kv_algorithm(tmp_path, precision) -> None:
+    e = exp("tensorrt_llm", precision=precision,
+            tensorrt_llm={"kv_cache_dtype": "fp8", "prequantized": True})
+    folder = model_dir(tmp_path, DENSE)
+    weights = "NO_QUANT" if precision == "bf16" else "FP8"
+    write_quant_config(folder, quant_algo=weights)
+    (why,) = e.spec.problems_with_model(e, folder)
+    assert "kv_cache_dtype is 'fp8', but the checkpoint's" in why
+    assert "has no kv_cache_quant_algo: its KV-cache scales were never calibrated" in why
+    write_quant_config(folder, quant_algo=weights, kv_cache_quant_algo="INT8")
+    (why,) = e.spec.problems_with_model(e, folder)
+    assert 'has kv_cache_quant_algo INT8, expected "FP8"' in why
+    write_quant_config(folder, quant_algo=weights, kv_cache_quant_algo="FP8")
+    assert e.spec.problems_with_model(e, folder) == []
+
+
 def test_prequantized_leaves_existing_ids_alone() -> None:
     plain = exp("tensorrt_llm", precision="int8")
     assert "prequantized" not in plain.canonical_json()
