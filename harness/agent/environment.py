@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import harness
-
-GIT_TIMEOUT_S = 5.0
+from harness.source import source_info, source_root
 
 
 def _read(path: str) -> str | None:
@@ -49,35 +47,23 @@ def packages() -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
-def _git(source: Path, *args: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(source), *args],
-            capture_output=True, text=True, check=False, timeout=GIT_TIMEOUT_S,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def git_revision() -> tuple[str | None, str]:
+def git_revision(root: Path | None = None) -> tuple[str | None, str]:
     """The harness source revision and where it came from (env, git checkout, or unknown).
 
-    HARNESS_GIT_REVISION (set by whoever builds or starts the agent) wins; otherwise, when the
-    package runs from a git checkout, its HEAD, with ``+dirty`` for local changes.
+    HARNESS_GIT_REVISION (set by whoever builds or starts the agent; the image build writes
+    it, there is no git inside images) wins; otherwise the revision of ``root`` (default: the
+    checkout this package runs from) by the one rule in :mod:`harness.source`.
     """
     value = os.environ.get("HARNESS_GIT_REVISION")
     if value:
         return value, "HARNESS_GIT_REVISION"
-    source = Path(harness.__file__).resolve().parent.parent
-    if not (source / ".git").exists():
+    root = source_root() if root is None else root
+    if not (root / ".git").exists():
         return None, "unknown (not a git checkout and HARNESS_GIT_REVISION is not set)"
-    commit = _git(source, "rev-parse", "HEAD")
-    if not commit:
+    revision = source_info(root).revision
+    if revision is None:
         return None, "unknown (git rev-parse failed)"
-    if _git(source, "status", "--porcelain", "--untracked-files=no"):
-        commit += "+dirty"
-    return commit, "git checkout"
+    return revision, "git checkout"
 
 
 def torch_info() -> dict[str, Any] | None:

@@ -34,12 +34,10 @@ import pandas as pd
 from scipy import stats as sps
 
 from harness.analysis.stats import CONFIDENCE, param_columns
+from harness.results.headline import EFFECTS
 
-EFFECT_METRICS: dict[str, str] = {
-    "j_per_output_token": "energy per output token (J)",
-    "output_tokens_per_s": "throughput (output tokens/s)",
-    "e2e_p90_s": "end-to-end latency p90 (s)",
-}
+#: the metrics whose main effects are ranked: column -> label (``harness.results.headline.EFFECTS``)
+EFFECT_METRICS: dict[str, str] = {m.column: m.label for m in EFFECTS}
 
 EFFECT_COLUMNS = [
     "metric", "parameter", "level", "reference", "ratio", "ci95_low", "ci95_high",

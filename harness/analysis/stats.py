@@ -19,20 +19,16 @@ import pandas as pd
 from scipy import stats as sps
 
 from harness.analysis.uncertainty import mean_uncertainty
+from harness.results.headline import SUMMARISED
 
 CONFIDENCE = 0.95
 BOOTSTRAP_MIN_N = 5
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 
-# The headline metrics summarised per experiment: table column -> readable label with unit.
-METRICS: dict[str, str] = {
-    "j_per_output_token": "energy per output token (J)",
-    "output_tokens_per_s": "throughput (output tokens/s)",
-    "e2e_p50_s": "end-to-end latency p50 (s)",
-    "e2e_p90_s": "end-to-end latency p90 (s)",
-    "mean_power_w": "mean power (W)",
-}
+#: the headline metrics summarised per experiment: table column -> readable label with unit
+#: (built from ``harness.results.headline.SUMMARISED``, the one list)
+METRICS: dict[str, str] = {m.column: m.label for m in SUMMARISED}
 
 #: also summarised in a study with serving runs (docs/serving.md, section 7)
 SERVING_METRICS: dict[str, str] = {

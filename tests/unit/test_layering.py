@@ -6,15 +6,19 @@ import pkgutil
 import re
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import harness
+from harness.backends import registry
+from harness.backends.spec import BackendOptions, BackendSpec, ImageRecipe
 
 REPO = Path(__file__).resolve().parents[2]
 ENGINE_LIBRARIES = ("torch", "transformers", "vllm", "tensorrt_llm")
 HOST_ONLY = ("docker", "typer", "rich")
-#: words that name a built-in backend (its name, its image, its engine library)
-BACKEND_WORDS = re.compile(r"\b(pytorch|vllm|tensorrt[-_]?llm|trtllm)\b", re.IGNORECASE)
+#: names of built-in engines' tools that are neither a backend's name nor its image's
+#: (trtllm-serve, trtllm-build); the names and images come from the registry
+ALIASES = ("trtllm",)
 
 PROBE = """
 import importlib, json, sys
@@ -62,15 +66,58 @@ def test_the_agent_never_imports_the_host_side():
                    for m in json.loads(out.stdout))
 
 
-def test_backend_names_appear_only_in_the_backend_packages():
-    from harness.backends import registry
+def backend_words(specs: Iterable[BackendSpec]) -> re.Pattern[str]:
+    """Words that name a registered backend: its name and its image's, ``-`` and ``_`` alike."""
+    words = set(ALIASES)
+    for spec in specs:
+        for name in (spec.name, spec.recipe.image if spec.recipe else None):
+            if name:
+                words.add(r"[-_]?".join(re.escape(p) for p in re.split(r"[-_]", name)))
+    return re.compile(r"\b(" + "|".join(sorted(words)) + r")\b", re.IGNORECASE)
 
-    packages = {REPO / "harness" / "backends" / spec.name for spec in registry.specs()}
+
+def backend_mentions(root: Path, specs: Iterable[BackendSpec]) -> list[str]:
+    """Lines of .py files under root/harness naming a backend outside that backend's package."""
+    specs = tuple(specs)
+    words = backend_words(specs)
+    packages = {root / "harness" / "backends" / spec.name for spec in specs}
     found = []
-    for path in sorted((REPO / "harness").rglob("*.py")):
+    for path in sorted((root / "harness").rglob("*.py")):
         if any(p in path.parents for p in packages):
             continue
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if BACKEND_WORDS.search(line):
-                found.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
-    assert found == []
+            if words.search(line):
+                found.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
+    return found
+
+
+def test_every_registered_backend_and_image_name_is_a_checked_word():
+    specs = registry.specs()
+    words = backend_words(specs)
+    assert len(specs) >= 3
+    for spec in specs:
+        assert words.search(f"x = {spec.name!r}"), spec.name
+        if spec.recipe:
+            assert words.search(f"tag = 'harness/{spec.recipe.image}:cuda'"), spec.recipe.image
+
+
+def test_a_planted_backend_name_is_caught(tmp_path: Path):
+    new = BackendSpec(name="my_engine", options=BackendOptions, engine="my_engine.e:Engine",
+                      precisions={"cpu": ("fp32",)},
+                      recipe=ImageRecipe(image="my-engine", variants={}))
+    own = tmp_path / "harness" / "backends" / "my_engine"
+    own.mkdir(parents=True)
+    (own / "__init__.py").write_text('NAME = "my_engine"\n', encoding="utf-8")
+    (tmp_path / "harness" / "runner.py").write_text(
+        'import os\nif backend == "my_engine":\n    tag = "harness/my-engine:cpu"\n'
+        'image = "MyEngine"\n', encoding="utf-8")
+    assert backend_mentions(tmp_path, [*registry.specs(), new]) == [
+        'harness/runner.py:2: if backend == "my_engine":',
+        'harness/runner.py:3: tag = "harness/my-engine:cpu"',
+        'harness/runner.py:4: image = "MyEngine"',
+    ]
+    assert backend_mentions(tmp_path, registry.specs()) == []
+
+
+def test_backend_names_appear_only_in_the_backend_packages():
+    assert backend_mentions(REPO, registry.specs()) == []

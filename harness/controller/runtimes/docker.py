@@ -1,37 +1,46 @@
-"""Docker runtime: one container per run through the docker SDK."""
+"""Docker runtime: one container per run through the docker SDK.
+
+This module is the container's lifecycle (create, check, start, wait, log, remove, stop, reap);
+what the container looks like (mounts, labels, devices, limits) is ``runtimes.container``.
+"""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.backends import registry
 from harness.backends.cache import cache_root
-from harness.config.datasets import CONTAINER_ROOT, DatasetFile
+from harness.config.datasets import DatasetFile
 from harness.controller.images.retention import keep, study_dir_of
-from harness.controller.runtimes.base import Orphan, RunJob, RunOutcome, agent_env
+from harness.controller.runtimes.base import Orphan, RunJob, RunOutcome
+from harness.controller.runtimes.container import (
+    LABEL_PREFIX,
+    SIMGPU_STATE,
+    cache_mount,
+    create_args,
+    dataset_target,
+    mounts,
+    writable_targets,
+)
 from harness.controller.runtimes.hardening import (
-    WRITABLE_TARGETS,
     container_problems,
     container_user,
     hand_over,
     mount_problems,
 )
-from harness.devices.affinity import format_cpulist
 from harness.errors import EngineUnavailable, EnvironmentProblem, RunFailure
 from harness.results.reasons import FailureReason
 from harness.results.schema import GpuLibrary, ImageInfo
 
+#: cache_mount and SIMGPU_STATE are also importable from here, where they were first
+__all__ = ["LABEL_PREFIX", "SIMGPU_STATE", "DockerRuntime", "cache_mount", "connect"]
+
 STOP_GRACE_S = 10
 #: after timeout_s the agent gets SIGTERM and this long to leave error.json before SIGKILL
 TIMEOUT_GRACE_S = 5
-LABEL_PREFIX = "org.harness"
-#: where a container sees the simulated GPUs' settings folder (read-only)
-SIMGPU_STATE = "/simgpu-state"
 
 
 def connect() -> Any:
@@ -114,25 +123,6 @@ def _quietly(action: Callable[[Any], object], container: Any) -> None:
         pass
 
 
-def run_labels(job: RunJob) -> dict[str, str]:
-    """Labels that name the study and run of a container, so strays can be found."""
-    return {
-        f"{LABEL_PREFIX}.study": job.study,
-        f"{LABEL_PREFIX}.run": job.run_id,
-        f"{LABEL_PREFIX}.run_dir": str(job.run_dir.resolve()),
-        f"{LABEL_PREFIX}.study_dir": str(job.run_dir.resolve().parent.parent),
-        f"{LABEL_PREFIX}.controller_pid": str(os.getpid()),
-    }
-
-
-def cache_mount(job: RunJob, root: Path) -> tuple[Path, str] | None:
-    """Host folder and container path of the cache of the run's backend, if it keeps one."""
-    backend = registry.find(job.backend)
-    if backend is None or backend.cache_mount is None:
-        return None
-    return root / backend.name, backend.cache_mount
-
-
 class DockerRuntime:
     """Starts the backend image with the run folder at /results and no network."""
 
@@ -153,7 +143,7 @@ class DockerRuntime:
 
     def dataset_path_for_agent(self, dataset: DatasetFile) -> str:
         """/datasets/FIELD/NAME: each file is mounted there read-only, by itself."""
-        return f"{CONTAINER_ROOT}/{dataset.field}/{Path(dataset.path).name}"
+        return dataset_target(dataset)
 
     def gpu_library_for_agent(self, job: RunJob) -> GpuLibrary:
         """Simulated GPUs' settings at SIMGPU_STATE (read-only), their truth file in /results."""
@@ -202,35 +192,8 @@ class DockerRuntime:
             raise _unavailable(e) from e
 
     def _create(self, job: RunJob) -> Any:
-        import docker.types
-
-        volumes = {str(job.run_dir.resolve()): {"bind": "/results", "mode": "rw"}}
-        env = agent_env(job)
-        if job.model_host_path is not None:
-            volumes[str(job.model_host_path)] = {"bind": "/model", "mode": "ro"}
-        if job.hf_cache is not None:
-            # only the hub's model files: the cache's token file stays on the host
-            hub = job.hf_cache / "hub"
-            if not hub.is_dir() and any(job.hf_cache.glob("models--*")):
-                hub = job.hf_cache  # the hub folder itself was given
-            source = hub if hub.is_dir() else job.hf_cache
-            target = "/hf-cache/hub" if hub.is_dir() else "/hf-cache"
-            volumes[str(source)] = {"bind": target, "mode": "ro"}
-            env["HF_HOME"] = "/hf-cache"
-        for dataset in job.datasets:  # the file alone: nothing else of its folder is visible
-            volumes[dataset.path] = {"bind": self.dataset_path_for_agent(dataset), "mode": "ro"}
-        state = job.gpu_library.state_dir if job.gpu_library.kind == "simulated" else None
-        if state is not None:  # simulated GPUs' settings: the agent reads them, never writes
-            Path(state).mkdir(parents=True, exist_ok=True)
-            volumes[str(Path(state).resolve())] = {"bind": SIMGPU_STATE, "mode": "ro"}
-        mount = cache_mount(job, self.cache_dir)
-        if mount is not None:  # built engines, reused across runs (BackendSpec.cache_mount)
-            host, target = mount
-            try:
-                host.mkdir(parents=True, exist_ok=True)
-                volumes[str(host)] = {"bind": target, "mode": "rw"}
-            except OSError:
-                pass  # no cache: the agent builds into its own folder, and the run still runs
+        """Create (not start) the run's container, after checking what it would mount."""
+        volumes, env = mounts(job, self.cache_dir)
         user = container_user()
         unsafe = mount_problems(volumes, self._writable(job))
         if unsafe:
@@ -239,37 +202,7 @@ class DockerRuntime:
         for host_path, spec in volumes.items():
             if spec["mode"] == "rw":
                 hand_over(Path(host_path), user)
-        kwargs: dict[str, Any] = {}
-        if job.system_gpus:  # simulated GPUs need no device
-            kwargs["device_requests"] = [
-                docker.types.DeviceRequest(
-                    device_ids=[str(g) for g in job.gpus], capabilities=[["gpu"]]
-                )
-            ]
-        if job.cpus is not None:  # its own CPUs when runs share the host (execution.max_parallel)
-            kwargs["cpuset_cpus"] = format_cpulist(job.cpus)
-        if job.mems is not None:  # the memory nodes local to its GPUs
-            kwargs["cpuset_mems"] = format_cpulist(job.mems)
-        if job.mem_limit:
-            kwargs["mem_limit"] = job.mem_limit
-            kwargs["memswap_limit"] = job.mem_limit
-        return self.client.containers.create(
-            job.image,
-            command=["--config", "/results/config.json"],
-            volumes=volumes,
-            environment=env,
-            network_mode="none",
-            user=f"{user[0]}:{user[1]}",
-            labels=run_labels(job),
-            working_dir="/results",
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            pids_limit=job.pids_limit,
-            shm_size="1g",
-            ipc_mode="private",
-            detach=True,
-            **kwargs,
-        )
+        return self.client.containers.create(job.image, **create_args(job, volumes, env, user))
 
     def run(self, job: RunJob) -> RunOutcome:
         """Create, start and wait for the container; save its log; remove it."""
@@ -358,8 +291,7 @@ class DockerRuntime:
 
     def _writable(self, job: RunJob) -> set[str]:
         """Container paths allowed to be read-write: /results and the backend's cache mount."""
-        mount = cache_mount(job, self.cache_dir)
-        return set(WRITABLE_TARGETS) | ({mount[1]} if mount is not None else set())
+        return writable_targets(job, self.cache_dir)
 
     def stop(self) -> None:
         """Stop the containers in flight (SIGTERM, SIGKILL after a grace period); start no more."""
