@@ -130,7 +130,8 @@ def _model_checks(root: Path, manifest: Manifest, places: list[ModelPlace],
     recorded = recorded_models(root, [r.run_id for r in manifest.runs if r.status == "done"])
     checks = {p.ref: check_model(p, recorded.get(p.ref, [])) for p in places}
     notes = [f"model {p.ref}: {p.folder or p.snapshot} ({p.why}); fingerprint "
-             f"{checks[p.ref].summary()}" for p in places]
+             f"{checks[p.ref].summary()}" + (f" ({checks[p.ref].caveat})"
+                                             if checks[p.ref].caveat else "") for p in places]
     bad = [c for c in checks.values() if c.status == "mismatch"]
     if bad and not accept:
         raise UserInputError(
