@@ -12,16 +12,25 @@ commit). Any other folder is recorded as a local folder.
 LICENSE*, NOTICE*, *.md) and hidden files. Each file gets a SHA-256:
 
 - ``full`` mode: of every byte of every file;
-- ``fast`` mode: files up to SAMPLE_BLOCKS x BLOCK_BYTES (1 MiB) are hashed whole, as in full
-  mode; a larger file is hashed from its size, its safetensors header (when it is one) and
-  SAMPLE_BLOCKS blocks of BLOCK_BYTES spread evenly over it, the first at its start and the
-  last at its end (``sampled: true``). That tells a different checkpoint (a fine-tune, another
-  quantisation, a truncated download) from the recorded one while reading 1 MiB per file, but
-  not a single changed value between the sampled blocks; full mode does.
+- ``fast`` mode: every file is hashed whole, as in full mode, except a weight file
+  (WEIGHT_SUFFIXES: .safetensors, .bin, .pt, .pth, .gguf) larger than SAMPLE_BLOCKS x
+  BLOCK_BYTES (1 MiB), which is hashed from its size, its safetensors header (when it is one)
+  and SAMPLE_BLOCKS blocks of BLOCK_BYTES spread evenly over it, the first at its start and
+  the last at its end (``sampled: true``). That tells a different checkpoint (a fine-tune,
+  another quantisation, a truncated download) from the recorded one while reading 1 MiB per
+  weight file, but not a single changed value between the sampled blocks; full mode does.
+  Configuration and tokenizer files (a tokenizer.json of several MiB) count byte for byte.
 
 The fingerprint is the SHA-256 of the mode and the sorted (path, bytes, sha256) entries, so two
 copies compare equal exactly when every entry does; ``differences`` names the entries that do
 not.
+
+**Scheme.** Which files fast mode samples is the fingerprint's ``scheme`` (recorded with it):
+1 (results before schema 1.4, no ``scheme`` field) sampled every file over 1 MiB, tokenizer
+files included; 2 (FINGERPRINT_SCHEME) samples only weight files. A copy is checked in the
+scheme its record used (``identify(..., scheme=recorded.scheme)``), so an old bundle still
+verifies; ``differences`` refuses to compare fast fingerprints of different schemes. Full mode
+is the same in every scheme.
 """
 
 from __future__ import annotations
@@ -38,6 +47,11 @@ from harness.results.schema import ModelFile, ModelIdentity
 
 BLOCK_BYTES = 64 * 1024
 SAMPLE_BLOCKS = 16
+#: the files fast mode samples when larger than SAMPLE_BLOCKS x BLOCK_BYTES (scheme 2)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+#: which files fast mode samples: 1 every file over 1 MiB, 2 only weight files (see above)
+FINGERPRINT_SCHEME = 2
+KNOWN_SCHEMES = (1, 2)
 #: files that describe a model rather than make it (left out of the fingerprint)
 DOC_PREFIXES = ("readme", "license", "notice", "use_policy")
 DOC_SUFFIXES = (".md",)
@@ -85,10 +99,21 @@ def _sampled(fh: BinaryIO, size: int, path: Path, digest: hashlib._Hash) -> None
         digest.update(fh.read(BLOCK_BYTES))
 
 
-def file_entry(path: Path, rel: str, mode: FingerprintMode) -> ModelFile:
-    """One file's fingerprint entry in ``mode``."""
+def is_sampled(path: Path, size: int, mode: FingerprintMode, scheme: int) -> bool:
+    """Whether a file of ``size`` bytes is sampled (not hashed whole) in ``mode`` and ``scheme``."""
+    if scheme not in KNOWN_SCHEMES:
+        raise ValueError(f"fingerprint scheme {scheme}: this harness knows schemes "
+                         f"{', '.join(map(str, KNOWN_SCHEMES))}")
+    if mode != "fast" or size <= SAMPLE_BLOCKS * BLOCK_BYTES:
+        return False
+    return scheme == 1 or path.suffix.lower() in WEIGHT_SUFFIXES
+
+
+def file_entry(path: Path, rel: str, mode: FingerprintMode,
+               scheme: int = FINGERPRINT_SCHEME) -> ModelFile:
+    """One file's fingerprint entry in ``mode`` (and fast ``scheme``)."""
     size = path.stat().st_size
-    sampled = mode == "fast" and size > SAMPLE_BLOCKS * BLOCK_BYTES
+    sampled = is_sampled(path, size, mode, scheme)
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         if sampled:
@@ -124,14 +149,19 @@ def hub_snapshot(cache: Path, hub_id: str) -> Path | None:
     return snapshot if revision and snapshot.is_dir() else None
 
 
-def identify(ref: str, folder: Path, mode: FingerprintMode) -> ModelIdentity:
-    """The identity of the model ``ref`` read from ``folder``; OSError when unreadable."""
-    files = [file_entry(p, p.relative_to(folder).as_posix(), mode) for p in model_files(folder)]
+def identify(ref: str, folder: Path, mode: FingerprintMode,
+             scheme: int = FINGERPRINT_SCHEME) -> ModelIdentity:
+    """The identity of the model ``ref`` read from ``folder``; OSError when unreadable.
+
+    ``scheme`` is this harness's; an older one re-creates a recorded fingerprint to check it.
+    """
+    files = [file_entry(p, p.relative_to(folder).as_posix(), mode, scheme)
+             for p in model_files(folder)]
     hub = hub_source(folder)
     note = None if files else f"{folder} holds no model files"
     return ModelIdentity(
         ref=ref, source="hub" if hub else "folder", hub_id=hub[0] if hub else None,
-        revision=hub[1] if hub else None, folder=str(folder), mode=mode,
+        revision=hub[1] if hub else None, folder=str(folder), mode=mode, scheme=scheme,
         fingerprint=fingerprint_of(files, mode) if files else None, files=files, note=note,
     )
 
@@ -149,13 +179,16 @@ def identify_for_agent(ref: str, model_path: str, mode: FingerprintMode) -> Mode
         return identify(ref, folder, mode)
     except (RunFailure, OSError, ValueError) as e:
         return ModelIdentity(ref=ref, source="folder", folder=model_path, mode=mode,
-                             note=f"not fingerprinted: {e}")
+                             scheme=FINGERPRINT_SCHEME, note=f"not fingerprinted: {e}")
 
 
 def differences(recorded: ModelIdentity, found: ModelIdentity) -> list[str]:
     """How ``found`` differs from ``recorded``, file by file (empty when they match)."""
     if recorded.mode != found.mode:
         return [f"fingerprints of different modes ({recorded.mode} and {found.mode})"]
+    if recorded.mode == "fast" and recorded.scheme != found.scheme:
+        return [f"fast fingerprints of different schemes ({recorded.scheme} and {found.scheme}: "
+                "they sample different files); fingerprint the copy in the recorded scheme"]
     if recorded.fingerprint == found.fingerprint:
         return []
     old = {f.path: f for f in recorded.files}

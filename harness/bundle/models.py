@@ -6,7 +6,8 @@ choice said in words: ``--model NAME=PATH`` first; then a folder name under ``--
 DIR`` (a relative name as written, an absolute one by its last part); then a relative name
 from the folder the study ran from (the manifest's ``working_dir``) and from the current
 folder; an absolute name as it is; anything else is a hub id, read from the Hugging Face cache.
-``check_models`` fingerprints each in the mode the runs used and compares it file by file.
+``check_model`` fingerprints each in the mode and scheme the runs used and compares it file by
+file.
 """
 
 from __future__ import annotations
@@ -18,9 +19,16 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from harness.config.experiment import FingerprintMode
 from harness.controller.preflight import PATH_PREFIXES, locate_model
 from harness.errors import RunFailure, UserInputError
-from harness.model_identity import differences, hub_snapshot, identify
+from harness.model_identity import (
+    KNOWN_SCHEMES,
+    WEIGHT_SUFFIXES,
+    differences,
+    hub_snapshot,
+    identify,
+)
 from harness.results.schema import ModelIdentity
 
 
@@ -126,6 +134,8 @@ class ModelCheck:
     ref: str
     status: Literal["match", "mismatch", "not checked"]
     detail: list[str]
+    #: what a match does not cover (an older scheme's fingerprint sampled non-weight files)
+    caveat: str | None = None
 
     def summary(self) -> str:
         """One line for comparison.csv and the output."""
@@ -135,18 +145,40 @@ class ModelCheck:
             f" (and {len(self.detail) - 3} more)" if len(self.detail) > 3 else "")
 
 
+def _caveat(recorded: ModelIdentity) -> str | None:
+    """What a match with ``recorded`` leaves unchecked: non-weight files an old scheme sampled."""
+    loose = [f.path for f in recorded.files
+             if f.sampled and not f.path.lower().endswith(WEIGHT_SUFFIXES)]
+    if not loose:
+        return None
+    return (f"checked in the recorded fingerprint scheme {recorded.scheme}, which sampled "
+            f"{', '.join(loose[:3])}{' ...' if len(loose) > 3 else ''} rather than hashing "
+            "it whole")
+
+
 def check_model(place: ModelPlace, copies: list[Recorded]) -> ModelCheck:
-    """Fingerprint a reviewer's model in the runs' mode and compare it with theirs."""
+    """Fingerprint a reviewer's model as the runs did (mode and scheme) and compare it."""
     usable = [c for c in copies if c.identity.fingerprint]
     if not usable:
         return ModelCheck(place.ref, "not checked", ["the bundle records no fingerprint of it"])
-    recorded = usable[0].identity
+    newer = sorted({c.identity.scheme for c in usable} - set(KNOWN_SCHEMES))
+    if newer:
+        return ModelCheck(place.ref, "not checked", [
+            f"the bundle's fingerprint uses scheme {', '.join(map(str, newer))}, which this "
+            f"harness does not know (it knows {', '.join(map(str, KNOWN_SCHEMES))}): check it "
+            "with the harness version the bundle's source archive holds"])
     folder = place.folder or place.snapshot
     assert folder is not None
+    found: dict[tuple[FingerprintMode, int], ModelIdentity] = {}
     try:
-        found = identify(place.ref, folder, recorded.mode)
+        for copy in usable:
+            how = (copy.identity.mode, copy.identity.scheme)
+            if how not in found:
+                found[how] = identify(place.ref, folder, *how)
+            if not differences(copy.identity, found[how]):
+                return ModelCheck(place.ref, "match", [], _caveat(copy.identity))
     except OSError as e:
         return ModelCheck(place.ref, "mismatch", [f"cannot read {folder}: {e}"])
-    if any(not differences(c.identity, found) for c in usable):
-        return ModelCheck(place.ref, "match", [])
-    return ModelCheck(place.ref, "mismatch", differences(recorded, found))
+    recorded = usable[0].identity
+    return ModelCheck(place.ref, "mismatch",
+                      differences(recorded, found[(recorded.mode, recorded.scheme)]))

@@ -130,7 +130,8 @@ def _model_checks(root: Path, manifest: Manifest, places: list[ModelPlace],
     recorded = recorded_models(root, [r.run_id for r in manifest.runs if r.status == "done"])
     checks = {p.ref: check_model(p, recorded.get(p.ref, [])) for p in places}
     notes = [f"model {p.ref}: {p.folder or p.snapshot} ({p.why}); fingerprint "
-             f"{checks[p.ref].summary()}" for p in places]
+             f"{checks[p.ref].summary()}" + (f" ({checks[p.ref].caveat})"
+                                             if checks[p.ref].caveat else "") for p in places]
     bad = [c for c in checks.values() if c.status == "mismatch"]
     if bad and not accept:
         raise UserInputError(
@@ -237,7 +238,8 @@ def reproduce(
 ) -> Reproduction:
     """Verify a bundle, find its models and images, re-run its study (or a sample), compare.
 
-    Every check (bundle, model fingerprints, images, engine) runs before the first container.
+    Every check (bundle, model fingerprints, images, engine) runs before the first container;
+    each note (``Reproduction.notes``) goes to ``observer`` as a Note before the runs start.
     """
     from harness.analysis import report as report_mod
     from harness.analysis.compare import compare
@@ -251,12 +253,16 @@ def reproduce(
         root = extract(Path(bundle), Path(tmp), limits)
         verify_root(root, limits)
         setup = _prepare(root, runs, runner, models or ReviewerModels(), limits)
+        for text in setup.notes:  # images loaded, models checked: said before any run starts
+            observer(Note(text))
         out_root = Path(output_dir) if output_dir else Path(setup.study.output_dir)
         new_dir = new_study_dir(out_root, f"{setup.study.name}-reproduce")
         shutil.copyfile(root / "study.yaml", new_dir / "study.yaml")
         carried = carried_datasets(root, _read_prov(root, limits))
         datasets, more = _carry_prompts(carried, root, new_dir)
         setup.notes += more
+        for text in more:
+            observer(Note(text))
         atomic_write_json(new_dir / "plan.json", setup.sub_plan)
         new_manifest = manifest_io.new_manifest(setup.sub_plan, root / "study.yaml",
                                                 working_dir=Path.cwd())

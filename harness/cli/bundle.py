@@ -146,7 +146,7 @@ def bundle_reproduce(
 
     models = ReviewerModels(_model_map(model or []), model_root, accept_model_mismatch)
     began = time.monotonic()
-    display = StudyDisplay()
+    display = StudyDisplay()  # prints reproduce's notes as they come, before the runs
     try:
         rep = reproduce(file, runs=runs, runner=runner, output_dir=output_dir, observer=display,
                         models=models)
@@ -154,8 +154,6 @@ def bundle_reproduce(
         display.close()
     if display.stopped:
         console.print(f"[red]stopped:[/] {escape(display.stopped)}")
-    for text in rep.notes:
-        note(text)
     comparison = rep.comparison
     unknown: set[str] = set()
     if not comparison.empty:

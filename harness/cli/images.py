@@ -77,16 +77,23 @@ def images_prune(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing.")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Remove keep-tagged images even when no study "
+                           "manifest was read (without it prune refuses).")
+    ] = False,
 ) -> None:
     """Remove harness images no study folder uses; keep (and tag) those one does."""
     from harness.controller.images.retention import DEFAULT_ROOT, prune
     from harness.controller.runtimes.docker import connect
 
     roots = list(dict.fromkeys([DEFAULT_ROOT, *(results or [])]))
-    pruned = prune(connect(), roots, dry_run=dry_run)
+    pruned = prune(connect(), roots, dry_run=dry_run, force=force)
     console.print("study folders read: " + ", ".join(
         f"{escape(str(r))}/*/manifest.json" + ("" if r.is_dir() else " (no such folder)")
-        for r in pruned.roots))
+        for r in pruned.roots) + f"; {len(pruned.manifests)} study manifests read")
+    if not pruned.manifests:
+        console.print("[yellow]no study manifest was read[/]: every keep tag looks unused; name "
+                      "the folders your studies are in with --results DIR")
     for problem in pruned.unreadable:
         console.print(f"[yellow]unreadable[/] {escape(problem)}")
     verb = "would remove" if dry_run else "removed"

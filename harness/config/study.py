@@ -49,8 +49,9 @@ class Execution(BaseModel):
         MAX_RUNS_DEFAULT, ge=1, description="refuse plans with more runs unless raised"
     )
     model_fingerprint: FingerprintMode = Field(
-        "fast", description="fingerprint of the model's files each run records: fast (sizes, "
-        "safetensors headers, sampled blocks) or full (SHA-256 of every byte)",
+        "fast", description="fingerprint of the model's files each run records: fast (weight "
+        "files over 1 MiB sampled: sizes, safetensors headers, blocks; every other file whole) "
+        "or full (SHA-256 of every byte)",
     )
     simulated_gpus: SimulatedGpus | None = Field(
         None, description="measure simulated GPUs instead of the system's (docs/simulated-gpu.md)"

@@ -20,8 +20,9 @@ from harness.results.gpusettings import GpuJournalEntry, GpuSettingsRecord
 from harness.results.reasons import LEGACY_REASONS, FailureReason, reason_of
 from harness.testing.simgpu.config import SimulatedGpus
 
-#: 1.3: gpu_settings (the gpu: values requested, held before and read back)
-RESULT_SCHEMA_VERSION = "1.3"
+#: 1.3: gpu_settings (the gpu: values requested, held before and read back);
+#: 1.4: model.scheme (fast fingerprints sample weight files only; absent means 1)
+RESULT_SCHEMA_VERSION = "1.4"
 #: 1.2: per run gpus, gpu_uuids, cpus, numa_nodes, overlapped_with, gpu_settings and slurm;
 #: the study's gpu_journal
 MANIFEST_SCHEMA_VERSION = "1.2"
@@ -304,6 +305,8 @@ class ModelIdentity(_Model):
     revision: str | None = Field(default=None, description="the cached snapshot's commit")
     folder: str | None = Field(default=None, description="where the files were read")
     mode: FingerprintMode = "fast"
+    scheme: int = Field(default=1, ge=1, description="which files fast mode samples: 1 (absent "
+                        "before schema 1.4) every file over 1 MiB, 2 only weight files")
     fingerprint: str | None = Field(default=None, description="SHA-256 over the file entries")
     files: list[ModelFile] = Field(default_factory=list)
     note: str | None = None

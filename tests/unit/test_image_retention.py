@@ -7,14 +7,23 @@ tests/integration/test_reviewer_flow.py.
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from unittest import mock
 
+import docker
+import pytest
+from typer.testing import CliRunner
+
+from harness.cli import app
 from harness.controller.images.retention import (
     KEEP_REPOSITORY,
     _decide,
     keep_tag,
+    prune,
     referenced_images,
     study_dir_of,
 )
+from harness.errors import UserInputError
+from harness.results.reasons import ExitCode
 
 A = "sha256:" + "a1" * 32
 B = "sha256:" + "b2" * 32
@@ -53,9 +62,11 @@ def test_prune_reads_every_study_under_the_folders(tmp_path: Path):
     nested = a_study(tmp_path / "results" / "again", "three", [A])
     (tmp_path / "results" / "broken").mkdir()
     (tmp_path / "results" / "broken" / "manifest.json").write_text("{not json")
-    refs, unreadable = referenced_images([tmp_path / "results", tmp_path / "missing"])
-    assert refs == {A: [nested, one], B: [two]}
-    assert len(unreadable) == 1 and "broken" in unreadable[0]
+    found = referenced_images([tmp_path / "results", tmp_path / "missing"])
+    assert found.images == {A: [nested, one], B: [two]}
+    assert found.manifests == [nested / "manifest.json", one / "manifest.json",
+                               two / "manifest.json"]
+    assert len(found.unreadable) == 1 and "broken" in found.unreadable[0]
 
 
 @dataclass
@@ -74,3 +85,68 @@ def test_prune_keeps_what_a_study_or_a_tag_holds_and_removes_the_rest(tmp_path: 
     assert stale.action == "remove" and "studies not in these folders" in stale.reason
     dangling = _decide(Image(B), refs)
     assert dangling.action == "remove" and "untagged (left by a rebuild)" in dangling.reason
+
+
+def fake_engine(images: dict[str, list[str]]) -> mock.Mock:
+    """A docker client (autospec) whose engine holds ``images`` (id -> tags), all keep-tagged."""
+    client = mock.create_autospec(docker.DockerClient, instance=True)
+    client.images = mock.create_autospec(docker.models.images.ImageCollection, instance=True)
+    held = []
+    for image_id, tags in images.items():
+        image = mock.create_autospec(docker.models.images.Image, instance=True)
+        image.id, image.tags = image_id, tags
+        held.append(image)
+    client.images.list.side_effect = lambda **kw: [] if "filters" in kw else held
+    return client
+
+
+def test_prune_that_read_no_manifest_refuses_to_remove_keep_tagged_images(tmp_path: Path):
+    engine = fake_engine({A: [keep_tag(A, tmp_path / "one")], B: []})
+    with pytest.raises(UserInputError) as info:
+        prune(engine, [tmp_path / "results"])
+    text = str(info.value)
+    assert "no study manifest was read" in text and "nothing was removed" in text
+    assert f"{tmp_path / 'results'}/*/manifest.json (no such folder)" in text
+    assert "--results DIR" in text and "--force" in text and keep_tag(A, tmp_path / "one") in text
+    assert info.value.exit_code == ExitCode.USAGE
+    engine.images.remove.assert_not_called()
+
+    dry = prune(engine, [tmp_path / "results"], dry_run=True)
+    assert [d.action for d in dry.decisions] == ["remove", "remove"] and dry.manifests == []
+    engine.images.remove.assert_not_called()
+    forced = prune(engine, [tmp_path / "results"], force=True)
+    assert [d.action for d in forced.decisions] == ["remove", "remove"]
+    engine.images.remove.assert_has_calls([mock.call(keep_tag(A, tmp_path / "one")),
+                                           mock.call(B)])
+
+
+def test_prune_that_read_a_manifest_removes_stale_keep_tags(tmp_path: Path):
+    a_study(tmp_path / "results", "one", [A])
+    engine = fake_engine({A: [keep_tag(A, tmp_path / "results" / "one")],
+                          B: [keep_tag(B, tmp_path / "gone")]})
+    pruned = prune(engine, [tmp_path / "results"])
+    assert [d.action for d in pruned.decisions] == ["keep", "remove"]
+    engine.images.remove.assert_called_once_with(keep_tag(B, tmp_path / "gone"))
+
+
+def test_only_untagged_builds_are_removed_without_a_manifest(tmp_path: Path):
+    engine = fake_engine({B: []})
+    assert [d.action for d in prune(engine, [tmp_path / "results"]).decisions] == ["remove"]
+    engine.images.remove.assert_called_once_with(B)
+
+
+def test_the_prune_command_refuses_with_the_input_exit_code(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch):
+    engine = fake_engine({A: [keep_tag(A, tmp_path / "one")]})
+    monkeypatch.setattr("harness.controller.runtimes.docker.connect", lambda: engine)
+    monkeypatch.chdir(tmp_path)
+    refused = CliRunner().invoke(app, ["images", "prune"])
+    assert isinstance(refused.exception, UserInputError)
+    assert refused.exception.exit_code == ExitCode.USAGE
+    engine.images.remove.assert_not_called()
+    dry = CliRunner().invoke(app, ["images", "prune", "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert "no study manifest was read" in dry.output and "would remove" in dry.output
+    forced = CliRunner().invoke(app, ["images", "prune", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "1 kept, 0 removed" not in forced.output and "0 kept, 1 removed" in forced.output

@@ -1,12 +1,15 @@
 """Model identity: where a model came from and a fingerprint of its files (real files)."""
 
+import hashlib
 import shutil
 from pathlib import Path
 
 import pytest
 
+from harness.bundle.models import ModelPlace, Recorded, check_model
 from harness.model_identity import (
     BLOCK_BYTES,
+    FINGERPRINT_SCHEME,
     SAMPLE_BLOCKS,
     differences,
     hub_snapshot,
@@ -15,6 +18,7 @@ from harness.model_identity import (
     identify_for_agent,
 )
 from harness.models import write_tiny_model
+from harness.results.schema import ModelIdentity
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +115,75 @@ def test_the_agent_records_a_model_it_cannot_read_with_a_note(tmp_path: Path):
     identity = identify_for_agent("models/gone", str(tmp_path / "gone"), "fast")
     assert identity.fingerprint is None and "not fingerprinted" in (identity.note or "")
     assert identity.ref == "models/gone"
+
+
+def with_big_tokenizer(model: Path, dest: Path) -> Path:
+    """A copy of ``model`` whose tokenizer.json is 2 MiB (as a large vocabulary's is)."""
+    copy = copy_of(model, dest)
+    body = b'{"model": {"vocab": "' + b"a" * (2 * 1024 * 1024 - 32) + b'"}}\n'
+    (copy / "tokenizer.json").write_bytes(body)
+    return copy
+
+
+def test_fast_mode_hashes_a_large_tokenizer_whole_and_samples_only_weights(tiny: Path,
+                                                                           tmp_path: Path):
+    model = with_big_tokenizer(tiny, tmp_path / "big")
+    (model / "extra.gguf").write_bytes(b"\1" * (3 * SAMPLE_BLOCKS * BLOCK_BYTES))
+    recorded = identify("t", model, "fast")
+    assert recorded.scheme == FINGERPRINT_SCHEME == 2
+    by_name = {f.path: f for f in recorded.files}
+    assert not by_name["tokenizer.json"].sampled and by_name["tokenizer.json"].bytes > 2e6
+    assert by_name["model.safetensors"].sampled and by_name["extra.gguf"].sampled
+    full = {f.path: f.sha256 for f in identify("t", model, "full").files}
+    assert by_name["tokenizer.json"].sha256 == full["tokenizer.json"]
+    size = (model / "tokenizer.json").stat().st_size
+    flip_byte(model / "tokenizer.json", size // 2)  # between any blocks sampling would read
+    found = identify("t", model, "fast")
+    assert found.fingerprint != recorded.fingerprint
+    assert differences(recorded, found)[0].startswith("changed file: tokenizer.json: SHA-256")
+
+
+def old_sampled_sha256(path: Path) -> str:
+    """A sampled entry as fast fingerprints before scheme 2 wrote it (size, then 16 blocks)."""
+    data, digest = path.read_bytes(), hashlib.sha256()
+    digest.update(str(len(data)).encode())
+    step = (len(data) - BLOCK_BYTES) / (SAMPLE_BLOCKS - 1)
+    for i in range(SAMPLE_BLOCKS):
+        digest.update(data[round(i * step):round(i * step) + BLOCK_BYTES])
+    return digest.hexdigest()
+
+
+def test_an_old_fast_fingerprint_is_checked_in_its_own_scheme(tiny: Path, tmp_path: Path):
+    model = with_big_tokenizer(tiny, tmp_path / "big")
+    old = identify("t", model, "fast", scheme=1).model_dump()
+    del old["scheme"]  # results before schema 1.4 have no scheme
+    recorded = ModelIdentity.model_validate(old)
+    assert recorded.scheme == 1
+    tokenizer = {f.path: f for f in recorded.files}["tokenizer.json"]
+    assert tokenizer.sampled and tokenizer.sha256 == old_sampled_sha256(model / "tokenizer.json")
+    now = identify("t", model, "fast")
+    assert now.fingerprint != recorded.fingerprint  # the new scheme hashes the tokenizer whole
+    assert differences(recorded, now) == [
+        "fast fingerprints of different schemes (1 and 2: they sample different files); "
+        "fingerprint the copy in the recorded scheme"]
+    check = check_model(ModelPlace("t", model, "here"), [Recorded(recorded, ["r1"])])
+    assert (check.status, check.detail) == ("match", [])
+    assert "recorded fingerprint scheme 1, which sampled tokenizer.json" in (check.caveat or "")
+    other = write_tiny_model(tmp_path / "other", seed=3)
+    assert check_model(ModelPlace("t", other, "here"), [Recorded(recorded, ["r1"])]).status == (
+        "mismatch")
+
+
+def test_a_fingerprint_of_an_unknown_scheme_is_not_checked_and_says_why(tiny: Path):
+    recorded = identify("t", tiny, "fast").model_copy(update={"scheme": 9})
+    check = check_model(ModelPlace("t", tiny, "here"), [Recorded(recorded, ["r1"])])
+    assert check.status == "not checked"
+    assert "scheme 9, which this harness does not know (it knows 1, 2)" in check.detail[0]
+    with pytest.raises(ValueError, match="fingerprint scheme 9"):
+        identify("t", tiny, "fast", scheme=9)
+
+
+def test_full_fingerprints_are_the_same_in_every_scheme(tiny: Path, tmp_path: Path):
+    model = with_big_tokenizer(tiny, tmp_path / "big")
+    one, two = identify("t", model, "full", scheme=1), identify("t", model, "full")
+    assert one.fingerprint == two.fingerprint and differences(one, two) == []

@@ -9,17 +9,26 @@ import os
 import tarfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from _synthetic import make_study
+from typer.testing import CliRunner
 
 from harness.bundle import BundleInvalid, Limits, create, extract, verify
 from harness.bundle.carry import carry_workload, workload_files
 from harness.bundle.images import archive_path, check_archive
 from harness.bundle.models import Recorded, check_model, locate_models
-from harness.bundle.reproduce import ReviewerModels, _carry_prompts, carried_datasets, reproduce
+from harness.bundle.reproduce import (
+    Reproduction,
+    ReviewerModels,
+    _carry_prompts,
+    carried_datasets,
+    reproduce,
+)
 from harness.errors import UserInputError
 from harness.model_identity import identify
 from harness.models import write_tiny_model
+from harness.results.events import Event, Note
 
 SWEEP = {"batch_size": [1, 8]}
 FAKE_ID = "sha256:" + "ab" * 32
@@ -296,6 +305,48 @@ def test_reproduce_refuses_another_model_before_anything_runs(tiny: Path, tmp_pa
     assert "models/tiny: changed file: model.safetensors" in text
     assert "--accept-model-mismatch" in text
     assert not (tmp_path / "again").exists()
+
+
+class RunsStarted(Exception):
+    """Raised where the study's runs would start: the test has what it needs by then."""
+
+
+def test_reproduce_says_its_notes_before_the_runs_start(tiny: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch):
+    from harness.controller.loop import StudyRun
+
+    study = study_with_model(tmp_path, tiny)
+    bundle = create(study, tmp_path / "b.tar.gz", pip_freeze=False).path
+    events: list[Event] = []
+    before_runs: list[Event] = []
+
+    def execute(self: StudyRun) -> None:
+        before_runs.extend(events)
+        raise RunsStarted
+
+    monkeypatch.setattr(StudyRun, "execute", execute)
+    with pytest.raises(RunsStarted):
+        reproduce(bundle, runs=1, runner="local", output_dir=tmp_path / "again",
+                  observer=events.append)
+    said = [e.message for e in before_runs if isinstance(e, Note)]
+    assert f"model models/tiny: {tiny} (" in said[0] and said[0].endswith("fingerprint match")
+    assert said[-2].startswith("Reproducing 1 of 4 runs")
+    assert said[-1].startswith("Runner: local")
+
+
+def test_the_reproduce_command_prints_each_note_once(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch):
+    from harness.cli import app
+
+    def fake_reproduce(bundle: Path, *, observer, **_: object) -> Reproduction:
+        observer(Note("loaded image sha256:ab from the bundle"))
+        return Reproduction(tmp_path, pd.DataFrame(), ["loaded image sha256:ab from the bundle"],
+                            0, 0)
+
+    monkeypatch.setattr("harness.bundle.reproduce", fake_reproduce)
+    result = CliRunner().invoke(app, ["bundle", "reproduce", str(tmp_path / "b.tar.gz")])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("loaded image sha256:ab from the bundle") == 1
 
 
 def test_a_gzip_layer_is_hashed_uncompressed(tmp_path: Path):

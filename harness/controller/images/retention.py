@@ -17,6 +17,10 @@ harness (label ``harness.version``) and those with a keep tag, keeps
 and removes the rest: keep tags whose study is not in those folders, and untagged builds.
 An image a container still uses is kept and said so. Images without the harness label (the
 registry-less base, the user's own) are never considered.
+
+When it read no study manifest at all (run from a folder without ``results/``, or given only
+folders that hold no study), every image held only by keep tags would look unused; prune then
+refuses to remove anything (UserInputError) unless it is a dry run or ``force`` is given.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from harness.errors import EnvironmentProblem
+from harness.errors import EnvironmentProblem, UserInputError
 
 KEEP_REPOSITORY = "harness/kept"
 #: the label every image the harness builds carries (images/Dockerfile via build.py)
@@ -68,23 +72,34 @@ def keep(client: Any, image_id: str, study_dir: Path) -> str | None:
     return tag
 
 
-def referenced_images(roots: Iterable[Path]) -> tuple[dict[str, list[Path]], list[str]]:
-    """Image id -> the study folders whose manifest names it; and the manifests not read."""
-    refs: dict[str, list[Path]] = {}
-    unreadable: list[str] = []
+@dataclass
+class References:
+    """What the study manifests under some folders say: image id -> the studies using it."""
+
+    images: dict[str, list[Path]] = field(default_factory=dict)
+    #: the manifests read (a study without images counts)
+    manifests: list[Path] = field(default_factory=list)
+    #: the manifests that could not be read, each with why
+    unreadable: list[str] = field(default_factory=list)
+
+
+def referenced_images(roots: Iterable[Path]) -> References:
+    """The images the study manifests under ``roots`` name, and which manifests were read."""
+    found = References()
     for root in roots:
         for manifest in sorted([*Path(root).glob("*/manifest.json"),
                                 *Path(root).glob("*/*/manifest.json")]):
             try:
                 runs = json.loads(manifest.read_text(encoding="utf-8")).get("runs") or []
             except (OSError, ValueError, AttributeError) as e:
-                unreadable.append(f"{manifest}: {e}")
+                found.unreadable.append(f"{manifest}: {e}")
                 continue
+            found.manifests.append(manifest)
             for run in runs:
                 image_id = ((run or {}).get("image") or {}).get("id")
-                if image_id and manifest.parent not in refs.setdefault(image_id, []):
-                    refs[image_id].append(manifest.parent)
-    return refs, unreadable
+                if image_id and manifest.parent not in found.images.setdefault(image_id, []):
+                    found.images[image_id].append(manifest.parent)
+    return found
 
 
 @dataclass
@@ -105,6 +120,8 @@ class Pruned:
     decisions: list[Decision] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     dry_run: bool = False
+    #: the study manifests read (none: every keep tag looks stale)
+    manifests: list[Path] = field(default_factory=list)
 
 
 def _candidates(client: Any, label: str | None) -> list[Any]:
@@ -154,23 +171,46 @@ def _remove(client: Any, decision: Decision) -> None:
         decision.reason = f"not removed: {e.explanation or e}"
 
 
-def prune(client: Any, roots: Iterable[Path], *, dry_run: bool = False,
+def _refuse_blind_removal(pruned: Pruned) -> None:
+    """UserInputError when no manifest was read and keep-tagged images would be removed."""
+    held = [d for d in pruned.decisions if d.action == "remove" and d.tags]
+    if pruned.manifests or not held:
+        return
+    looked = ", ".join(f"{r}/*/manifest.json" + ("" if r.is_dir() else " (no such folder)")
+                       for r in pruned.roots)
+    tags = ", ".join(t for d in held[:3] for t in d.tags) + (
+        f" and {len(held) - 3} more images" if len(held) > 3 else "")
+    raise UserInputError(
+        f"images prune: no study manifest was read (looked at {looked}), so {len(held)} "
+        f"image(s) held only by keep tags ({tags}) would be removed although a study may still "
+        "use them; nothing was removed. Name the folders your studies are in with "
+        "--results DIR (repeatable), see the decisions with --dry-run, or remove them anyway "
+        "with --force", problems=pruned.unreadable)
+
+
+def prune(client: Any, roots: Iterable[Path], *, dry_run: bool = False, force: bool = False,
           label: str | None = None) -> Pruned:
     """Remove the harness images no study folder under ``roots`` references; say what stays.
 
-    ``label`` narrows the images considered to those with that label (a test's own).
+    Having read no study manifest, it refuses (UserInputError, nothing removed) to remove
+    images held by keep tags unless ``dry_run`` or ``force``. ``label`` narrows the images
+    considered to those with that label (a test's own).
     """
     roots = [Path(r) for r in roots]
-    refs, unreadable = referenced_images(roots)
-    result = Pruned(roots, unreadable=unreadable, dry_run=dry_run)
-    for image in sorted(_candidates(client, label), key=lambda i: i.id):
-        decision = _decide(image, refs)
-        if not dry_run:
-            if decision.action == "remove":
-                _remove(client, decision)
-            else:
-                for study in refs.get(image.id, []):
-                    if keep_tag(image.id, study) not in decision.tags:
-                        keep(client, image.id, study)
-        result.decisions.append(decision)
+    found = referenced_images(roots)
+    result = Pruned(roots, unreadable=found.unreadable, dry_run=dry_run,
+                    manifests=found.manifests)
+    result.decisions = [_decide(image, found.images)
+                        for image in sorted(_candidates(client, label), key=lambda i: i.id)]
+    if not (dry_run or force):
+        _refuse_blind_removal(result)
+    if dry_run:
+        return result
+    for decision in result.decisions:
+        if decision.action == "remove":
+            _remove(client, decision)
+            continue
+        for study in found.images.get(decision.image_id, []):
+            if keep_tag(decision.image_id, study) not in decision.tags:
+                keep(client, decision.image_id, study)
     return result
