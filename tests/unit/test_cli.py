@@ -176,6 +176,7 @@ def three_axis_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
                "backend": ["pytorch", "vllm"]},
         j_factors={"batch_size": {32: 0.0001234567}},
         tps_factors={"batch_size": {32: 1394.56789}, "backend": {"vllm": 1.7}},
+        with_model=True,
     )
 
 

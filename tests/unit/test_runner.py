@@ -88,7 +88,8 @@ def test_no_token_no_token_variable(tmp_path, monkeypatch):
 
 
 def test_resuming_says_which_runner_it_continues_with_and_why(tmp_path):
-    study_dir = make_study(tmp_path, sweep={"batch_size": [1, 2]}, j_factors={}, pending=1)
+    study_dir = make_study(tmp_path, sweep={"batch_size": [1, 2]}, j_factors={}, pending=1,
+                           with_model=True)
     manifest = mio.load(study_dir)
     manifest.runner_reason = "runner auto: no Docker engine answers (x); using the local runner"
     mio.save(manifest, study_dir)
