@@ -132,3 +132,11 @@ def test_reasons_of_older_files_still_read(legacy, reason, message):
     bare = RunRecord.model_validate({"run_id": "r", "experiment_id": "e", "cycle": 1,
                                      "position": 0, "reason": legacy})
     assert bare.message == (legacy if reason == "agent_error" else None)
+
+
+def test_every_failure_reason_is_explained_in_docs_faults():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "faults.md").read_text("utf-8")
+    rows = {line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| `")}
+    assert {f"`{reason.value}`" for reason in FailureReason} <= rows
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+    assert "(docs/faults.md)" in readme
