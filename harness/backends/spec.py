@@ -286,7 +286,7 @@ class BackendSpec:
         return self.model_problems(experiment, model_dir) if self.model_problems else []
 
     def describe(self) -> dict[str, Any]:
-        """Capabilities as plain data (docs, `harness backends`, provenance)."""
+        """Capabilities as plain data: devices, precisions, quantization, serving, images."""
         return {
             "name": self.name,
             "summary": self.summary,

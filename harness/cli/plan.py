@@ -101,7 +101,7 @@ def _checks(file: Path, study: Study, plan: Plan) -> list[str]:
 
     runtime, notes = _plan_runtime(study.execution.runner)
     found = check_study(study, plan, runtime, origin=str(file), model_base=Path.cwd(),
-                        dataset_base=file.parent, gpus_here=False)
+                        dataset_base=file.parent, at_start=False)
     found.raise_errors(file)
     return notes + found.warnings
 
@@ -130,8 +130,8 @@ def _single_experiment(file: Path) -> None:
 
     exp = load_experiment(file)
     found = check_experiments([exp], None, origin=str(file), images={}, hf_cache=None,
-                              model_base=Path.cwd(), dataset_base=file.parent)
-    found.raise_errors(file)
+                              model_base=Path.cwd(), dataset_base=file.parent, at_start=False)
+    found.raise_errors(file, "experiment")
     for text in found.warnings:
         note(text)
     tag = exp.spec.image_tag(exp.device)

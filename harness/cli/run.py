@@ -7,21 +7,36 @@ from typing import Annotated
 
 import typer
 
-from harness.cli.options import OutputDirOpt, RunnerOpt
+from harness.cli.options import RUNNERS, choice
 from harness.cli.render import StudyDisplay, console, run_line
 from harness.cli.study import preamble
+from harness.config.experiment import Runner
 from harness.errors import Interrupted, RunFailure
 from harness.results.reasons import FailureReason
+
+SingleRunnerOpt = Annotated[
+    Runner | None,
+    typer.Option("--runner", parser=choice(RUNNERS), metavar="|".join(RUNNERS),
+                 help="Where the run executes (default auto: a Docker container when an engine "
+                 "answers, else a local process)."),
+]
+SingleOutputOpt = Annotated[
+    Path | None,
+    typer.Option("--output-dir", help="The folder the new run folder EXPID-TIMESTAMP is made in "
+                 "(default results/single)."),
+]
 
 
 def run_cmd(
     file: Annotated[Path, typer.Argument(help="A single-experiment YAML file.")],
-    runner: RunnerOpt = None,
-    output_dir: OutputDirOpt = None,
+    runner: SingleRunnerOpt = None,
+    output_dir: SingleOutputOpt = None,
 ) -> None:
-    """Run one experiment without a study (same agent and runners); exit 4 if it fails.
+    """Run one experiment without a study (same agent, runners and checks); exit 4 if it fails.
 
     The run folder is a new EXPID-YYYYmmddTHHMMSSZ under --output-dir (default results/single).
+
+    A missing model or prompts file, or an image not built, is refused first (exit 2).
     """
     from harness.controller.single import prepare_experiment
 

@@ -106,7 +106,8 @@ class ExperimentBase(_Strict):
 
     model: str = Field(min_length=1, description="hub id (read from the mounted cache) or path")
     backend: str = Field(default_factory=registry.default_name,
-                         description="the inference engine (see `harness backends`)")
+                         description="the inference engine: a registered backend (`harness "
+                         "doctor` lists them, docs/backends.md describes them)")
     device: Device = "cuda"
     precision: Precision = "bf16"
     batch_size: int = Field(1, ge=1, le=65_536)

@@ -235,10 +235,25 @@ def plan_study(path: Path) -> tuple[Study, Plan]:
     return study, expand(study, source=str(path))
 
 
+#: study keys that add experiments to the base one
+SEVERAL = ("sweep", "include")
+
+
 def load_experiment(path: Path) -> Experiment:
-    """Read and validate a single-experiment file (YAML or JSON)."""
+    """Read and validate a single-experiment file (YAML or JSON).
+
+    A study file is read as its base experiment (``experiment:``), unless a sweep or include
+    makes it several: that is refused, never cut down to the base experiment.
+    """
     data = read_yaml(path)
     if isinstance(data, dict) and "experiment" in data and "model" not in data:
+        several = [key for key in SEVERAL if data.get(key)]
+        if several:
+            raise UserInputError(
+                f"{path}: {several[0]}: this is a study of several experiments, where one "
+                f"experiment is expected; run the study with `harness study run {path}` (list "
+                f"its runs with `harness study plan {path}`), or put the one experiment to run "
+                "in a file of its own")
         data = data["experiment"]
     try:
         exp = _validate(Experiment, data, path)

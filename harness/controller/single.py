@@ -1,7 +1,11 @@
 """``harness run EXPERIMENT.yaml``: one experiment without a study, same agent and runtimes.
 
-The run gets a fresh folder, ROOT/EXPID-YYYYmmddTHHMMSSZ (default ROOT: results/single),
-never an existing one; its outcome is classified with the same failure reasons as a study's.
+The experiment is checked as a study's start checks its experiments (model, prompts file,
+image, GPU settings) and refused with exit code 2 before anything starts; relative paths are
+read as a study's are: files it names from the experiment file's folder, a model folder from
+the working folder. The run gets a fresh folder, ROOT/EXPID-YYYYmmddTHHMMSSZ (default ROOT:
+results/single), never an existing one; its outcome is classified with the same failure
+reasons as a study's.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class SingleRun:
     observer: events.Observer = events.ignore
     #: the files the experiment names, resolved from its file's folder, checked and hashed
     datasets: list[DatasetFile] = field(default_factory=list)
+    #: where a relative model path is read from (the working folder, as for a study)
+    model_base: Path = field(default_factory=Path.cwd)
     execution: Execution = field(default_factory=Execution)
     #: the run's result once it is done
     result: ExperimentResult | None = None
@@ -59,7 +65,7 @@ class SingleRun:
         exp, run_dir = self.experiment, self.run_dir
         launcher = Launcher(
             self.runtime, study=SINGLE, execution=self.execution, images={}, hf_cache=None,
-            base_dir=Path.cwd(), datasets=self.datasets, observer=self.observer, sleep=pause,
+            base_dir=self.model_base, datasets=self.datasets, observer=self.observer, sleep=pause,
             stopping=stop.is_set,
         )
         record = RunRecord(run_id=run_dir.name, experiment_id=exp.id, cycle=1, position=0,
@@ -80,19 +86,24 @@ def prepare_experiment(
     output_dir: Path | None = None,
     observer: events.Observer = events.ignore,
 ) -> SingleRun:
-    """Validate an experiment file, choose the runner and make its run folder; nothing runs yet."""
+    """Validate and check an experiment file, choose the runner and make its run folder.
+
+    Nothing runs yet. What would make the run fail is refused here (UserInputError naming the
+    file, the field and the fix), before a folder is made, as ``study run`` refuses it.
+    """
     exp = load_experiment(file)
     problem = Execution().placement_problem(exp) or device_problem(exp.gpu, exp.device, None)
     if problem is not None:
         raise UserInputError(f"{file}: {problem}")
     runtime, why = select_runtime(runner or "auto")
-    # what would stop a study is said here, and the run then fails with its reason (exit 4)
+    model_base = Path.cwd()
     found = check_experiments([exp], runtime, origin=str(file), images={}, hf_cache=None,
-                              model_base=Path.cwd(), dataset_base=Path(file).parent)
+                              model_base=model_base, dataset_base=Path(file).parent)
     found.errors += gpu_problems([exp], Execution(), str(file))
+    found.raise_errors(file, "experiment")
     run_dir = new_study_dir(output_dir or DEFAULT_ROOT, exp.id)
-    return SingleRun(exp, run_dir, runtime, why, found.errors + found.warnings, observer,
-                     datasets=found.datasets)
+    return SingleRun(exp, run_dir, runtime, why, found.warnings, observer,
+                     datasets=found.datasets, model_base=model_base)
 
 
 def run_experiment(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.results.io import read_model
-from harness.results.schema import ExperimentResult, RunError, RunSpec
+from harness.results.schema import ExperimentResult, RunSpec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,14 +63,13 @@ def test_one_experiment_through_the_local_runner(tmp_path, tiny_model):
     assert read_model(run_dir / "config.json", RunSpec).image is None  # this Python, no image
 
 
-def test_a_failed_run_exits_4_with_its_reason(tmp_path):
+def test_a_missing_model_is_refused_before_the_run(tmp_path):
+    """As `study run` does: exit 2, nothing made (a run that fails later exits 4: unit tests)."""
     proc = harness_run(tmp_path, tmp_path / "not-here", "local")
-    assert proc.returncode == 4, proc.stdout + proc.stderr
-    assert "model_not_found" in proc.stdout + proc.stderr
-    (run_dir,) = run_folders(tmp_path)
-    error = read_model(run_dir / "error.json", RunError)
-    assert error.reason == "model_not_found" and str(tmp_path / "not-here") in error.message
-    assert not (run_dir / "result.json").exists()
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "the experiment cannot run as it is; nothing was started" in proc.stderr
+    assert str(tmp_path / "not-here") in proc.stderr
+    assert not (tmp_path / "single").exists()
 
 
 @pytest.mark.docker

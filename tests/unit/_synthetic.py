@@ -73,11 +73,14 @@ def make_study(
     extra_env: dict[str, Any] | None = None,
     experiment: dict[str, Any] | None = None,
     working_dir: Path | None = None,
+    with_model: bool = False,
 ) -> Path:
     """A finished (or partial) study folder whose true effects are the given factors.
 
     ``experiment`` fields replace the base experiment's; ``working_dir`` is recorded in the
-    manifest as the folder the study ran from.
+    manifest as the folder the study ran from. ``with_model`` puts a folder that looks like
+    the model (config.json and a weights file, contents unread) at models/tiny there, so that
+    a resume's checks find it.
 
     J per output token = 1.0 x product of j_factors; throughput = 100 x product of tps_factors;
     each run's values are multiplied by exp(N(0, noise)).
@@ -90,6 +93,11 @@ def make_study(
     plan = expand(study)
     study_dir = root / "synth-20260101T000000Z"
     study_dir.mkdir(parents=True)
+    if with_model:
+        model = (working_dir if working_dir is not None else root) / "models" / "tiny"
+        model.mkdir(parents=True)
+        (model / "config.json").write_text("{}")
+        (model / "model.safetensors").write_bytes(b"")
     (study_dir / "study.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     atomic_write_json(study_dir / "plan.json", plan)
     manifest = mio.new_manifest(plan, study_dir / "study.yaml",

@@ -62,9 +62,16 @@ def test_backend_choices_and_default_come_from_the_backends_table() -> None:
 
 
 def test_runner_is_a_typed_choice_everywhere_it_is_taken() -> None:
-    for command in (["study", "run"], ["study", "resume"], ["bundle", "reproduce"]):
+    for command in (["study", "run"], ["study", "resume"], ["bundle", "reproduce"], ["run"]):
         text = flat(CliRunner().invoke(app, [*command, "--help"]).output)
         assert "auto|docker|local" in text, command
+
+
+def test_harness_run_describes_its_own_options() -> None:
+    text = flat(CliRunner().invoke(app, ["run", "--help"]).output)
+    assert "study" not in text.replace("without a study", "")
+    assert "(default auto: a Docker container when an engine answers, else a local process)" in text
+    assert "new run folder EXPID-TIMESTAMP is made in (default results/single)" in text
 
 
 # -- study plan ---------------------------------------------------------------------------------
@@ -176,6 +183,7 @@ def three_axis_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
                "backend": ["pytorch", "vllm"]},
         j_factors={"batch_size": {32: 0.0001234567}},
         tps_factors={"batch_size": {32: 1394.56789}, "backend": {"vllm": 1.7}},
+        with_model=True,
     )
 
 

@@ -256,7 +256,7 @@ def test_a_plan_warns_where_a_start_refuses_gpus_that_cannot_be_changed(tmp_path
     plan = expand(s)
     kwargs = {"origin": "s.yaml", "model_base": tmp_path, "dataset_base": tmp_path}
     at_start = check_study(s, plan, None, **kwargs)
-    planned = check_study(s, plan, None, gpus_here=False, **kwargs)
+    planned = check_study(s, plan, None, at_start=False, **kwargs)
     out_of_range = [e for e in at_start.errors if "gpu.power_limit_w 100 W" in e]
     assert out_of_range and out_of_range[0] in planned.errors  # the study's own mistake
     assert any("cannot be changed on GPU 0" in e for e in at_start.errors)

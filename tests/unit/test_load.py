@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import cli
 from harness.config.load import load_experiment, plan_study
 from harness.errors import UserInputError
 
@@ -97,6 +98,30 @@ def test_single_experiment_file(tmp_path):
     path = write(tmp_path, "model: m\ndevice: cpu\nprecision: fp32\nbatch_size: 2\n", "e.yaml")
     exp = load_experiment(path)
     assert exp.batch_size == 2 and exp.block("pytorch") is not None
+
+
+@pytest.mark.parametrize("more", ["sweep: {batch_size: [1, 2]}", "include: [{batch_size: 4}]"])
+def test_a_study_of_several_experiments_is_not_one_experiment(tmp_path, monkeypatch, capsys, more):
+    path = write(tmp_path, f"name: x\nexperiment: {{model: m, device: cpu}}\n{more}\n")
+    with pytest.raises(UserInputError) as e:
+        load_experiment(path)
+    key = more.split(":")[0]
+    assert str(e.value) == (
+        f"{path}: {key}: this is a study of several experiments, where one experiment is "
+        f"expected; run the study with `harness study run {path}` (list its runs with "
+        f"`harness study plan {path}`), or put the one experiment to run in a file of its own")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["harness", "run", str(path), "--runner", "local"])
+    with pytest.raises(SystemExit) as ended:
+        cli.main()
+    assert ended.value.code == 2 and f"harness study run {path}" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_study_of_one_experiment_reads_as_that_experiment(tmp_path):
+    path = write(tmp_path, "name: x\nexperiment: {model: m, device: cpu, batch_size: 3}\n"
+                           "sweep: {}\n")
+    assert load_experiment(path).batch_size == 3
 
 
 def test_cli_exit_code_2_and_nothing_created(tmp_path):

@@ -26,7 +26,8 @@ SWEEP = {"batch_size": [1, 2]}
 @pytest.fixture
 def study_dir(tmp_path: Path) -> Path:
     """A study of 2 experiments x 2 cycles: 2 runs done, 1 failed, 1 never run."""
-    return make_study(tmp_path, sweep=SWEEP, j_factors={}, cycles=2, failed=1, pending=1)
+    return make_study(tmp_path, sweep=SWEEP, j_factors={}, cycles=2, failed=1, pending=1,
+                      with_model=True)
 
 
 def statuses(study_dir: Path) -> dict[str, str]:
@@ -71,7 +72,8 @@ def test_changed_study_is_refused_with_the_differences(study_dir, tmp_path):
     assert (study_dir / "manifest.json").read_text() == manifest  # nothing touched
 
 
-def test_forced_change_keeps_what_still_applies(study_dir, tmp_path):
+def test_forced_change_keeps_what_still_applies(study_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # --file: its model path is read from the working folder
     before = mio.load(study_dir)
     changed = changed_copy(study_dir, tmp_path, sweep={"batch_size": [1, 4]})
     prepared = resume_study(study_dir, file=changed, force=True)
@@ -94,7 +96,8 @@ def test_forced_change_keeps_what_still_applies(study_dir, tmp_path):
         r.run_id for r in after.runs if r.status != "done"}
 
 
-def test_comment_only_change_is_not_a_change(study_dir, tmp_path):
+def test_comment_only_change_is_not_a_change(study_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # --file: its model path is read from the working folder
     changed = tmp_path / "commented.yaml"
     changed.write_text("# a comment\n" + (study_dir / "study.yaml").read_text())
     prepared = resume_study(study_dir, file=changed)

@@ -88,7 +88,8 @@ def test_no_token_no_token_variable(tmp_path, monkeypatch):
 
 
 def test_resuming_says_which_runner_it_continues_with_and_why(tmp_path):
-    study_dir = make_study(tmp_path, sweep={"batch_size": [1, 2]}, j_factors={}, pending=1)
+    study_dir = make_study(tmp_path, sweep={"batch_size": [1, 2]}, j_factors={}, pending=1,
+                           with_model=True)
     manifest = mio.load(study_dir)
     manifest.runner_reason = "runner auto: no Docker engine answers (x); using the local runner"
     mio.save(manifest, study_dir)
@@ -131,3 +132,11 @@ def test_reasons_of_older_files_still_read(legacy, reason, message):
     bare = RunRecord.model_validate({"run_id": "r", "experiment_id": "e", "cycle": 1,
                                      "position": 0, "reason": legacy})
     assert bare.message == (legacy if reason == "agent_error" else None)
+
+
+def test_every_failure_reason_is_explained_in_docs_faults():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "faults.md").read_text("utf-8")
+    rows = {line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| `")}
+    assert {f"`{reason.value}`" for reason in FailureReason} <= rows
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text("utf-8")
+    assert "(docs/faults.md)" in readme
