@@ -21,7 +21,8 @@ from harness.results.reasons import LEGACY_REASONS, FailureReason, reason_of
 from harness.testing.simgpu.config import SimulatedGpus
 
 #: 1.3: gpu_settings (the gpu: values requested, held before and read back)
-RESULT_SCHEMA_VERSION = "1.3"
+#: 1.4: energy.host.uncertainty (and the host domains'), energy.uncertainty.total_energy_j
+RESULT_SCHEMA_VERSION = "1.4"
 #: 1.2: per run gpus, gpu_uuids, cpus, numa_nodes, overlapped_with, gpu_settings and slurm;
 #: the study's gpu_journal
 MANIFEST_SCHEMA_VERSION = "1.2"
