@@ -10,6 +10,7 @@ half-width, with the uncertainty of where the edge lies on the sensor's clock, i
 device (``WindowReading.edge_uncertainty_j``) and enters the energy's budget as the rectangular
 term ``window_edges`` (harness.agent.uncertainty). Without counter values the power readings
 are integrated over the part (trapezoid, the edges' power interpolated), as for a whole window.
+A host part (CPU and DRAM beside the GPUs) is cropped to the same moments.
 """
 
 from __future__ import annotations
@@ -108,4 +109,8 @@ def crop(reading: WindowReading, start_s: float, end_s: float, clock_s: float = 
                 if row.get("energy_j") is not None and counter is not None:
                     moved["energy_j"] = float(row["energy_j"]) - base
                 part.samples.append(moved)
+    if reading.host is not None:  # the host's CPU and DRAM over the same part (its own clock)
+        offset = (reading.start_s - reading.host.start_s
+                  if reading.start_s is not None and reading.host.start_s is not None else 0.0)
+        part.host = crop(reading.host, start_s + offset, end_s + offset, clock_s)
     return part

@@ -11,11 +11,12 @@ from typing import Any
 from harness.agent.baseline import Baseline
 from harness.agent.metrics import known, peak_total_power_w
 from harness.agent.readings import counter_period_s, counter_updates
-from harness.agent.sensors.base import Sensor
-from harness.agent.sensors.composite import host_figures
+from harness.agent.sensors.base import Sensor, WindowReading
+from harness.agent.sensors.composite import HOST_PREFIX, host_budgets, host_figures
 from harness.agent.uncertainty import (
     Budget,
     above_baseline,
+    beside,
     energy_budget,
     peak_budget,
     reported,
@@ -101,6 +102,19 @@ def _common(
     }
 
 
+def total_budget(reading: WindowReading, energy: Budget) -> Budget | None:
+    """The budget of the GPUs' and the host's energy together (CPU runs: the energy's own).
+
+    The two sensors share nothing, so their terms add in quadrature; the host's are named
+    ``host_<term>`` so that the dominant one says which sensor it belongs to. None when the
+    host part's energy is unknown.
+    """
+    if reading.host is None:
+        return energy
+    host = host_budgets(reading).get("energy_j")
+    return beside(energy, host, HOST_PREFIX) if host is not None else None
+
+
 def energy_figures(
     window: Window,
     sensor: Sensor,
@@ -122,9 +136,6 @@ def energy_figures(
     common["samples"] = min((d.samples for d in devices), default=0)
     common["idle_samples"] = preload.samples if preload is not None else None
     common["loaded_idle_samples"] = loaded.samples if loaded is not None else None
-    host = common["host"]
-    common["total_energy_j"] = energy.value if host is None else (
-        energy.value + host.energy_j if host.energy_j is not None else None)
     dynamic = total(dynamics) if len(dynamics) == len(budgets) else None
     out_tokens = window.output_tokens
     all_tokens = window.input_tokens + out_tokens
@@ -132,6 +143,7 @@ def energy_figures(
     peak = peak_total_power_w(reading.samples, sensor.devices)
     figures: dict[str, Budget | None] = {
         "energy_j": energy,
+        "total_energy_j": total_budget(reading, energy),
         "dynamic_energy_j": dynamic,
         "idle_power_w": preload.total_budget() if preload is not None else None,
         "loaded_idle_power_w": loaded.total_budget() if loaded is not None else None,

@@ -36,7 +36,7 @@ SENSOR_COVERAGE = 0.25
 
 ACCURACY = "sensor_accuracy"
 #: terms set by what happens at a window's edges, shared by all its devices (added linearly)
-EDGE_TERMS = frozenset({"counter_resolution", "sampling_averaging"})
+EDGE_TERMS = frozenset({"counter_resolution", "sampling_averaging", "window_coverage"})
 
 
 @dataclass
@@ -122,8 +122,13 @@ def reads_counter(reading: WindowReading, dev: str) -> bool:
     return method is not None and "integration" not in method and method != "unavailable"
 
 
-def energy_budget(reading: WindowReading, dev: str) -> Budget | None:
-    """Budget of one device's energy over one window (None when its energy is unknown)."""
+def energy_budget(reading: WindowReading, dev: str, excess_s: float = 0.0) -> Budget | None:
+    """Budget of one device's energy over one window (None when its energy is unknown).
+
+    ``excess_s``: how much longer the reading's window is than the window its energy stands
+    for (the host's window around the GPUs'); that time at up to the device's highest power
+    is the half-width of ``window_coverage``.
+    """
     energy = reading.energy_j.get(dev)
     if energy is None:
         return None
@@ -131,11 +136,11 @@ def energy_budget(reading: WindowReading, dev: str) -> Budget | None:
     method = reading.methods.get(dev, reading.method)
     duration = reading.duration_s
     mean_w = energy / duration if duration > 0 else 0.0
+    edge_w = max([mean_w, *known(rows, "power_w")])
     if reads_counter(reading, dev):
         period = counter_period_s(rows) or (
             RAPL_COUNTER_PERIOD_S if method == "rapl" else DEFAULT_COUNTER_PERIOD_S
         )
-        edge_w = max([mean_w, *known(rows, "power_w")])
         # each edge reads a counter up to one update stale: rectangular, half-width P x period
         random = {"counter_resolution": edge_w * period / SQRT3 * math.sqrt(2.0)}
     else:
@@ -143,7 +148,22 @@ def energy_budget(reading: WindowReading, dev: str) -> Budget | None:
     edges = reading.edge_uncertainty_j.get(dev)
     if edges:  # edges between counter reads, interpolated (rectangular, half-width as recorded)
         random["window_edges"] = edges / SQRT3
+    if excess_s > 0:
+        random["window_coverage"] = edge_w * excess_s / SQRT3
     return Budget(energy, random).gain()
+
+
+def beside(main: Budget, other: Budget, prefix: str) -> Budget:
+    """The budget of ``main + other`` where ``other`` was read by an independent sensor.
+
+    Nothing is shared between the two sensors (not the edges, not the gain error), so every
+    term adds in quadrature: ``other``'s terms keep their names behind ``prefix``.
+    """
+    return Budget(
+        main.value + other.value,
+        {**main.random, **{f"{prefix}_{n}": u for n, u in other.random.items()}},
+        {**main.systematic, **{f"{prefix}_{n}": u for n, u in other.systematic.items()}},
+    )
 
 
 def integration_terms(rows: list[dict[str, Any]], duration_s: float) -> dict[str, float]:

@@ -40,14 +40,25 @@ SERVING_METRICS: dict[str, str] = {
 }
 
 
+#: the energy of the window, the host's beside the GPUs, their total, and peak power
+#: (docs/methodology.md, section 2.1; the report's energy section)
+ENERGY_METRICS: dict[str, str] = {
+    "energy_j": "energy of the measured devices (J)",
+    "host_energy_j": "host CPU + DRAM energy (J)",
+    "cpu_energy_j": "host CPU package energy (J)",
+    "dram_energy_j": "host DRAM energy (J)",
+    "total_energy_j": "total energy (J)",
+    "peak_power_w": "peak power (W)",
+}
+
 #: every summarised metric's label with its unit
-LABELS: dict[str, str] = {**METRICS, **SERVING_METRICS}
+LABELS: dict[str, str] = {**METRICS, **SERVING_METRICS, **ENERGY_METRICS}
 
 
 def metrics_for(table: pd.DataFrame) -> dict[str, str]:
-    """The metrics a study's summary holds: the headline ones, and serving's when it serves."""
+    """The metrics a study's summary holds: the headline and energy ones, serving's when it serves."""
     serves = "mode" in table.columns and bool((table["mode"] == "serving").any())
-    return {**METRICS, **SERVING_METRICS} if serves else dict(METRICS)
+    return {**METRICS, **(SERVING_METRICS if serves else {}), **ENERGY_METRICS}
 
 
 STAT_SUFFIXES = (

@@ -40,6 +40,30 @@ def serving_columns(result: ExperimentResult) -> dict[str, Any]:
     }
 
 
+#: why a run has no host energy when its result has no host part at all
+NO_HOST_PART = ("no host part: only GPU runs measure the host's CPU and DRAM beside their GPUs "
+                "(a CPU run's energy_j is the CPU's own)")
+
+
+def host_columns(result: ExperimentResult) -> dict[str, Any]:
+    """The host's CPU and DRAM energy beside the GPUs, and the total; null (never 0) if unknown."""
+    e = result.energy
+    host = e.host
+    if host is None:
+        reason: str | None = NO_HOST_PART
+    elif host.energy_j is None:
+        reason = host.unavailable_reason or "the host's energy is unknown"
+    else:
+        reason = None
+    return {
+        "host_energy_j": host.energy_j if host is not None else None,
+        "cpu_energy_j": host.cpu_energy_j if host is not None else None,
+        "dram_energy_j": host.dram_energy_j if host is not None else None,
+        "host_energy_unavailable_reason": reason,
+        "total_energy_j": e.total_energy_j,
+    }
+
+
 def result_row(result: ExperimentResult) -> dict[str, Any]:
     """Flat columns of one result."""
     e, lat, thr = result.energy, result.latency, result.throughput
@@ -62,6 +86,7 @@ def result_row(result: ExperimentResult) -> dict[str, Any]:
         "energy_method": e.energy_method,
         "energy_unavailable_reason": e.unavailable_reason,
         "energy_j": e.energy_j,
+        **host_columns(result),
         "idle_power_w": e.idle_power_w,
         "dynamic_energy_j": e.dynamic_energy_j,
         "mean_power_w": e.mean_power_w,

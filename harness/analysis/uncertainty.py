@@ -30,14 +30,22 @@ from scipy import stats as sps
 from harness.results.energy import Uncertainty
 from harness.results.schema import ExperimentResult
 
-#: result figures that carry a budget: table column -> (result part, field)
+#: result figures that carry a budget: table column -> (result part, field); a part may be a
+#: dotted path (``energy.host``), and a part that is null (no host part) gives no budget
 BUDGETED: dict[str, tuple[str, str]] = {
     "energy_j": ("energy", "energy_j"),
+    "total_energy_j": ("energy", "total_energy_j"),
+    "host_energy_j": ("energy.host", "energy_j"),
+    "cpu_energy_j": ("energy.host", "cpu_energy_j"),
+    "dram_energy_j": ("energy.host", "dram_energy_j"),
     "dynamic_energy_j": ("energy", "dynamic_energy_j"),
     "mean_power_w": ("energy", "mean_power_w"),
+    "peak_power_w": ("energy", "peak_power_w"),
     "j_per_output_token": ("energy", "j_per_output_token"),
     "j_per_token": ("energy", "j_per_token"),
     "j_per_request": ("energy", "j_per_request"),
+    "wh_per_1k_requests": ("energy", "wh_per_1k_requests"),
+    "output_tokens_per_j": ("energy", "output_tokens_per_j"),
     "idle_power_w": ("energy", "idle_power_w"),
     "loaded_idle_power_w": ("energy", "loaded_idle_power_w"),
     "prefill_energy_j": ("prefill", "prefill_energy_j"),
@@ -48,7 +56,12 @@ BUDGETED: dict[str, tuple[str, str]] = {
 def budget_of(result: ExperimentResult, column: str) -> Uncertainty | None:
     """The budget a result states for a table column (None when it states none)."""
     part, name = BUDGETED[column]
-    budgets: dict[str, Uncertainty] = getattr(result, part).uncertainty
+    owner: Any = result
+    for attr in part.split("."):
+        owner = getattr(owner, attr)
+        if owner is None:
+            return None
+    budgets: dict[str, Uncertainty] = owner.uncertainty
     return budgets.get(name)
 
 

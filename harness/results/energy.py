@@ -71,6 +71,8 @@ class HostEnergy(_Model):
     window_s: float | None = None
     devices: list[DeviceEnergy] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    uncertainty: dict[str, Uncertainty] = Field(
+        default_factory=dict, description="field name -> its uncertainty budget")
 
 
 class Energy(_Model):

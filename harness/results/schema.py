@@ -21,7 +21,8 @@ from harness.results.reasons import LEGACY_REASONS, FailureReason, reason_of
 from harness.testing.simgpu.config import SimulatedGpus
 
 #: 1.3: gpu_settings (the gpu: values requested, held before and read back);
-#: 1.4: model.scheme (fast fingerprints sample weight files only; absent means 1)
+#: 1.4: model.scheme (fast fingerprints sample weight files only; absent means 1),
+#: energy.host.uncertainty (and the host domains'), energy.uncertainty.total_energy_j
 RESULT_SCHEMA_VERSION = "1.4"
 #: 1.2: per run gpus, gpu_uuids, cpus, numa_nodes, overlapped_with, gpu_settings and slurm;
 #: the study's gpu_journal

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -12,7 +12,7 @@ import yaml
 from harness.config.study import Study
 from harness.config.sweep import expand
 from harness.results import manifest as mio
-from harness.results.energy import DeviceEnergy, Energy
+from harness.results.energy import DeviceEnergy, Energy, HostEnergy, Uncertainty
 from harness.results.io import atomic_write_json
 from harness.results.reasons import FailureReason
 from harness.results.schema import (
@@ -74,13 +74,15 @@ def make_study(
     experiment: dict[str, Any] | None = None,
     working_dir: Path | None = None,
     with_model: bool = False,
+    host: HostKind = None,
 ) -> Path:
     """A finished (or partial) study folder whose true effects are the given factors.
 
     ``experiment`` fields replace the base experiment's; ``working_dir`` is recorded in the
     manifest as the folder the study ran from. ``with_model`` puts a folder that looks like
     the model (config.json and a weights file, contents unread) at models/tiny there, so that
-    a resume's checks find it.
+    a resume's checks find it. ``host`` gives the runs a host part beside the GPUs
+    (``synthetic_result``).
 
     J per output token = 1.0 x product of j_factors; throughput = 100 x product of tps_factors;
     each run's values are multiplied by exp(N(0, noise)).
@@ -122,7 +124,7 @@ def make_study(
         tps = 100.0 * math.prod(tps_factors.get(a, {}).get(v, 1.0) for a, v in p.items())
         jpt *= math.exp(rng.normal(0, noise))
         tps *= math.exp(rng.normal(0, noise))
-        result = synthetic_result(plan, run, jpt if energy else None, tps, extra_env)
+        result = synthetic_result(plan, run, jpt if energy else None, tps, extra_env, host)
         atomic_write_json(run_dir / "result.json", result)
         exp = plan.experiment(run.experiment_id)
         atomic_write_json(run_dir / "config.json", RunSpec(
@@ -145,20 +147,58 @@ def make_study(
     return study_dir
 
 
+#: a host part beside the GPUs: measured (RAPL), unavailable (with a reason), or none
+HostKind = Literal["measured", "unavailable"] | None
+HOST_W = 50.0  # the synthetic host's CPU package power
+DRAM_W = 10.0  # its DRAM's
+HOST_REASON = "no powercap: synthetic host"
+
+
+def budget(value: float, relative: float = 0.04, dominant: str = "sensor_accuracy") -> Uncertainty:
+    """A budget of ``relative`` x value (its random part half of it)."""
+    return Uncertainty(expanded=relative * value, relative=relative,
+                       expanded_random=relative * value / 2, dominant=dominant)
+
+
+def synthetic_host(kind: HostKind, window_s: float) -> HostEnergy | None:
+    """The host's CPU and DRAM over a window of ``window_s``, as ``kind`` says."""
+    if kind is None:
+        return None
+    if kind == "unavailable":
+        return HostEnergy(unavailable_reason=HOST_REASON, window_s=window_s)
+    cpu, dram = HOST_W * window_s, DRAM_W * window_s
+    return HostEnergy(
+        energy_method="rapl", energy_j=cpu + dram, cpu_energy_j=cpu, dram_energy_j=dram,
+        mean_power_w=HOST_W + DRAM_W, window_s=window_s,
+        uncertainty={"energy_j": budget(cpu + dram, 0.06), "cpu_energy_j": budget(cpu, 0.06),
+                     "dram_energy_j": budget(dram, 0.08)})
+
+
 def synthetic_result(plan: Any, run: Any, jpt: float | None, tps: float,
-                     extra_env: dict[str, Any] | None = None) -> ExperimentResult:
+                     extra_env: dict[str, Any] | None = None,
+                     host: HostKind = None) -> ExperimentResult:
     exp = plan.experiment(run.experiment_id)
     window_s = OUTPUT_TOKENS / tps
-    energy = Energy(energy_method="unavailable", unavailable_reason="no sensor in this test")
+    energy = Energy(energy_method="unavailable", unavailable_reason="no sensor in this test",
+                    host=synthetic_host(host, window_s))
     if jpt is not None:
         energy_j = jpt * OUTPUT_TOKENS
+        side = synthetic_host(host, window_s)
+        total = energy_j if side is None else (
+            energy_j + side.energy_j if side.energy_j is not None else None)
+        peak = 1.1 * energy_j / window_s
         energy = Energy(
             energy_method="nvml_counter", energy_j=energy_j, mean_power_w=energy_j / window_s,
-            peak_power_w=1.1 * energy_j / window_s, j_per_output_token=jpt,
+            peak_power_w=peak, j_per_output_token=jpt,
             j_per_token=energy_j / (OUTPUT_TOKENS + INPUT_TOKENS),
             j_per_request=energy_j / REQUESTS, output_tokens_per_j=1 / jpt, samples=20,
             devices=[DeviceEnergy(device="gpu0", energy_j=energy_j)],
+            host=side, total_energy_j=total,
         )
+        if host is not None:  # budgets, as a run of this harness states them
+            energy.uncertainty = {"energy_j": budget(energy_j), "peak_power_w": budget(peak)}
+            if total is not None:
+                energy.uncertainty["total_energy_j"] = budget(total, 0.03, "host_sensor_accuracy")
     e2e = window_s / 8
     engine, version = ENGINES[exp.backend]
     return ExperimentResult(

@@ -7,6 +7,7 @@ as "none", a sample count where energy is unknown).
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from harness.agent.sensors.base import WindowReading
 from harness.agent.sensors.composite import CompositeSensor
 from harness.agent.sensors.null import UnavailableSensor
 from harness.agent.sensors.nvml import NvmlSensor, open_nvml_sensor
+from harness.agent.uncertainty import energy_budget
 from harness.agent.window import Window
 from harness.config.experiment import Experiment
 from harness.models import write_tiny_model
@@ -319,3 +321,39 @@ def test_the_enforced_limit_is_read_at_the_window_end(tmp_path: Path) -> None:
         sensor.close()
     assert reading.power_limits_w == {"gpu0": 400.0}
     assert sensor.provenance()["devices"][0]["power_limit_w"] == 700.0  # read at open
+
+
+# --- a counter reset inside the window ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("power_average_s", [0.0, 1.0])
+def test_a_counter_reset_in_the_window_falls_back_to_power_within_its_budget(
+        tmp_path: Path, power_average_s: float) -> None:
+    # the simulated counter restarts from 0 counter_reset_after_s after NVML starts (a driver
+    # reload): the closing read is below the opening one
+    lib = simulated(tmp_path, counter_reset_after_s=0.3, power_average_s=power_average_s)
+    sensor = gpu_sensor(lib)  # NVML starts here
+    sensor.begin(10)
+    for state, seconds in ((Activity.PREFILL, 0.1), (Activity.DECODE, 0.5),
+                           (Activity.LOADED_IDLE, 0.1)):
+        activity.publish(state)
+        time.sleep(seconds)
+    reading = sensor.end()
+    sensor.close()
+    assert reading.counter_resets == ["gpu0"]
+    assert any("went backwards" in n and "integrated power" in n for n in reading.notes)
+    assert reading.readouts == {"gpu0": "power_integration"} and reading.method == "simulated"
+    truth = read_truth(tmp_path / TRUTH_FILE)
+    assert reading.start_s is not None and reading.end_s is not None
+    true_j = truth.device(0).energy_between(reading.start_s, reading.end_s)
+    budget = energy_budget(reading, "gpu0")
+    assert budget is not None and set(budget.random) >= {"sampling_interval", "sampling_averaging"}
+    stated = budget.to_schema()
+    assert abs(budget.value - true_j) <= stated.expanded, (budget.value, true_j, stated.expanded)
+    # with 1-s averaged readings (as on H100) the error is the averaging lag, which the
+    # stated budget covers; with instantaneous ones the trapezoid term alone bounds it (its
+    # half-width), give or take the few ms between the window's edges and its first and last
+    # power reads, at up to the prefill's 550 W
+    if power_average_s == 0:
+        bound = math.sqrt(3) * budget.random["sampling_interval"] + 550.0 * 0.005
+        assert abs(budget.value - true_j) <= bound, (budget.value, true_j, bound)

@@ -4,7 +4,13 @@ import pandas as pd
 
 from harness.analysis.pareto import SERVING_FRONTS, fronts
 from harness.analysis.serving import load_axes
-from harness.analysis.stats import METRICS, SERVING_METRICS, metrics_for, summarize
+from harness.analysis.stats import (
+    ENERGY_METRICS,
+    METRICS,
+    SERVING_METRICS,
+    metrics_for,
+    summarize,
+)
 
 
 def table(mode: str) -> pd.DataFrame:
@@ -21,8 +27,8 @@ def table(mode: str) -> pd.DataFrame:
 
 
 def test_a_serving_study_summarises_its_own_metrics_too():
-    assert metrics_for(table("offline")) == METRICS
-    assert metrics_for(table("serving")) == {**METRICS, **SERVING_METRICS}
+    assert metrics_for(table("offline")) == {**METRICS, **ENERGY_METRICS}
+    assert metrics_for(table("serving")) == {**METRICS, **SERVING_METRICS, **ENERGY_METRICS}
     summary = summarize(table("serving"))
     low = summary[summary["experiment_id"] == "e4"].iloc[0]
     assert low["j_per_request_mean"] == 2.1 and low["ttft_p90_s_n"] == 2

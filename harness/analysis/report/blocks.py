@@ -14,6 +14,7 @@ import pandas as pd
 from harness.analysis import plots
 from harness.analysis.effects import EFFECT_METRICS, Effects
 from harness.analysis.report.data import Report
+from harness.analysis.report.energy import energy_section
 from harness.analysis.report.gpu import settings_section
 from harness.analysis.report.render import Block, Heading, Image, Items, Para, Table
 from harness.analysis.report.serving import serving_section
@@ -139,6 +140,11 @@ def summary(report: Report, ctx: Context) -> list[Block]:
             Table(_summary_view(report))]
 
 
+def energy(report: Report, ctx: Context) -> list[Block]:
+    """Per experiment: the GPUs' energy, the host's CPU and DRAM beside them, the total, peak power."""
+    return energy_section(report)
+
+
 def serving(report: Report, ctx: Context) -> list[Block]:
     """Serving runs: the load, the steady window, energy per request, latency, goodput."""
     return serving_section(report, ctx.results)
@@ -215,7 +221,7 @@ def files(report: Report, ctx: Context) -> list[Block]:
 
 Section = Callable[[Report, Context], list[Block]]
 SECTIONS: tuple[Section, ...] = (
-    title, setup, effects, summary, serving, settings_section, figures, fronts, environment,
+    title, setup, effects, summary, energy, serving, settings_section, figures, fronts, environment,
     failed, warnings, files,
 )
 

@@ -5,7 +5,8 @@ The defaults resemble an H100-class board: the energy counter updates every 100 
 later: https://docs.nvidia.com/deploy/nvml-api/group__nvmlDeviceQueries.html, and as measured
 by Yang et al., "Part-time Power Measurements: nvidia-smi's Lack of Attention", 2023,
 https://arxiv.org/abs/2312.02741, which also found the power sensor sampling only part of the
-time). Sensor accuracy: NVML states +/- 5 % of the current draw for its power readings.
+time). Sensor accuracy: NVML states +/- 5 % of the current draw for its power readings, for
+Fermi and Kepler GPUs only (``sensor_bias`` below).
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ class SimulatedGpus(BaseModel):
     #: share of each sensing period in which the power sensor looks (1: all the time)
     power_sensor_duty: float = Field(1.0, gt=0, le=1)
     power_sensor_period_ms: float = Field(100.0, gt=0, le=10_000)
-    #: relative bias of every power and energy reading (within NVML's stated +/- 5 %)
+    #: relative bias of every power and energy reading, bounded by NVIDIA's stated accuracy:
+    #: the NVML reference says nvmlDeviceGetPowerUsage "is accurate to within +/- 5% of current
+    #: power draw" on Fermi and Kepler GPUs only; nothing is stated for later GPUs or the energy
+    #: counter (docs/methodology.md, section 2.5), so the bound is carried over, not measured
     sensor_bias: float = Field(0.0, ge=-0.05, le=0.05)
     #: time each simulated NVML call takes, in milliseconds
     call_latency_ms: float = Field(0.0, ge=0, le=100)
