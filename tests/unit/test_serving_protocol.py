@@ -174,6 +174,16 @@ def test_server_faults_fail_the_run_with_their_reason(tiny, tmp_path, monkeypatc
     if reason == FailureReason.REQUEST_ERRORS:  # every request is kept with its status
         lines = [json.loads(x) for x in (tmp_path / "requests.jsonl").read_text().splitlines()]
         assert sum(x["status"] == "error" for x in lines) == 5
+    if reason == FailureReason.SERVER_CRASHED:  # the requests up to the crash are kept too
+        assert "requests.jsonl" in str(e.value)
+        lines = [json.loads(x) for x in (tmp_path / "requests.jsonl").read_text().splitlines()]
+        assert [x["index"] for x in lines] == list(range(40))
+        status = [x["status"] for x in lines]
+        assert 1 <= status.count("ok") <= 10  # the server answered 10 requests, then exited
+        assert status.count("error") >= 1 and status.count("not_sent") >= 1
+        assert all(x["output_tokens"] == 16 and x["end_s"] > x["sent_s"] > 0
+                   for x in lines if x["status"] == "ok")
+        assert not any(x["first_token_in_window"] for x in lines)
 
 
 def test_a_requests_file_is_read_before_the_server_starts(tiny, tmp_path, monkeypatch):
