@@ -15,7 +15,6 @@ from pathlib import Path
 
 from harness.agent.cuda import require_gpu
 from harness.config.datasets import dataset_file, named_files
-from harness.config.experiment import Experiment
 from harness.config.load import load_experiment
 from harness.errors import (
     EnvironmentProblem,
@@ -80,15 +79,6 @@ def _spec_from_experiment(path: Path) -> RunSpec:
     )
 
 
-def rate_text(exp: Experiment) -> str:
-    """How a serving experiment's load is sent, in words."""
-    s = exp.serving
-    if s.request_rate is None:
-        return f"a closed loop of {s.concurrency}" if s.concurrency else "every request at once"
-    return f"{s.request_rate:g} requests/s" + (f", at most {s.concurrency} in flight"
-                                                if s.concurrency else "")
-
-
 def failure_of(error: BaseException) -> tuple[FailureReason, ExitCode]:
     """The reason recorded in error.json and the exit code for an error that ended the run."""
     if isinstance(error, KeyboardInterrupt):
@@ -146,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         from harness.agent import protocol  # imported late: it pulls numpy and the sensors
 
         exp = spec.experiment
-        load = f"batch {exp.batch_size}" if exp.mode == "offline" else f"serving {rate_text(exp)}"
+        load = f"batch {exp.batch_size}" if exp.mode == "offline" else f"serving {exp.serving.load_text()}"
         print(f"[agent] run {run_id}: {exp.backend} {exp.precision} {load} on {exp.device}",
               flush=True)
         result = protocol.run(spec, out)

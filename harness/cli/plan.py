@@ -29,8 +29,12 @@ SUMMARY_RUNS = 300
 ENDS = 5
 #: values listed per swept axis in a summary
 VALUES_SHOWN = 12
-#: the experiment fields every plan row shows, with their headers
+#: the experiment fields every plan row shows, with their headers ('-' where one does not apply)
 FIXED = {"backend": "backend", "device": "device", "precision": "precision", "batch_size": "batch"}
+#: serving's counterpart of the batch column, shown when any experiment serves: how its
+#: requests are sent (``Serving.load_text``), in place of the swept axes that text holds
+LOAD = Col("load", "load", spec="", left=True, unknown="-")
+LOAD_AXES = ("serving.request_rate", "serving.arrival", "serving.burstiness", "serving.concurrency")
 HEAD = [Col("number", "#", spec=""), Col("run_id", "run", spec="", left=True),
         Col("cycle", "cycle", spec="")]
 
@@ -144,8 +148,20 @@ def _single_experiment(file: Path) -> None:
 
 
 def _describe(exp: Experiment) -> str:
-    return (f"experiment {exp.id}, {exp.backend} on {exp.device}, {exp.precision}, "
-            f"batch {exp.batch_size}, model {exp.model}")
+    load = (f"batch {exp.batch_size}" if exp.mode == "offline" else
+            f"serving {exp.serving.load_text()}, {exp.serving.num_requests} requests")
+    return f"experiment {exp.id}, {exp.backend} on {exp.device}, {exp.precision}, {load}, " \
+        f"model {exp.model}"
+
+
+def _load(exp: Experiment) -> str | None:
+    """How a serving experiment's requests are sent (None: offline)."""
+    return exp.serving.load_text() if exp.mode == "serving" else None
+
+
+def _fixed(exp: Experiment, key: str) -> Any:
+    """A fixed column's value: the experiment's field, None where its mode does not use it."""
+    return None if key == "batch_size" and exp.mode == "serving" else getattr(exp, key)
 
 
 def _compose_datasets(file: Path, exp: Experiment) -> Path | None:
@@ -207,18 +223,24 @@ def _rows(plan: Plan, runs: list[Any]) -> list[dict[str, Any]]:
             "cycle": run.cycle,
             "experiment_id": run.experiment_id,
             "gpus": plan.execution.gpus_per_run(e),
-            **{f"param.{k}": getattr(e, k) for k in FIXED},
+            "load": _load(e),
+            **{f"param.{k}": _fixed(e, k) for k in FIXED},
             **{f"param.{a}": p.params.get(a) for a in extra},
         })
     return rows
 
 
 def _params(plan: Plan) -> list[Col]:
-    fixed = [Col(f"param.{k}", header, spec="", unknown="-") for k, header in FIXED.items()]
+    """The table's parameter columns: batch for offline runs, the load for serving ones."""
+    modes = {p.experiment.mode for p in plan.experiments}
+    fixed = [Col(f"param.{k}", header, spec="", unknown="-") for k, header in FIXED.items()
+             if k != "batch_size" or "offline" in modes]
     ex = plan.execution
     gpus = ([Col("gpus", "gpus", spec="")]
             if any(ex.gpus_per_run(p.experiment) for p in plan.experiments) else [])
-    return fixed + gpus + [param_col(a) for a in _extra_axes(plan)]
+    serving = "serving" in modes
+    axes = [param_col(a) for a in _extra_axes(plan) if not (serving and a in LOAD_AXES)]
+    return fixed + ([LOAD] if serving else []) + gpus + axes
 
 
 def _show(plan: Plan, *, all_runs: bool) -> None:

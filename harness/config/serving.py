@@ -91,6 +91,15 @@ class Serving(_Strict):
                                  "file gives each request's lengths")
         return self
 
+    def load_text(self) -> str:
+        """How the load is sent, in words: "8 requests/s", "a closed loop of 4", ..."""
+        if self.request_rate is None:
+            return (f"a closed loop of {self.concurrency}" if self.concurrency
+                    else "every request at once")
+        shape = f" (gamma, burstiness {self.burstiness:g})" if self.arrival == "gamma" else ""
+        cap = f", at most {self.concurrency} in flight" if self.concurrency else ""
+        return f"{self.request_rate:g} requests/s{shape}{cap}"
+
 
 class Slo(_Strict):
     """Latency objectives a request must meet to count in goodput (unset: not checked)."""

@@ -88,6 +88,67 @@ def test_plan_of_a_single_experiment_says_how_to_run_it() -> None:
             in proc.stdout)
 
 
+def serving_study(tmp_path: Path, sweep: dict, **serving: object) -> Path:
+    path = tmp_path / "serving.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "served",
+        "experiment": {"model": "m", "backend": "vllm", "device": "cpu", "precision": "fp32",
+                       "mode": "serving", "serving": {"num_requests": 24, **serving}},
+        "sweep": sweep, "execution": {"cycles": 1, "runner": "local"},
+    }))
+    return path
+
+
+def plan_table(proc: subprocess.CompletedProcess[str]) -> list[list[str]]:
+    """The plan table's header and rows, split on the two-space column gap."""
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("#"))
+    table = [lines[start], *(x for x in lines[start + 2:] if x[:1].isdigit() and "-c1 " in x)]
+    return [[c.strip() for c in line.split("  ") if c.strip()] for line in table]
+
+
+def test_the_plan_shows_a_serving_runs_load_where_an_offline_run_shows_its_batch(
+        tmp_path: Path) -> None:
+    study = serving_study(tmp_path, {"serving.request_rate": [4, 8], "vllm.max_num_seqs": [2, 4]},
+                          concurrency=3)
+    header, *rows = plan_table(harness("study", "plan", str(study), columns=200))
+    assert header == ["#", "run", "cycle", "backend", "device", "precision", "load",
+                      "vllm.max_num_seqs"]  # no batch, and the rate only in the load
+    assert [r[6:] for r in rows] == [["4 requests/s, at most 3 in flight", "2"],
+                                     ["4 requests/s, at most 3 in flight", "4"],
+                                     ["8 requests/s, at most 3 in flight", "2"],
+                                     ["8 requests/s, at most 3 in flight", "4"]]
+    as_csv = list(csv.DictReader(io.StringIO(
+        harness("study", "plan", str(study), "--format", "csv").stdout)))
+    assert {r["batch_size"] for r in as_csv} == {""}  # no batch size applies
+    assert [r["serving.request_rate"] for r in as_csv] == ["4.0", "4.0", "8.0", "8.0"]
+
+
+def test_a_plan_of_both_modes_shows_batch_and_load_where_each_applies(tmp_path: Path) -> None:
+    path = tmp_path / "both.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "both", "experiment": {"model": "m", "backend": "vllm", "device": "cpu",
+                                       "precision": "fp32"},
+        "sweep": {"mode": ["offline", "serving"]}, "execution": {"cycles": 1, "runner": "local"},
+    }))
+    header, *rows = plan_table(harness("study", "plan", str(path), columns=200))
+    assert header[3:] == ["backend", "device", "precision", "batch", "load", "mode"]
+    assert sorted(r[6:] for r in rows) == [["-", "every request at once", "serving"],
+                                           ["1", "-", "offline"]]
+
+
+def test_the_plan_of_a_serving_experiment_names_its_load(tmp_path: Path) -> None:
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump({"model": "m", "backend": "vllm", "device": "cpu",
+                                    "precision": "fp32", "mode": "serving",
+                                    "serving": {"concurrency": 4, "num_requests": 64}}))
+    proc = harness("study", "plan", str(path), columns=200)
+    assert proc.returncode == 0, proc.stderr
+    assert "vllm on cpu, fp32, serving a closed loop of 4, 64 requests, model m" in proc.stdout
+    assert "batch" not in proc.stdout
+
+
 def test_plan_of_an_invalid_experiment_file_fails_with_its_problems(tmp_path: Path) -> None:
     bad = tmp_path / "e.yaml"
     bad.write_text("model: m\nbatch_size: 0\n")

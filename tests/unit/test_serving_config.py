@@ -88,3 +88,15 @@ def test_a_study_serving_with_pytorch_stops_at_plan_time(tmp_path: Path):
 def test_serving_defaults_are_a_poisson_open_loop_or_all_at_once():
     assert Serving().request_rate is None and Serving().concurrency is None
     assert Serving(arrival="gamma", request_rate=2, burstiness=0.5).burstiness == 0.5
+
+
+@pytest.mark.parametrize(("fields", "text"), [
+    ({}, "every request at once"),
+    ({"concurrency": 4}, "a closed loop of 4"),
+    ({"request_rate": 2.5}, "2.5 requests/s"),
+    ({"request_rate": 8, "concurrency": 4}, "8 requests/s, at most 4 in flight"),
+    ({"request_rate": 8, "arrival": "gamma", "burstiness": 0.5},
+     "8 requests/s (gamma, burstiness 0.5)"),
+])
+def test_the_load_in_words(fields, text):
+    assert Serving(**fields).load_text() == text

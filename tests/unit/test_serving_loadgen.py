@@ -4,6 +4,7 @@ import pytest
 from _serving import Options, fake_server
 
 from harness.agent.serving.loadgen import (
+    CANCELLED,
     Gauge,
     LoadGenerator,
     RequestRecord,
@@ -108,9 +109,16 @@ def test_a_server_that_exits_under_load_ends_it():
         return 9 if calls["n"] > 2 else None
 
     with fake_server(Options(step_s=0.05)) as server:
+        gen = generator(server.port, server_exit=exited)
         with pytest.raises(RunFailure, match="exited with status 9 under load") as e:
-            generator(server.port, server_exit=exited).run_sync(planned(4, tokens=200))
+            gen.run_sync(planned(4, tokens=200, offsets=[0.0] * 4))  # all sent at once
     assert e.value.reason == FailureReason.SERVER_CRASHED
+    # the records stay with the generator: the requests cut off are errors with their times
+    assert gen.result is not None and len(gen.result.records) == 4
+    for r in gen.result.records:
+        assert r.status == "error" and r.error == CANCELLED and r.end_s >= r.sent_s
+        assert 0 < r.output_tokens < 200
+    assert gen.result.end_s == max(r.end_s for r in gen.result.records)
 
 
 def test_payloads_and_gauges():

@@ -120,7 +120,16 @@ def test_a_served_load_is_measured_over_its_steady_window(tiny, tmp_path, monkey
     assert result.prefill.measured is False and "serving mode" in result.prefill.reason
     lines = [json.loads(x) for x in (tmp_path / "requests.jsonl").read_text().splitlines()]
     assert len(lines) == 40 and {x["status"] for x in lines} == {"ok"}
-    assert sum(x["first_token_in_window"] for x in lines) == 40 - 2 * 4  # B-th .. (N-B)-th
+    # the rule: from the B-th first token to the (N - B - 1)-th finish, B = 4, N = 40
+    assert s.window_start_s == pytest.approx(sorted(x["first_token_s"] for x in lines)[4 - 1])
+    assert s.window_end_s == pytest.approx(sorted(x["end_s"] for x in lines)[40 - 4 - 1 - 1])
+    # tokens over exactly the window: its arrivals (requests.jsonl rounds them to 1 us)
+    edges = round(s.window_start_s, 6), round(s.window_end_s, 6)
+    arrivals = [(t, n) for x in lines for t, n in x["arrivals"]]
+    inside = sum(n for t, n in arrivals if edges[0] < t < edges[1])
+    assert inside <= result.tokens.output_tokens <= inside + sum(
+        n for t, n in arrivals if t in edges)
+    assert result.tokens.output_tokens > 0
     phases = {row.split(",")[0] for row in (tmp_path / "timeseries.csv").read_text().splitlines()[1:]}
     assert phases == {"idle", "loaded_idle", "load"}
     assert "[agent] server stopped" in (tmp_path / "server.log").read_text()
@@ -137,14 +146,15 @@ def test_a_served_load_is_measured_over_its_steady_window(tiny, tmp_path, monkey
 
 def test_a_load_too_small_for_the_rule_is_measured_whole_and_marked(tiny, tmp_path, monkeypatch):
     monkeypatch.setattr(protocol, "support_of", lambda spec: fake_support())
-    result = run(spec_of(tiny, num_requests=8, request_rate=None), tmp_path,
+    result = run(spec_of(tiny, num_requests=5, request_rate=None), tmp_path,
                  sensor=UnavailableSensor("none here"))
     assert result.serving is not None and not result.serving.window_found
     assert result.steady_state.verdict == "not_steady"
     assert "no steady window" in result.steady_state.reason
     assert "no_steady_state" in {w.code for w in result.warnings}
     assert result.energy.energy_method == "unavailable" and result.energy.energy_j is None
-    assert result.tokens.output_tokens == 8 * 16  # the whole load
+    assert "at least B + 2 = 6 sent" in result.serving.window_reason  # B = 4, N = 5
+    assert result.tokens.output_tokens == 5 * 16  # the whole load
 
 
 @pytest.mark.parametrize(("extra", "serving", "reason", "message"), [
@@ -164,6 +174,16 @@ def test_server_faults_fail_the_run_with_their_reason(tiny, tmp_path, monkeypatc
     if reason == FailureReason.REQUEST_ERRORS:  # every request is kept with its status
         lines = [json.loads(x) for x in (tmp_path / "requests.jsonl").read_text().splitlines()]
         assert sum(x["status"] == "error" for x in lines) == 5
+    if reason == FailureReason.SERVER_CRASHED:  # the requests up to the crash are kept too
+        assert "requests.jsonl" in str(e.value)
+        lines = [json.loads(x) for x in (tmp_path / "requests.jsonl").read_text().splitlines()]
+        assert [x["index"] for x in lines] == list(range(40))
+        status = [x["status"] for x in lines]
+        assert 1 <= status.count("ok") <= 10  # the server answered 10 requests, then exited
+        assert status.count("error") >= 1 and status.count("not_sent") >= 1
+        assert all(x["output_tokens"] == 16 and x["end_s"] > x["sent_s"] > 0
+                   for x in lines if x["status"] == "ok")
+        assert not any(x["first_token_in_window"] for x in lines)
 
 
 def test_a_requests_file_is_read_before_the_server_starts(tiny, tmp_path, monkeypatch):

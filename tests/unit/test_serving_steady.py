@@ -30,27 +30,61 @@ def timeline(n: int = 20) -> list[RequestRecord]:
     return [record(i, float(i), i + 0.5, 0.1, 10) for i in range(n)]
 
 
-def test_the_window_runs_from_the_bth_to_the_n_minus_bth_first_token():
+def test_the_window_runs_from_the_bth_first_token_to_the_n_minus_b_minus_1th_finish():
+    # ML.ENERGY's RequestTracker: opens when B requests have a first token, closes when
+    # N - B - 1 have finished (mlenergy/benchmark/llm/benchmark.py)
     span = steady_span(timeline(20), 4, (0.0, 21.0))
     assert span.found and span.batch == 4
-    assert (span.start_s, span.end_s) == (3.5, 15.5)  # first tokens of requests 4 and 16
+    assert span.start_s == 3.5  # request 3's first token
+    assert span.end_s == pytest.approx(15.4)  # request 14's end: 15 of 20 have finished
 
 
-def test_unsorted_first_tokens_are_ordered_before_the_rule():
+def test_the_window_closes_on_finishes_not_first_tokens():
+    # every request is sent at 0 and gets its first token at once; request i ends at 10 + i:
+    # by first tokens there would be no window, by finishes it runs from 1.0 to the 5th end
+    records = [record(i, 0.0, 1.0, (9.0 + i) / 9, 10) for i in range(10)]
+    span = steady_span(records, 4, (0.0, 20.0))
+    assert span.found and (span.start_s, span.end_s) == (1.0, pytest.approx(14.0))
+
+
+def test_unsorted_first_tokens_and_ends_are_ordered_before_the_rule():
     records = timeline(10)
     records[0].arrivals[0] = (7.75, 1)  # request 0 is slow to start
+    records[1].end_s = 9.0  # and request 1 to end
     span = steady_span(records, 2, (0.0, 11.0))
     firsts = sorted(r.first_token_s for r in records)
-    assert (span.start_s, span.end_s) == (firsts[1], firsts[7])
+    ends = sorted(r.end_s for r in records)
+    assert (span.start_s, span.end_s) == (firsts[1], ends[10 - 2 - 1 - 1])
+    assert span.start_s == 2.5 and span.end_s == pytest.approx(8.4)  # the 7th end: request 7
 
 
-@pytest.mark.parametrize(("n", "batch"), [(8, 4), (7, 4), (3, 2)])
-def test_no_window_when_the_load_is_not_more_than_twice_the_batch(n, batch):
+def test_failed_requests_count_as_finished_and_unsent_ones_not_at_all():
+    records = timeline(20)
+    records[5].status = "error"  # ML.ENERGY counts a request finished whatever its outcome
+    for r in records[17:]:
+        r.status, r.arrivals, r.end_s = "not_sent", [], None
+    span = steady_span(records, 4, (0.0, 21.0))
+    assert span.start_s == 3.5 and span.end_s == pytest.approx(12.4)  # N = 17: the 12th end
+
+
+@pytest.mark.parametrize(("n", "batch"), [(5, 4), (4, 4), (2, 1), (3, 2)])
+def test_no_window_when_fewer_than_b_plus_2_requests_are_sent(n, batch):
     span = steady_span(timeline(n), batch, (0.0, 30.0))
     assert not span.found and (span.start_s, span.end_s) == (0.0, 30.0)
-    assert f"more than 2 x B = {2 * batch}" in span.reason
+    assert f"at least B + 2 = {batch + 2} sent" in span.reason
 
 
+def test_just_enough_requests_give_a_window():
+    records = [record(i, 0.0, 1.0 + i / 10, 0.5, 10) for i in range(6)]  # all sent at once
+    span = steady_span(records, 4, (0.0, 30.0))
+    assert span.found and span.start_s == 1.3 and span.end_s == pytest.approx(5.5)  # 1st end
+
+
+def test_no_window_when_the_batch_never_runs_full():
+    # one request at a time: the first has finished (1.4 s) long before the 4th first token
+    span = steady_span(timeline(6), 4, (0.0, 30.0))
+    assert not span.found and (span.start_s, span.end_s) == (0.0, 30.0)
+    assert "the batch never ran full" in span.reason
 def test_no_window_without_a_batch_limit():
     span = steady_span(timeline(20), None, (0.0, 21.0))
     assert not span.found and "no batch limit" in span.reason

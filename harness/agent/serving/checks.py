@@ -47,8 +47,8 @@ def serving_warnings(result: ExperimentResult) -> list[Warning_]:
         found.append(Warning_(
             code="no_steady_state",
             message=f"no steady window: {serving.window_reason}; energy, throughput and tokens "
-            "cover the whole load, ramp-up and drain included (send more requests than twice "
-            "the engine's batch limit)", phase="window"))
+            "cover the whole load, ramp-up and drain included (send many more requests than "
+            "the engine's batch limit B, at least B + 2)", phase="window"))
     diff, tolerance = serving.throughput_difference, result.steady_state.tolerance
     if diff is not None and tolerance is not None and diff > tolerance:
         found.append(Warning_(

@@ -132,8 +132,11 @@ def serving_summary(exp: Experiment, load: LoadResult, span: SteadySpan, energy:
     )
 
 
-def request_lines(load: LoadResult, span: SteadySpan, slo: Slo) -> list[dict[str, object]]:
-    """requests.jsonl: every request with its times (seconds from the load's start) and status."""
+def request_lines(load: LoadResult, span: SteadySpan | None, slo: Slo) -> list[dict[str, object]]:
+    """requests.jsonl: every request with its times (seconds from the load's start) and status.
+
+    ``span`` None: the load ended before a window could be found; no prompt is in one.
+    """
     t0 = load.start_s
 
     def rel(t: float | None) -> float | None:
@@ -153,6 +156,7 @@ def request_lines(load: LoadResult, span: SteadySpan, slo: Slo) -> list[dict[str
             line.update(ttft_s=timing.ttft_s, tpot_s=timing.tpot_s, e2e_s=timing.e2e_s,
                         itl_s=timing.itl_s, slo_met=slo_met(r, slo) if slo.given else None)
         first = r.first_token_s
-        line["first_token_in_window"] = first is not None and span.start_s <= first < span.end_s
+        line["first_token_in_window"] = (span is not None and first is not None
+                                         and span.start_s <= first < span.end_s)
         lines.append(line)
     return lines

@@ -31,6 +31,7 @@ Status = Literal["ok", "error", "timeout", "not_sent"]
 COMPLETIONS_PATH = "/v1/completions"
 #: how often the server process is checked while the load runs
 WATCH_S = 0.2
+CANCELLED = "cancelled: the load stopped (the server exited, or the run was interrupted) first"
 
 
 @dataclass
@@ -158,6 +159,8 @@ class LoadGenerator:
         self.request_timeout_s = request_timeout_s
         self.gauge = gauge
         self.server_exit = server_exit or (lambda: None)
+        #: the latest load's records, kept when ``run`` raises (a crashed server's requests)
+        self.result: LoadResult | None = None
 
     async def _send(self, rec: RequestRecord, planned: PlannedRequest,
                     slots: asyncio.Semaphore | None) -> None:
@@ -172,11 +175,15 @@ class LoadGenerator:
                 rec.status, rec.error = "timeout", f"no end within {self.request_timeout_s:g} s"
             except (HttpError, OSError, ValueError, asyncio.IncompleteReadError) as e:
                 rec.status, rec.error = "error", f"{type(e).__name__}: {e}"
+            except asyncio.CancelledError:
+                rec.status, rec.error = "error", CANCELLED
+                raise
             else:
                 rec.status = "ok"
                 rec.check()
-            if rec.end_s is None:
-                rec.end_s = time.perf_counter()
+            finally:
+                if rec.end_s is None:
+                    rec.end_s = time.perf_counter()
 
     async def _open_loop(self, planned: Sequence[PlannedRequest], records: list[RequestRecord],
                          start: float, slots: asyncio.Semaphore | None, deadline: float | None) -> None:
@@ -227,11 +234,14 @@ class LoadGenerator:
 
     async def run(self, planned: Sequence[PlannedRequest], *, concurrency: int | None = None,
                   duration_s: float | None = None) -> LoadResult:
-        """Send every planned request (open loop unless none has a send time) and wait for all."""
+        """Send every planned request (open loop unless none has a send time) and wait for all.
+
+        The records stay in ``self.result`` when the load ends early (``server_crashed``).
+        """
         records = [RequestRecord(p.index, len(p.prompt), p.output_tokens) for p in planned]
         cpu0 = time.thread_time()
         start = time.perf_counter()
-        out = LoadResult(records, start, start)
+        out = self.result = LoadResult(records, start, start)
         deadline = start + duration_s if duration_s is not None else None
         closed = bool(planned) and all(p.at_s is None for p in planned)
         if closed:
@@ -253,8 +263,8 @@ class LoadGenerator:
             for task in [main, *helpers]:
                 task.cancel()
             await asyncio.gather(main, *helpers, return_exceptions=True)
-        out.end_s = max([r.end_s for r in records if r.end_s is not None], default=start)
-        out.client_cpu_s = time.thread_time() - cpu0
+            out.end_s = max([r.end_s for r in records if r.end_s is not None], default=start)
+            out.client_cpu_s = time.thread_time() - cpu0
         return out
 
     def run_sync(self, planned: Sequence[PlannedRequest], *, concurrency: int | None = None,

@@ -55,6 +55,7 @@ from harness.results.schema import (
 
 SERVER_FOLDER = "server"
 SERVER_LOG = "server.log"
+REQUESTS_FILE = "requests.jsonl"
 #: the running-batch gauge is polled at most this often
 MIN_POLL_S = 0.25
 TOKEN_TIMING = ("server-sent events of the OpenAI completions stream, timestamped "
@@ -149,8 +150,10 @@ def _serve(spec: RunSpec, out_dir: Path, sensor: Sensor, host: HostProbe,
                                 duration_s=exp.serving.duration_s)
         except RunFailure as e:
             sensor.end()
-            raise RunFailure(f"{e}; the last lines of {SERVER_LOG}:\n{log_tail(server.log_path)}",
-                             reason=e.reason) from e
+            if gen.result is not None:  # the requests so far, as a finished load keeps them
+                write_jsonl(out_dir / REQUESTS_FILE, figures.request_lines(gen.result, None, exp.slo))
+            raise RunFailure(f"{e} (each request's outcome in {REQUESTS_FILE}); the last lines of "
+                             f"{SERVER_LOG}:\n{log_tail(server.log_path)}", reason=e.reason) from e
         reading = sensor.end()
         edges = (host_start, host.snapshot())
     return Served(load, reading, (before + after) / 2, (after - before) / 2, load_s, warm,
@@ -246,7 +249,7 @@ def _finish(spec: RunSpec, out_dir: Path, sensor: Sensor, host: HostProbe, got: 
     """Write requests.jsonl and timeseries.csv; fail on request errors; write result.json."""
     exp = spec.experiment
     span = _span(exp, got.load)
-    write_jsonl(out_dir / "requests.jsonl", figures.request_lines(got.load, span, exp.slo))
+    write_jsonl(out_dir / REQUESTS_FILE, figures.request_lines(got.load, span, exp.slo))
     baselines = {n: b.reading for n, b in (("idle", got.preload), ("loaded_idle", got.loaded))
                  if b is not None}
     write_timeseries(out_dir / "timeseries.csv", {**baselines, "load": got.reading})

@@ -1,18 +1,22 @@
 """The steady part of a serving load, and what is counted inside it (docs/serving.md, section 4).
 
-The rule is ML.ENERGY's (the ML.ENERGY benchmark, ``mlenergy/llm/benchmark.py``; Chung et
-al., "The ML.ENERGY Benchmark", NeurIPS 2025 Datasets and Benchmarks): with ``B`` the most
-requests the engine runs at once and ``N`` requests sent, the window opens when ``B`` requests
-have received their first token (the first batch is full and prefilled) and closes when
-``N - B`` have (at most ``B`` requests are then left, so the batch starts to drain). ``B`` is
-the engine's batch limit (``BackendOptions.max_running_requests``), or ``concurrency`` when
-that is smaller. With ``N <= 2 B`` there is no such window: the figures then cover the whole
-load and the ``no_steady_state`` warning marks them. Inside a window, throughput must be
-stable too: the output-token rate of its two halves may differ by at most
-``measurement.steady_tolerance`` (``throughput_not_steady`` otherwise).
+The rule is ML.ENERGY's (the ML.ENERGY benchmark, ``RequestTracker`` in
+``mlenergy/benchmark/llm/benchmark.py``, commit c1d6557; Chung et al., "The ML.ENERGY
+Benchmark", NeurIPS 2025 Datasets and Benchmarks): with ``B`` the most requests the engine runs
+at once and ``N`` requests sent, the window opens when ``B`` requests have received their first
+token (the first batch is full and prefilled) and closes when ``N - B - 1`` requests have
+finished (more than ``B`` are then left, so the batch is still full; the ``- 1`` ends the window
+one request early so that no drain enters it). A request has finished when its stream ended,
+whatever its status, as ML.ENERGY counts it. ``B`` is the engine's batch limit
+(``BackendOptions.max_running_requests``), or ``concurrency`` when that is smaller. With
+``N < B + 2``, or when the closing finish comes no later than the opening first token, there is
+no such window: the figures then cover the whole load and the ``no_steady_state`` warning marks
+them. Inside a window, throughput must be stable too: the output-token rate of its two halves
+may differ by at most ``measurement.steady_tolerance`` (``throughput_not_steady`` otherwise).
 
-Tokens are counted by arrival time: an output token counts when it arrives inside the window,
-a prompt when its request's first token does, a request as finished when its last token does.
+Tokens are counted by arrival time over ``[open, close)``: an output token counts when it
+arrives inside the window, a prompt when its request's first token does, a request as finished
+when its stream ends inside it.
 """
 
 from __future__ import annotations
@@ -23,8 +27,8 @@ from dataclasses import dataclass
 from harness.agent.serving.loadgen import RequestRecord
 from harness.agent.window import Window
 
-RULE = ("ML.ENERGY: from the B-th request's first token to the (N-B)-th request's first token, "
-        "B = the engine's batch limit")
+RULE = ("ML.ENERGY: from when B requests have their first token to when N-B-1 requests have "
+        "finished, B = the engine's batch limit, N = requests sent")
 
 
 @dataclass(frozen=True)
@@ -39,20 +43,24 @@ class SteadySpan:
 
 
 def steady_span(records: Sequence[RequestRecord], batch: int | None, load: tuple[float, float]) -> SteadySpan:
-    """The window of ML.ENERGY's rule over the requests' first tokens; the whole load if none."""
-    firsts = sorted(t for r in records if (t := r.first_token_s) is not None)
-    n = len([r for r in records if r.status != "not_sent"])
-    whole = SteadySpan(load[0], load[1], False, batch)
+    """The window of ML.ENERGY's rule over first tokens and finishes; the whole load if none."""
+    sent = [r for r in records if r.status != "not_sent"]
+    firsts = sorted(t for r in sent if (t := r.first_token_s) is not None)
+    ends = sorted(t for r in sent if (t := r.end_s) is not None)
     if batch is None:
         return SteadySpan(*load, False, None, "the engine's options set no batch limit")
-    if n - batch <= batch or len(firsts) < n - batch:
+    closing = len(sent) - batch - 1
+    if closing < 1 or len(firsts) < batch or len(ends) < closing:
         return SteadySpan(*load, False, batch,
-                          f"{n} requests sent, {len(firsts)} with a first token: the rule needs "
-                          f"more than 2 x B = {2 * batch} (B, the most requests running at once)")
-    start, end = firsts[batch - 1], firsts[n - batch - 1]
+                          f"{len(sent)} requests sent, {len(firsts)} with a first token, "
+                          f"{len(ends)} finished: the rule needs at least B + 2 = {batch + 2} sent, "
+                          "B with a first token and N - B - 1 finished (B, the most requests "
+                          "running at once)")
+    start, end = firsts[batch - 1], ends[closing - 1]
     if end <= start:
-        return SteadySpan(whole.start_s, whole.end_s, False, batch,
-                          "the first tokens that open and close the window arrived together")
+        return SteadySpan(*load, False, batch,
+                          f"{closing} requests (N - B - 1) had finished by the time {batch} (B) had a "
+                          "first token: the batch never ran full")
     return SteadySpan(start, end, True, batch)
 
 
