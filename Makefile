@@ -6,7 +6,7 @@
 #   make study    run STUDY (default studies/demo.yaml), building only what is missing
 #   make report   tables, effects, fronts, figures, report.md/html of DIR (default: newest study)
 #   make bundle   DIR.tar.gz: a checksummed review bundle of DIR, then verify it
-#   make test     pytest (CI=true: everything except tests marked gpu or cuda_image)
+#   make test     pytest (CI=true: everything except tests marked gpu, cuda_image or heavy)
 #   make lint     ruff + mypy
 #   make docker   start a Docker engine where none answers (needs root)
 #   make slurm    start a single-node Slurm cluster where none answers (needs root; docs/slurm.md)
@@ -26,10 +26,11 @@ TINY_MODEL := models/tiny
 
 OFFLINE_FLAG := $(if $(filter 1,$(OFFLINE)),--offline)
 
-# CI leaves out tests that need a GPU and those that build CUDA images (GBs each; run them with
-# pytest -m cuda_image, or make images-cuda)
+# CI leaves out tests that need a GPU, those that build CUDA images (GBs each; run them with
+# pytest -m cuda_image, or make images-cuda) and the heavy ones whose ground a default test mostly
+# covers too (pytest -m heavy; run them before closing a change to what they cover)
 ifeq ($(CI),true)
-PYTEST_ARGS ?= -m "not gpu and not cuda_image" --durations=30
+PYTEST_ARGS ?= -m "not gpu and not cuda_image and not heavy" --durations=30
 endif
 
 #: the CUDA images with a registry-less recipe (TensorRT-LLM's needs NVIDIA's registry)

@@ -9,6 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+#: the reviewer flow (test_reviewer_flow.py) bundles, verifies and reproduces in containers too;
+#: this one adds pip freeze captured inside the image and a reproduce by tag
+pytestmark = pytest.mark.heavy
+
 REPO = Path(__file__).resolve().parents[2]
 
 STUDY = """

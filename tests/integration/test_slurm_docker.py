@@ -130,6 +130,7 @@ def test_detach_cancel_status_resume(tmp_path, tiny_model, pytorch_cpu_image, sl
     assert (study_dir / "runs" / first.run_id / "slurm-job.sh").is_file()
 
 
+@pytest.mark.heavy  # the cancel test above covers submit, track, status and resume
 def test_time_limit_then_resume(tmp_path, tiny_model, pytorch_cpu_image, slurm_cluster):
     common = {"name": "slurm-c", "model": tiny_model, "window_s": 0.2,
               "sweep": "{batch_size: [1]}"}

@@ -25,8 +25,8 @@ def header(path: Path) -> str:
     return " ".join(lines)
 
 
-def test_ci_leaves_out_gpu_and_cuda_image_tests() -> None:
-    assert ci_excluded_markers() == ["gpu", "cuda_image"]
+def test_ci_leaves_out_gpu_cuda_image_and_heavy_tests() -> None:
+    assert ci_excluded_markers() == ["gpu", "cuda_image", "heavy"]
 
 
 def test_make_test_help_names_every_marker_ci_leaves_out() -> None:

@@ -2,11 +2,13 @@
 outside the backend packages names a backend."""
 
 import json
+import os
 import pkgutil
 import re
 import subprocess
 import sys
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import harness
@@ -43,11 +45,10 @@ def test_every_module_imports_without_loading_an_engine():
     modules = all_modules()
     assert "harness.backends.vllm.engine" in modules and "harness.cli" in [
         m.rsplit(".", 1)[0] if m.startswith("harness.cli.") else m for m in modules]
-    offenders = {}
-    for module in modules:
-        engines = loaded_by(module) & set(ENGINE_LIBRARIES)
-        if engines:
-            offenders[module] = sorted(engines)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:  # one process per module
+        loaded = dict(zip(modules, pool.map(loaded_by, modules), strict=True))
+    offenders = {m: sorted(engines) for m, found in loaded.items()
+                 if (engines := found & set(ENGINE_LIBRARIES))}
     assert offenders == {}
 
 
