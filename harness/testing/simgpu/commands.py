@@ -8,6 +8,7 @@ sees it. ``SimulatedNvml`` gets these calls from ``DeviceCommands``.
 from __future__ import annotations
 
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -37,18 +38,47 @@ def error(code: int) -> pynvml.NVMLError:
     return pynvml.NVMLError(code)
 
 
-class DeviceCommands:
-    """Setting and resetting power limits and locked clocks, and what may be set."""
+class DeviceCommands(ABC):
+    """Setting and resetting power limits and locked clocks, and what may be set.
+
+    A mixin of SimulatedNvml, which provides the call wrapper and the handle check.
+    """
 
     config: SimulatedGpus
     _store: SettingsStore
     _devices: list[SimDevice]
 
+    @abstractmethod
     def _api(self) -> AbstractContextManager[float]:
-        raise NotImplementedError  # SimulatedNvml's call wrapper
+        """One NVML call: the library's latency and init check; yields the time it happens at."""
 
+    @abstractmethod
     def _device(self, handle: Handle) -> SimDevice:
-        raise NotImplementedError  # SimulatedNvml's handle check
+        """The simulated device behind ``handle`` (NVML's errors for a bad one)."""
+
+    # --- power limits in force and allowed --------------------------------------------------
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: Handle) -> int:
+        """The power limit in force, in mW."""
+        with self._api():
+            return int(round(self._device(handle).power_limit_w() * 1000))
+
+    def nvmlDeviceGetPowerManagementLimit(self, handle: Handle) -> int:
+        """The power management limit, in mW (the one in force: nothing else caps it here)."""
+        return self.nvmlDeviceGetEnforcedPowerLimit(handle)
+
+    def nvmlDeviceGetPowerManagementDefaultLimit(self, handle: Handle) -> int:
+        """The default power limit, in mW."""
+        with self._api():
+            self._device(handle)
+            return int(round(self.config.power_limit_w * 1000))
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: Handle) -> list[int]:
+        """The lowest and highest power limit that may be set, in mW."""
+        with self._api():
+            self._device(handle)
+            c = self.config
+            return [int(round(c.power_limit_min_w * 1000)), int(round(c.power_limit_max_w * 1000))]
 
     # --- settings (root and settings_permitted, like real GPUs) ----------------------------
 

@@ -282,29 +282,6 @@ class SimulatedNvml(DeviceCommands):
         with self._api() as now:
             return self._device(handle).power_mw(now)
 
-    def nvmlDeviceGetEnforcedPowerLimit(self, handle: Handle) -> int:
-        """The power limit in force, in mW."""
-        with self._api():
-            return int(round(self._device(handle).power_limit_w() * 1000))
-
-    def nvmlDeviceGetPowerManagementLimit(self, handle: Handle) -> int:
-        """The power management limit, in mW."""
-        with self._api():
-            return int(round(self._device(handle).power_limit_w() * 1000))
-
-    def nvmlDeviceGetPowerManagementDefaultLimit(self, handle: Handle) -> int:
-        """The default power limit, in mW."""
-        with self._api():
-            self._device(handle)
-            return int(round(self.config.power_limit_w * 1000))
-
-    def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: Handle) -> list[int]:
-        """The lowest and highest power limit that may be set, in mW."""
-        with self._api():
-            self._device(handle)
-            c = self.config
-            return [int(round(c.power_limit_min_w * 1000)), int(round(c.power_limit_max_w * 1000))]
-
     # --- state ----------------------------------------------------------------------------
 
     def nvmlDeviceGetTemperature(self, handle: Handle, sensor: int) -> int:
