@@ -16,7 +16,7 @@ from typing import Any
 
 from harness.agent.metrics import known, ratio
 from harness.agent.sensors.base import WindowReading
-from harness.agent.sensors.nvml import PERFORMANCE_THROTTLE_MASK, throttle_names
+from harness.agent.sensors.throttle import PERFORMANCE_THROTTLE_MASK, throttle_names
 from harness.config.gpu import GpuSettings
 from harness.results.schema import Warning_
 

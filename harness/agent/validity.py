@@ -19,7 +19,7 @@ from harness.agent.checks import baseline_warnings, window_warnings
 from harness.agent.gpu_validity import settings_warnings
 from harness.agent.metrics import known, ratio
 from harness.agent.sensors.base import Sensor, WindowReading
-from harness.agent.sensors.nvml import PERFORMANCE_THROTTLE_MASK, throttle_names
+from harness.agent.sensors.throttle import PERFORMANCE_THROTTLE_MASK, throttle_names
 from harness.agent.window import window_target
 from harness.config.experiment import Experiment
 from harness.results.schema import ExperimentResult, Warning_

@@ -52,18 +52,6 @@ RESERVE = ".reserve"
 RESERVE_MIN_BYTES = 256 * 1024
 
 
-def next_step(manifest: Manifest, study_dir: Path) -> str:
-    """What to do to finish a study: resume it, or first fix the input that its runs failed on."""
-    inputs = sorted({r.reason for r in manifest.runs
-                     if r.status != "done" and r.reason is not None and r.reason.is_input_problem})
-    if inputs:
-        return (f"runs failed for input reasons ({', '.join(inputs)}), which a plain resume "
-                f"repeats: fix the study file (or what it names), then continue with: "
-                f"harness study resume {study_dir} --file FIXED.yaml --force "
-                f"(or start it anew: harness study run FIXED.yaml)")
-    return f"continue with: harness study resume {study_dir}"
-
-
 def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -292,7 +280,7 @@ class StudyRun:
         """Stop the study before its plan is complete; the message says how to go on."""
         self.manifest.state = "aborted"
         self.manifest.message = (f"{why}. Finished runs are kept; "
-                                 f"{next_step(self.manifest, self.dir)}")
+                                 f"{manifest_io.next_step(self.manifest, self.dir)}")
         self._save_or_stop()
         self.observer(events.StudyAborted(message=self.manifest.message))
         return self.manifest
@@ -304,7 +292,7 @@ class StudyRun:
         failed = [r for r in self.manifest.runs if r.status != "done"]
         self.manifest.state = "incomplete" if failed else "complete"
         self.manifest.message = (f"{len(failed)} runs not done; "
-                                 f"{next_step(self.manifest, self.dir)}" if failed else None)
+                                 f"{manifest_io.next_step(self.manifest, self.dir)}" if failed else None)
         self._save_or_stop()
         return self.manifest
 
@@ -316,7 +304,7 @@ class StudyRun:
         self.manifest.message = (
             f"interrupted by {self.signals.first or 'a signal'}: {done}/{len(self.manifest.runs)} "
             f"runs done, {left} to go" + (f"; {aside}" if aside else "")
-            + f". {_sentence(next_step(self.manifest, self.dir))}"
+            + f". {_sentence(manifest_io.next_step(self.manifest, self.dir))}"
         )
         self._save_or_stop()
         self.observer(events.StudyInterrupted(message=self.manifest.message))

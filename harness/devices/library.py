@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from harness.config.study import Execution
@@ -80,3 +81,17 @@ def run_library(host: GpuLibrary, run_dir: Path) -> GpuLibrary:
     from harness.testing.simgpu.truth import TRUTH_FILE
 
     return host.model_copy(update={"truth_file": str((run_dir / TRUTH_FILE).resolve())})
+
+
+def init_reason(nvml: ModuleType, error: Exception) -> str:
+    """Why NVML could not be initialised, in words a user can act on."""
+    if isinstance(error, nvml.NVMLError_LibraryNotFound):
+        return (
+            "no NVML: libnvidia-ml.so was not found (no NVIDIA driver is visible here; "
+            "start the container with the NVIDIA runtime and a GPU device request)"
+        )
+    if isinstance(error, nvml.NVMLError_DriverNotLoaded):
+        return "no GPU: NVML reports that the NVIDIA driver is not loaded"
+    if isinstance(error, nvml.NVMLError_NoPermission):
+        return "permission denied: NVML refused to initialise for this user"
+    return f"NVML could not be initialised: {error}"

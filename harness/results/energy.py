@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from harness.results.base import ResultModel as _Model
 
 #: how energy was obtained; "simulated": read from simulated GPUs (``readout`` says how)
 EnergyMethod = Literal["nvml_counter", "nvml_power_integration", "rapl", "simulated", "unavailable"]
 #: what was read: energy counters, integrated power samples, or some devices each way
 Readout = Literal["counter", "power_integration", "mixed"]
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class UncertaintyTerm(_Model):

@@ -9,13 +9,10 @@ record and in its result.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from harness.config.gpu import GpuSettings
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from harness.results.base import ResultModel as _Model
 
 
 class GpuValues(_Model):

@@ -153,3 +153,15 @@ def is_running(study_dir: Path) -> bool:
         return False
     lock.release()
     return not free
+
+
+def next_step(manifest: Manifest, study_dir: Path) -> str:
+    """What to do to finish a study: resume it, or first fix the input that its runs failed on."""
+    inputs = sorted({r.reason for r in manifest.runs
+                     if r.status != "done" and r.reason is not None and r.reason.is_input_problem})
+    if inputs:
+        return (f"runs failed for input reasons ({', '.join(inputs)}), which a plain resume "
+                f"repeats: fix the study file (or what it names), then continue with: "
+                f"harness study resume {study_dir} --file FIXED.yaml --force "
+                f"(or start it anew: harness study run FIXED.yaml)")
+    return f"continue with: harness study resume {study_dir}"

@@ -12,7 +12,6 @@ import pytest
 from _synthetic import make_study
 
 from harness.controller.lifecycle import resume_study
-from harness.controller.loop import next_step
 from harness.controller.runtimes import parse_runner, select_runtime
 from harness.controller.runtimes.base import RunJob
 from harness.controller.runtimes.local import LocalRuntime
@@ -107,11 +106,11 @@ def test_resuming_says_which_runner_it_continues_with_and_why(tmp_path):
 def test_the_next_step_after_input_failures_is_to_fix_the_file(tmp_path):
     study_dir = make_study(tmp_path, sweep={"batch_size": [1, 2]}, j_factors={}, failed=1)
     manifest = mio.load(study_dir)
-    plain = next_step(manifest, study_dir)
+    plain = mio.next_step(manifest, study_dir)
     assert plain == f"continue with: harness study resume {study_dir}"  # agent_exit: retry
     (failed,) = [r for r in manifest.runs if r.status == "failed"]
     failed.reason = FailureReason.MODEL_NOT_FOUND
-    text = next_step(manifest, study_dir)
+    text = mio.next_step(manifest, study_dir)
     assert "input reasons (model_not_found)" in text and "fix the study file" in text
     assert f"harness study resume {study_dir} --file FIXED.yaml --force" in text
 

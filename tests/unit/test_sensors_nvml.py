@@ -21,7 +21,8 @@ from harness.agent.protocol import TIMESERIES_COLUMNS
 from harness.agent.sensors import select_sensor
 from harness.agent.sensors.composite import CompositeSensor
 from harness.agent.sensors.null import UnavailableSensor
-from harness.agent.sensors.nvml import NvmlSensor, open_nvml_sensor, throttle_names
+from harness.agent.sensors.nvml import NvmlSensor, open_nvml_sensor
+from harness.agent.sensors.throttle import throttle_names
 
 UUIDS = [
     "GPU-00000000-1111-2222-3333-444444444444",

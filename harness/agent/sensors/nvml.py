@@ -25,30 +25,9 @@ from typing import Any
 from harness.agent.sensors.base import Sampler, Sensor, WindowReading, trapezoid_energy_j
 from harness.agent.sensors.null import UnavailableSensor
 from harness.agent.sensors.nvml_provenance import describe, text
-from harness.devices.library import NoLibrary, energy_label, open_library
+from harness.devices.library import NoLibrary, energy_label, init_reason, open_library
 from harness.results.energy import EnergyMethod, Readout
 from harness.results.schema import GpuLibrary
-
-#: NVML clock-event ("throttle") reason bits, from nvml.h (nvmlClocksEventReason*).
-THROTTLE_REASONS = {
-    0x1: "gpu_idle",
-    0x2: "applications_clocks_setting",
-    0x4: "sw_power_cap",
-    0x8: "hw_slowdown",
-    0x10: "sync_boost",
-    0x20: "sw_thermal_slowdown",
-    0x40: "hw_thermal_slowdown",
-    0x80: "hw_power_brake_slowdown",
-    0x100: "display_clock_setting",
-}
-#: reasons that mean the clocks were held down by power or heat (a validity warning)
-PERFORMANCE_THROTTLE_MASK = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
-
-
-def throttle_names(mask: int) -> list[str]:
-    """Names of the reason bits set in an NVML clock-event mask."""
-    return [name for bit, name in THROTTLE_REASONS.items() if mask & bit]
-
 
 #: the method of a device's energy by what was read, when no label is handed in
 _METHODS: dict[Readout, EnergyMethod] = {
@@ -76,20 +55,6 @@ class Gpu:
     #: compute processes seen at the window edges; None when the list could not be read
     pids: set[int] | None = field(default_factory=set)
     pids_unknown: str | None = None
-
-
-def init_reason(nvml: ModuleType, error: Exception) -> str:
-    """Why NVML could not be initialised, in words a user can act on."""
-    if isinstance(error, nvml.NVMLError_LibraryNotFound):
-        return (
-            "no NVML: libnvidia-ml.so was not found (no NVIDIA driver is visible here; "
-            "start the container with the NVIDIA runtime and a GPU device request)"
-        )
-    if isinstance(error, nvml.NVMLError_DriverNotLoaded):
-        return "no GPU: NVML reports that the NVIDIA driver is not loaded"
-    if isinstance(error, nvml.NVMLError_NoPermission):
-        return "permission denied: NVML refused to initialise for this user"
-    return f"NVML could not be initialised: {error}"
 
 
 def select_gpus(

@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-from harness.results.schema import ExperimentResult, ServingResult, SteadyState, Warning_
+from harness.results.schema import ExperimentResult, SteadyState, Warning_
+from harness.results.serving import ServingResult
 
 #: the achieved send rate may fall this far below the target before a warning
 SEND_RATE_TOLERANCE = 0.02

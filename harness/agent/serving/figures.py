@@ -16,7 +16,7 @@ from harness.agent.serving.steady import SteadySpan, halves_rates
 from harness.config.experiment import Experiment
 from harness.config.serving import Slo
 from harness.results.energy import Energy, Uncertainty, UncertaintyTerm
-from harness.results.schema import ServingResult
+from harness.results.serving import ServingResult
 
 
 def send_figures(exp: Experiment, load: LoadResult) -> dict[str, float | None]:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from harness.config.study import Study
 from harness.config.sweep import Plan, PlannedRun
-from harness.controller.loop import next_step
 from harness.controller.outcome import read_result
 from harness.controller.rundirs import fresh_run_dir
 from harness.controller.slurm.commands import JobState, SlurmCli
@@ -189,7 +188,7 @@ class SlurmStudy:
         failed = [r for r in self.manifest.runs if r.status != "done"]
         self.manifest.state = "incomplete" if failed else "complete"
         self.manifest.message = (f"{len(failed)} runs not done; "
-                                 f"{next_step(self.manifest, self.dir)}" if failed else None)
+                                 f"{manifest_io.next_step(self.manifest, self.dir)}" if failed else None)
         self.save()
         return self.manifest
 
@@ -220,7 +219,8 @@ class SlurmStudy:
         self.manifest.state = "interrupted"
         self.manifest.message = (
             f"interrupted by {self.signal_name or 'a signal'}: {done}/{len(self.manifest.runs)} "
-            f"runs done; {len(tracked)} Slurm jobs cancelled; {next_step(self.manifest, self.dir)}")
+            f"runs done; {len(tracked)} Slurm jobs cancelled; "
+            f"{manifest_io.next_step(self.manifest, self.dir)}")
         self.save()
         self.observer(events.StudyInterrupted(message=self.manifest.message))
         raise Interrupted(self.manifest.message)
@@ -270,7 +270,8 @@ def refresh(study_dir: Path, cli: SlurmCli | None = None) -> Manifest | None:
         if not tracked and manifest.state == "running":
             left = [r for r in manifest.runs if r.status != "done"]
             manifest.state = "incomplete" if left else "complete"
-            manifest.message = (f"{len(left)} runs not done; {next_step(manifest, study_dir)}"
+            manifest.message = (f"{len(left)} runs not done; "
+                                f"{manifest_io.next_step(manifest, study_dir)}"
                                 if left else None)
         manifest_io.save(manifest, study_dir)
         return manifest
