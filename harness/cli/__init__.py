@@ -6,6 +6,7 @@ renders what comes back (``render``).
 
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Annotated
 
@@ -52,12 +53,27 @@ def _root(
 
 
 def main() -> None:
-    """Entry point of the ``harness`` console script: errors become one line and an exit code."""
+    """Entry point of the ``harness`` console script: errors become one line and an exit code.
+
+    An interrupted study exits 130 however many more Ctrl+C arrive while it winds down: the
+    library restores the default handlers when a study ends, so one more SIGINT can land as a
+    KeyboardInterrupt in the error path below; the outer handler catches it, and both paths
+    ignore further signals before they print and exit.
+    """
     try:
-        app()  # standalone: typer prints usage errors (exit 2) and handles Exit itself
-    except HarnessError as e:
-        err_console.print(f"[red]error:[/] {escape(str(e))}")
-        sys.exit(ExitCode(e.exit_code))
+        try:
+            app()  # standalone: typer prints usage errors (exit 2) and handles Exit itself
+        except HarnessError as e:
+            if e.exit_code == ExitCode.INTERRUPTED:
+                _ignore_signals()
+            err_console.print(f"[red]error:[/] {escape(str(e))}")
+            sys.exit(ExitCode(e.exit_code))
     except KeyboardInterrupt:
+        _ignore_signals()
         err_console.print("[red]interrupted[/]")
         sys.exit(ExitCode.INTERRUPTED)
+
+
+def _ignore_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)

@@ -416,3 +416,39 @@ def test_plan_shows_the_placement(tmp_path: Path) -> None:
     assert "gpus" in out.split("placement:")[0]  # each run's GPU count in the table
     one = harness("study", "plan", "studies/demo.yaml")
     assert "placement: one run at a time" in flat(one.stdout)
+
+
+
+def test_one_more_ctrl_c_while_an_interrupted_study_exits_still_exits_130(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # the study restored the default handlers as it ended; a second Ctrl+C lands as a
+    # KeyboardInterrupt while main() prints the error (CI once saw exit -2 here, not 130)
+    import signal
+
+    import harness.cli as cli
+    from harness.errors import Interrupted
+
+    def study() -> None:
+        raise Interrupted("interrupted by SIGINT: 1/2 runs done")
+
+    printed: list[str] = []
+
+    def print_once_interrupted(text: str) -> None:
+        printed.append(text)
+        if len(printed) == 1:
+            raise KeyboardInterrupt  # the signal that lands mid-print
+
+    monkeypatch.setattr(cli, "app", study)
+    monkeypatch.setattr(cli.err_console, "print", print_once_interrupted)
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as stop:
+            cli.main()
+        assert stop.value.code == ExitCode.INTERRUPTED
+        assert printed == ["[red]error:[/] interrupted by SIGINT: 1/2 runs done",
+                           "[red]interrupted[/]"]
+        for signum in previous:  # no further chance to die of a signal on the way out
+            assert signal.getsignal(signum) is signal.SIG_IGN
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
