@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
@@ -53,26 +55,36 @@ class Journal(Protocol):
 
 
 class ManifestJournal:
-    """Journal entries kept in the study's manifest, saved at once on every change."""
+    """Journal entries kept in the study's manifest, saved at once on every change.
 
-    def __init__(self, manifest: Manifest, save: Callable[[], None]) -> None:
+    Runs in parallel add and remove entries from several threads: each change and its save
+    hold ``lock`` (the study's manifest lock, re-entrant), so no thread's entry is lost.
+    """
+
+    def __init__(self, manifest: Manifest, save: Callable[[], None],
+                 lock: AbstractContextManager[object] | None = None) -> None:
         self.manifest = manifest
         self.save = save
+        self.lock = lock if lock is not None else threading.RLock()
 
     def add(self, entry: GpuJournalEntry) -> None:
         """Record a change about to be made (saved before the caller makes it)."""
-        self.manifest.gpu_journal = [e for e in self.manifest.gpu_journal
-                                     if e.run_id != entry.run_id] + [entry]
-        self.save()
+        with self.lock:
+            self.manifest.gpu_journal = [e for e in self.manifest.gpu_journal
+                                         if e.run_id != entry.run_id] + [entry]
+            self.save()
 
     def remove(self, run_id: str) -> None:
         """Forget a change once it has been undone."""
-        self.manifest.gpu_journal = [e for e in self.manifest.gpu_journal if e.run_id != run_id]
-        self.save()
+        with self.lock:
+            self.manifest.gpu_journal = [e for e in self.manifest.gpu_journal
+                                         if e.run_id != run_id]
+            self.save()
 
     def entries(self) -> list[GpuJournalEntry]:
         """The changes not yet undone."""
-        return list(self.manifest.gpu_journal)
+        with self.lock:
+            return list(self.manifest.gpu_journal)
 
 
 class MemoryJournal:

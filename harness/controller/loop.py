@@ -84,6 +84,7 @@ class StudyRun:
         self.keep_failed = keep_failed
         self.base_dir = base_dir
         self.signals = SignalWatch(runtime, observer, self._stop)
+        self._manifest_lock = threading.RLock()  # runs end, and journal GPU changes, in threads
         self.launcher = Launcher(
             runtime, study=study.name, execution=study.execution, images=study.images,
             hf_cache=study.hf_cache, base_dir=base_dir, datasets=manifest.datasets,
@@ -91,13 +92,12 @@ class StudyRun:
             sleep=lambda seconds: self.sleep(seconds), stopping=lambda: self.stopping,
             models=models,
             gpu_library=study_library(study.execution, study_dir),
-            gpu_journal=ManifestJournal(manifest, self.save),
+            gpu_journal=ManifestJournal(manifest, self.save, self._manifest_lock),
         )
         self.scrubber = self.launcher.scrubber
         self._aside: dict[str, Path] = {}  # runs interrupted by Ctrl+C: where their files went
         self._engine_gone = False
         self._consecutive = 0
-        self._manifest_lock = threading.RLock()
         ex = study.execution
         #: runs at once: max_parallel, or fewer where the GPUs or CPUs do not go round
         self.slots = slots_for(ex, [p.experiment for p in plan.experiments])

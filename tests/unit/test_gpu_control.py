@@ -374,3 +374,30 @@ def test_a_run_whose_settings_are_refused_never_starts(tmp_path: Path) -> None:
     assert runtime.seen == []
     assert record.status == "failed" and record.reason == FailureReason.GPU_SETTINGS_FAILED
     assert "needs root" in (record.message or "")
+
+
+def test_runs_in_parallel_lose_no_journal_entry() -> None:
+    # runs at once (execution.max_parallel) journal their GPU changes from several threads
+    import sys
+    import threading
+
+    m = manifest()
+    journal = ManifestJournal(m, lambda: None)
+    template = GpuJournalEntry(run_id="r0", controller_pid=1, written_at="t",
+                               requested=GpuSettings(power_limit_w=300), gpus=[])
+
+    def add_many(worker: int) -> None:
+        for i in range(300):
+            journal.add(template.model_copy(update={"run_id": f"w{worker}-{i}"}))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can
+    try:
+        threads = [threading.Thread(target=add_many, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert len(journal.entries()) == 8 * 300
