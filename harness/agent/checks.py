@@ -14,6 +14,7 @@ from harness.agent.readings import counter_updates
 from harness.agent.sensors.base import Sensor, WindowReading
 from harness.agent.uncertainty import reads_counter
 from harness.results.schema import ExperimentResult, Warning_
+from harness.results.wording import percent_past
 
 #: on GPU, an idle baseline shorter than this sees too few counter updates and samples
 GPU_MIN_BASELINE_S = 10.0
@@ -125,11 +126,12 @@ def window_warnings(
     steady = result.steady_state
     if (steady.verdict == "not_steady" and steady.difference is not None
             and steady.tolerance is not None and steady.difference > steady.tolerance):
+        difference, tolerance = percent_past(steady.difference, steady.tolerance)
         found.append(Warning_(
             code="not_steady",
-            message=f"mean power of the window's halves differs by {steady.difference:.1%} "
+            message=f"mean power of the window's halves differs by {difference} "
             f"({steady.first_half_power_w:.1f} W, then {steady.second_half_power_w:.1f} W), "
-            f"more than steady_tolerance {steady.tolerance:.1%}",
+            f"more than steady_tolerance {tolerance}",
             phase="window",
         ))
     host = result.interference

@@ -23,6 +23,7 @@ from harness.agent.sensors.throttle import PERFORMANCE_THROTTLE_MASK, throttle_n
 from harness.agent.window import window_target
 from harness.config.experiment import Experiment
 from harness.results.schema import ExperimentResult, Warning_
+from harness.results.wording import past
 
 MIN_SAMPLES = 10
 MAX_TEMPERATURE_DRIFT_C = 10.0
@@ -147,11 +148,11 @@ def _device_warnings(
         ))
     temps = known(rows, "temperature_c")
     if loaded and temps and max(temps) - min(temps) > MAX_TEMPERATURE_DRIFT_C:
+        drift, limit = past(max(temps) - min(temps), MAX_TEMPERATURE_DRIFT_C)
         found.append(Warning_(
             code="temperature_drift",
-            message=f"{dev}: temperature moved {max(temps) - min(temps):.0f} °C over the "
-            f"window ({min(temps):.0f}-{max(temps):.0f} °C), more than "
-            f"{MAX_TEMPERATURE_DRIFT_C:.0f} °C",
+            message=f"{dev}: temperature moved {drift} °C over the window "
+            f"({min(temps):g}-{max(temps):g} °C), more than {limit} °C",
             phase=phase,
         ))
     hit = [int(v) & PERFORMANCE_THROTTLE_MASK for v in known(rows, "throttle_reasons")]

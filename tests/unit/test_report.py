@@ -245,12 +245,13 @@ def test_three_cycles_need_no_note_and_a_single_run_gets_its_own(tmp_path: Path)
 
 
 def test_a_value_past_its_limit_never_reads_as_the_limit():
-    from harness.analysis.report.text import percent_past
+    from harness.results.wording import past, percent_past
 
     assert percent_past(0.1004, 0.10) == ("10.04%", "10%")
     assert percent_past(0.104, 0.10) == ("10.4%", "10%")
     assert percent_past(0.25, 0.10) == ("25%", "10%")
     assert percent_past(0.051, 0.05) == ("5.1%", "5%")
+    assert past(10.4, 10.0) == ("10.4", "10") and past(12.0, 10.0) == ("12", "10")
 
 
 def test_a_high_cv_warning_says_how_far_above_the_limit(tmp_path: Path):

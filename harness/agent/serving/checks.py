@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from harness.results.schema import ExperimentResult, SteadyState, Warning_
 from harness.results.serving import ServingResult
+from harness.results.wording import percent_past
 
 #: the achieved send rate may fall this far below the target before a warning
 SEND_RATE_TOLERANCE = 0.02
@@ -52,11 +53,12 @@ def serving_warnings(result: ExperimentResult) -> list[Warning_]:
             "the engine's batch limit B, at least B + 2)", phase="window"))
     diff, tolerance = serving.throughput_difference, result.steady_state.tolerance
     if diff is not None and tolerance is not None and diff > tolerance:
+        shown, limit = percent_past(diff, tolerance)
         found.append(Warning_(
             code="throughput_not_steady",
-            message=f"output tokens/s of the window's halves differ by {diff:.1%} "
+            message=f"output tokens/s of the window's halves differ by {shown} "
             f"({serving.throughput_first_half:.1f}, then {serving.throughput_second_half:.1f}), "
-            f"more than steady_tolerance {tolerance:.1%}", phase="window"))
+            f"more than steady_tolerance {limit}", phase="window"))
     target, achieved = serving.target_request_rate, serving.achieved_request_rate
     if target and achieved is not None and achieved < (1 - SEND_RATE_TOLERANCE) * target:
         lag = serving.send_lag_p99_s

@@ -30,19 +30,6 @@ def ci(mean: Any, low: Any, high: Any, spec: str = ".4g") -> str:
     return f"{num(mean, spec)} [{num(low, spec)}, {num(high, spec)}]"
 
 
-def percent_past(value: float, limit: float) -> tuple[str, str]:
-    """A percentage and the limit it passed, each with the digits that keep them apart.
-
-    A CV of 0.1004 against a 10 % limit is written 10.04 % and 10 %, never 10 % and 10 %.
-    """
-    shown = f"{limit * 100:g}%"
-    for digits in range(0, 7):
-        text = format(value, f".{digits}%")
-        if text != format(limit, f".{digits}%"):
-            return text, shown
-    return format(value, ".6%"), shown
-
-
 def plus_minus(mean: Any, u95: Any, dominant: Any, spec: str = ".4g") -> str:
     """A mean with its expanded uncertainty and what dominates it: ``m ± U (term)``."""
     if num(mean) == "n/a":

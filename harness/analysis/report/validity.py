@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from harness.analysis.report.data import Report
-from harness.analysis.report.text import num, percent_past
+from harness.analysis.report.text import num
 from harness.analysis.stats import METRICS
 from harness.results.schema import ExperimentResult
+from harness.results.wording import percent_past
 
 HIGH_CV = 0.10  # a metric varying more than this over cycles is flagged
 
