@@ -87,6 +87,8 @@ def crop(reading: WindowReading, start_s: float, end_s: float, clock_s: float = 
         sampler_cpu_s=(reading.sampler_cpu_s * duration / reading.duration_s
                        if reading.sampler_cpu_s is not None and reading.duration_s > 0 else None),
     )
+    if reading.start_s is not None:  # the part's edges on the sensor's clock (phase_edges_s)
+        part.start_s, part.end_s = reading.start_s + start_s, reading.start_s + end_s
     devices = list(reading.energy_j) or sorted({str(s.get("device")) for s in reading.samples})
     for dev in devices:
         rows = reading.device_samples(dev)

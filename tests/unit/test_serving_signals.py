@@ -34,7 +34,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 
 
-def start_agent(out: Path, tiny: Path, env: dict[str, str], **options) -> subprocess.Popen:
+def start_agent(out: Path, tiny: Path, env: dict[str, str], spec_extra: dict | None = None,
+                experiment_extra: dict | None = None, **options) -> subprocess.Popen:
     experiment = {
         "model": str(tiny), "backend": "fakeserve", "device": "cpu", "precision": "fp32",
         "mode": "serving", "workload": {"input_tokens": 8, "output_tokens": 400},
@@ -42,9 +43,11 @@ def start_agent(out: Path, tiny: Path, env: dict[str, str], **options) -> subpro
         "serving": {"request_rate": 5, "num_requests": 50, "warmup_requests": 0,
                     "ready_timeout_s": 60},
         "fakeserve": {"step_s": 0.02, **options},
+        **(experiment_extra or {}),
     }
     spec = {"run": {"study": "t", "experiment_id": "x", "cycle": 1, "run_id": "x-c1"},
-            "experiment": experiment, "model_path": str(tiny), "runner": "local"}
+            "experiment": experiment, "model_path": str(tiny), "runner": "local",
+            **(spec_extra or {})}
     out.mkdir(parents=True)
     (out / "config.json").write_text(json.dumps(spec))
     return subprocess.Popen([sys.executable, "-m", "harness.agent", "--config",
@@ -93,3 +96,31 @@ def test_a_served_run_through_the_agent_writes_its_result(tmp_path, tiny, env):
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["serving"]["requests_ok"] == 50 and result["experiment"]["mode"] == "serving"
     assert "serving 5 requests/s" in output
+
+
+def test_a_served_run_measures_simulated_gpus_against_their_truth(tmp_path, tiny, env):
+    # the study's simulated GPUs reach the serving path too; the load generator's view of the
+    # server (waiting: prefill, streaming: decode, none: loaded idle) drives their power
+    from harness.testing.simgpu.config import SimulatedGpus
+    from harness.testing.simgpu.truth import TRUTH_FILE, read_truth, total_energy_between
+
+    gpus = SimulatedGpus(count=1, counter_period_ms=5)
+    library = {"kind": "simulated", "simulated": gpus.model_dump(mode="json"),
+               "truth_file": str(tmp_path / "run" / TRUTH_FILE)}
+    load = {"workload": {"input_tokens": 8, "output_tokens": 40},
+            "serving": {"request_rate": 20, "num_requests": 24, "warmup_requests": 0,
+                        "ready_timeout_s": 60}}
+    agent = start_agent(tmp_path / "run", tiny, env, step_s=0.01, experiment_extra=load,
+                        spec_extra={"gpu_library": library, "gpu_uuids": [gpus.uuid(0)]})
+    output = agent.communicate(timeout=120)[0].decode()
+    assert agent.returncode == 0, output
+    # read as JSON: this test process does not have the fake backend registered
+    e = json.loads((tmp_path / "run" / "result.json").read_text())["energy"]
+    truth = read_truth(tmp_path / "run" / TRUTH_FILE)
+    assert e["energy_method"] == "simulated" and e["devices"][0]["energy_method"] == "simulated"
+    states = [s for _, s in truth.device(0).states]
+    assert states[:2] == ["no_context", "loaded_idle"] and {"prefill", "decode"} <= set(states)
+    assert states[-1] == "no_context"  # the server stopped
+    t0, t1 = e["phase_edges_s"]["window"]  # the steady window the figures were cropped to
+    assert e["energy_j"] == pytest.approx(total_energy_between(truth, [gpus.uuid(0)], t0, t1),
+                                          rel=0.1)

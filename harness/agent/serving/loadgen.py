@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from harness.agent import activity
+from harness.agent.activity import Activity
 from harness.agent.serving.client import HttpError, request, stream_events
 from harness.agent.serving.requests import PlannedRequest
 from harness.backends.engine import RequestTiming
@@ -149,6 +151,46 @@ class LoadResult:
     client_cpu_s: float | None = None
 
 
+class Occupancy:
+    """What the server does as its client sees it, published on the activity bus.
+
+    The engine runs in the server's process, where the agent cannot hear it; the load
+    generator knows which requests wait for their first token and which stream. Any
+    streaming: decode (a continuous-batching engine folds new prompts into its decode steps,
+    and a request may wait in the server's queue rather than in prefill); else any waiting:
+    prefill; else loaded idle. The only listener today is a simulated GPU (its power follows
+    the state); a real sensor reads the hardware.
+    """
+
+    def __init__(self) -> None:
+        self.waiting = 0
+        self.streaming = 0
+
+    def sent(self) -> None:
+        """A request went out: it waits for its first token."""
+        self.waiting += 1
+        self._publish()
+
+    def first_token(self) -> None:
+        """A waiting request's first token arrived: it streams now."""
+        self.waiting -= 1
+        self.streaming += 1
+        self._publish()
+
+    def ended(self, streamed: bool) -> None:
+        """A request ended (with or without a token)."""
+        if streamed:
+            self.streaming -= 1
+        else:
+            self.waiting -= 1
+        self._publish()
+
+    def _publish(self) -> None:
+        state = (Activity.DECODE if self.streaming else Activity.PREFILL if self.waiting
+                 else Activity.LOADED_IDLE)
+        activity.publish(state)
+
+
 class LoadGenerator:
     """Sends planned requests to one server on loopback."""
 
@@ -161,6 +203,7 @@ class LoadGenerator:
         self.server_exit = server_exit or (lambda: None)
         #: the latest load's records, kept when ``run`` raises (a crashed server's requests)
         self.result: LoadResult | None = None
+        self.occupancy = Occupancy()
 
     async def _send(self, rec: RequestRecord, planned: PlannedRequest,
                     slots: asyncio.Semaphore | None) -> None:
@@ -168,9 +211,17 @@ class LoadGenerator:
             rec.sent_s = time.perf_counter()
             payload = completion_payload(self.model, planned.prompt, planned.output_tokens,
                                          self.decoding)
+
+            def on_event(data: str, now: float) -> None:
+                waiting = not rec.arrivals
+                rec.on_event(data, now)
+                if waiting and rec.arrivals:
+                    self.occupancy.first_token()
+
+            self.occupancy.sent()
             try:
                 await asyncio.wait_for(stream_events(self.host, self.port, COMPLETIONS_PATH,
-                                                     payload, rec.on_event), self.request_timeout_s)
+                                                     payload, on_event), self.request_timeout_s)
             except TimeoutError:
                 rec.status, rec.error = "timeout", f"no end within {self.request_timeout_s:g} s"
             except (HttpError, OSError, ValueError, asyncio.IncompleteReadError) as e:
@@ -182,6 +233,7 @@ class LoadGenerator:
                 rec.status = "ok"
                 rec.check()
             finally:
+                self.occupancy.ended(streamed=bool(rec.arrivals))
                 if rec.end_s is None:
                     rec.end_s = time.perf_counter()
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.agent import activity
 from harness.agent.baseline import Baseline, measure_baseline
 from harness.agent.compute import peak_memory_used_bytes
 from harness.agent.crop import crop
@@ -36,7 +37,7 @@ from harness.agent.serving.server import LOOPBACK, Server, free_port, log_tail
 from harness.agent.serving.steady import RULE, ServingWindow, SteadySpan, count_window, steady_span
 from harness.agent.steady import steady_state
 from harness.agent.window import window_target
-from harness.backends.spec import BackendSpec, ServingSupport
+from harness.backends.spec import BackendSpec, ServerLaunch, ServingSupport
 from harness.config.experiment import Experiment
 from harness.errors import RunFailure
 from harness.model_identity import identify_for_agent
@@ -131,8 +132,21 @@ def _serve(spec: RunSpec, out_dir: Path, sensor: Sensor, host: HostProbe,
     preload = measure_baseline(sensor, m.baseline_s, m.sample_interval_ms)
     port = free_port()
     launch = support.launch(exp, spec.model_path, port, out_dir / SERVER_FOLDER)
+    try:
+        return _served(spec, out_dir, sensor, host, file, launch, port, preload)
+    finally:  # the server is gone: no model, no context
+        activity.publish(activity.Activity.NO_CONTEXT)
+
+
+def _served(spec: RunSpec, out_dir: Path, sensor: Sensor, host: HostProbe, file: Any,
+            launch: ServerLaunch, port: int, preload: Baseline | None) -> Served:
+    """The server's start, warmup, the loaded-idle baseline and the load, in ``with Server``."""
+    exp = spec.experiment
+    m = exp.measurement
+    support = support_of(exp.spec)
     with Server(launch, out_dir / SERVER_FOLDER, out_dir / SERVER_LOG, port) as server:
         load_s = server.wait_ready(support.health_path, exp.serving.ready_timeout_s)
+        activity.publish(activity.Activity.LOADED_IDLE)  # model resident, no request yet
         info = {"engine": exp.backend, "engine_version": _version(port, support.version_path),
                 "server_argv": list(launch.argv), "server_ready_s": load_s,
                 "timestamp_source": "stream", "token_timing": TOKEN_TIMING}
@@ -167,7 +181,7 @@ def run_serving(spec: RunSpec, out_dir: Path, *, sensor: Sensor | None = None,
     exp = spec.experiment
     file = read_requests_file(spec)  # a bad requests file costs no server start
     host = host or HostProbe()
-    sensor = sensor or select_sensor(exp.device, spec.gpu_uuids)
+    sensor = sensor or select_sensor(exp.device, spec.gpu_uuids, library=spec.gpu_library)
     try:
         got = _serve(spec, out_dir, sensor, host, file)
     finally:
