@@ -20,6 +20,7 @@ from harness.errors import (
     EnvironmentProblem,
     HarnessError,
     RunFailure,
+    StoppedBySignal,
     StorageProblem,
     UserInputError,
 )
@@ -29,7 +30,7 @@ from harness.results.schema import RunError, RunInfo, RunSpec
 
 
 def _interrupt_on_sigterm() -> None:
-    """Turn the first SIGTERM (docker stop, the controller's Ctrl+C) into KeyboardInterrupt.
+    """Turn the first SIGTERM (docker stop, the controller's Ctrl+C) into StoppedBySignal.
 
     As PID 1 in a container the agent would otherwise ignore SIGTERM until SIGKILL came; this
     way it unwinds (backend unloaded, sensors closed) and leaves error.json saying interrupted.
@@ -39,7 +40,7 @@ def _interrupt_on_sigterm() -> None:
     def handler(signum: int, frame: object) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+        raise StoppedBySignal(f"stopped by signal {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
@@ -152,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, SystemExit):
             raise
         # the project's own messages are written for people; another exception's class names it
-        message = str(e) if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
+        message = (str(e) if isinstance(e, (HarnessError, StoppedBySignal))
+                   else f"{type(e).__name__}: {e}")
         print(f"[agent] failed ({reason}): {message}", file=sys.stderr, flush=True)
         try:
             atomic_write_json(

@@ -478,7 +478,8 @@ def test_interrupted_by_signal(tmp_path, docker_client, pytorch_cpu_image, tiny_
     aside = study.dir / "runs" / ".attempts" / f"{victim}-attempt1"
     agent = read_model(aside / "error.json", RunError)
     if times == 1:  # graceful: the agent itself said it was interrupted, with its traceback
-        assert agent.where == "agent" and "KeyboardInterrupt" in (agent.traceback or "")
+        assert agent.where == "agent" and "StoppedBySignal" in (agent.traceback or "")
+        assert agent.message == "stopped by signal SIGTERM"
     with pytest.raises(Exception):  # noqa: B017 - the container is gone
         container.reload()
     fix_prompts(prompts)

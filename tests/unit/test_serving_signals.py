@@ -124,3 +124,23 @@ def test_a_served_run_measures_simulated_gpus_against_their_truth(tmp_path, tiny
     t0, t1 = e["phase_edges_s"]["window"]  # the steady window the figures were cropped to
     assert e["energy_j"] == pytest.approx(total_energy_between(truth, [gpus.uuid(0)], t0, t1),
                                           rel=0.1)
+
+
+def test_the_agents_sigterm_leaves_no_unhandled_ctrl_c_mark():
+    # CPython marks a process as dying of an unhandled Ctrl+C (exit -2 instead of the 130 the
+    # agent returns) when a plain KeyboardInterrupt passes through exec'd string code, caught or
+    # not; dataclass creation in an engine's imports is such code. The agent's own
+    # KeyboardInterrupt is a subclass, which CPython does not mark.
+    code = """
+import ctypes, os, signal
+from harness.agent.__main__ import _interrupt_on_sigterm
+_interrupt_on_sigterm()
+try:
+    exec("import os, signal\\nos.kill(os.getpid(), signal.SIGTERM)\\nwhile True: pass")
+except KeyboardInterrupt as e:
+    print(type(e).__name__, e)
+print(ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value)
+"""
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, timeout=60)
+    assert got.stdout.splitlines() == ["StoppedBySignal stopped by signal SIGTERM", "0"], got
