@@ -45,6 +45,8 @@ from typing import BinaryIO
 from harness.config.experiment import FingerprintMode
 from harness.results.schema import ModelFile, ModelIdentity
 
+#: a model reference that starts like this is a path on the host, never a hub id
+PATH_PREFIXES = ("/", "./", "../", "~")
 BLOCK_BYTES = 64 * 1024
 SAMPLE_BLOCKS = 16
 #: the files fast mode samples when larger than SAMPLE_BLOCKS x BLOCK_BYTES (scheme 2)

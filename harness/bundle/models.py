@@ -20,10 +20,11 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from harness.config.experiment import FingerprintMode
-from harness.controller.preflight import PATH_PREFIXES, locate_model
+from harness.controller.preflight import locate_model
 from harness.errors import RunFailure, UserInputError
 from harness.model_identity import (
     KNOWN_SCHEMES,
+    PATH_PREFIXES,
     WEIGHT_SUFFIXES,
     differences,
     hub_snapshot,

@@ -6,7 +6,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from harness.bundle.layout import PROVENANCE
-from harness.controller.preflight import PATH_PREFIXES
+from harness.model_identity import PATH_PREFIXES
 
 
 def _images_section(name: str, bundle_name: str, prov: dict[str, Any]) -> list[str]:

@@ -23,10 +23,10 @@ from harness.controller.datasets import resolve_files
 from harness.controller.gpucheck import gpu_findings
 from harness.controller.runtimes.base import Runtime
 from harness.errors import RunFailure, UserInputError
+from harness.model_identity import PATH_PREFIXES
 from harness.results.reasons import FailureReason
 
 #: a model reference that starts like this is a folder, never a hub id
-PATH_PREFIXES = ("/", "./", "../", "~")
 
 
 @dataclass(frozen=True)

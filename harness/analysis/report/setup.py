@@ -21,7 +21,7 @@ from harness.analysis.report.data import Report, run_spec
 from harness.analysis.report.render import Block, Heading, Items, Para
 from harness.analysis.report.serving import serving_setup_lines
 from harness.config.experiment import Experiment, Measurement, Workload
-from harness.controller.preflight import PATH_PREFIXES
+from harness.model_identity import PATH_PREFIXES
 from harness.results.schema import ExperimentResult
 
 #: runs per experiment from which intervals are considered usable
