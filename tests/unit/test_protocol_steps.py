@@ -276,3 +276,15 @@ def test_a_good_prompts_file_is_encoded_after_the_load(tmp_path, clock):
         update={"dataset": str(path)})})
     result, _, engine = run(tmp_path, clock, exp)
     assert engine.log[0] == "load" and result.tokens.requests % 4 == 0
+
+
+@pytest.mark.parametrize("info", [{"engine": "scripted"}, {"engine": "scripted",
+                                                            "engine_version": ""}])
+def test_an_engine_whose_info_lacks_its_version_fails_the_run(tmp_path, clock, monkeypatch, info):
+    # reports name each run's engine version from here; a backend must say it
+    from _scripted import ScriptedEngine
+
+    monkeypatch.setattr(ScriptedEngine, "info", lambda self: info)
+    with pytest.raises(RunFailure, match="info\\(\\) lacks engine_version") as e:
+        run(tmp_path, clock)
+    assert e.value.reason == FailureReason.ENGINE_ERROR
