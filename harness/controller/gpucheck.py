@@ -35,14 +35,21 @@ class GpuFindings:
 
 
 def gpu_problems(experiments: Iterable[Experiment], execution: Execution, origin: str,
-                 library: GpuLibrary | None = None) -> list[str]:
+                 library: GpuLibrary | None = None, *, probe_clocks: bool = False) -> list[str]:
     """Why the experiments' gpu: settings cannot be applied to the study's GPUs (empty: they can)."""
-    return gpu_findings(experiments, execution, origin, library).all
+    return gpu_findings(experiments, execution, origin, library, probe_clocks=probe_clocks).all
 
 
 def gpu_findings(experiments: Iterable[Experiment], execution: Execution, origin: str,
-                 library: GpuLibrary | None = None) -> GpuFindings:
-    """gpu_problems(), split into the study's values and this host's GPUs."""
+                 library: GpuLibrary | None = None, *, probe_clocks: bool = False) -> GpuFindings:
+    """gpu_problems(), split into the study's values and this host's GPUs.
+
+    The permission to set power limits is probed with a no-op (each GPU's own limit). Clock
+    locks have no such no-op, nor a getter: with ``probe_clocks`` (at a start, never at a plan)
+    each GPU's requested clock domains are locked at the first requested value and unlocked
+    again, which is what every run's restore leaves them in; a GPU or a driver that refuses
+    locks is then an error before any container starts.
+    """
     found = GpuFindings()
     wanted = [e for e in experiments if e.gpu.any_set]
     if not wanted:
@@ -66,6 +73,8 @@ def gpu_findings(experiments: Iterable[Experiment], execution: Execution, origin
         for exp in wanted:
             found.values += _range_problems(exp, ranges, origin)
         found.host += _permission_problems(host, gpus, origin)
+        if probe_clocks and not found.values and not found.host:
+            found.host += _clock_lock_problems(host, gpus, wanted, origin)
     found.values = list(dict.fromkeys(found.values))
     return found
 
@@ -105,4 +114,27 @@ def _permission_problems(host: HostGpus, gpus: list[int], origin: str) -> list[s
             return [f"{origin}: gpu: settings cannot be changed on GPU {index}: {e};{hint}"]
         except GpusUnavailable as e:
             return [f"{origin}: gpu: settings cannot be checked on GPU {index}: {e}"]
+    return []
+
+
+def _clock_lock_problems(host: HostGpus, gpus: list[int], wanted: list[Experiment],
+                         origin: str) -> list[str]:
+    """Probe: lock each clock domain a run will lock, at its first requested value, and unlock."""
+    domains: dict[str, int] = {}
+    for exp in wanted:
+        for domain, value in (("sm", exp.gpu.sm_clock_mhz), ("memory", exp.gpu.memory_clock_mhz)):
+            if value is not None:
+                domains.setdefault(domain, value)
+    for domain, mhz in domains.items():
+        for index in gpus:
+            try:
+                host.lock_clocks_mhz(index, domain, mhz)
+                host.reset_clocks(index, domain)
+            except SettingRefused as e:
+                hint = (" run the study as root, or drop gpu." if e.code == NVML_ERROR_NO_PERMISSION
+                        else " this GPU or its driver does not lock clocks; drop gpu.")
+                return [f"{origin}: gpu: the {domain} clock cannot be locked on GPU {index}: "
+                        f"{e};{hint}{domain}_clock_mhz"]
+            except GpusUnavailable as e:
+                return [f"{origin}: gpu: clock locks cannot be checked on GPU {index}: {e}"]
     return []

@@ -267,7 +267,7 @@ def check_study(study: Study, plan: Plan, runtime: Runtime | None, *, origin: st
                               images_here=study.execution.executor != "slurm")
     if study.execution.executor == "slurm":
         return found
-    gpu = gpu_findings(experiments, study.execution, origin)
+    gpu = gpu_findings(experiments, study.execution, origin, probe_clocks=at_start)
     found.errors += gpu.values + (gpu.host if at_start else [])
     found.warnings += [] if at_start else [
         f"{p}; a start on this machine would refuse it" for p in gpu.host]

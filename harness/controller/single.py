@@ -99,7 +99,7 @@ def prepare_experiment(
     model_base = Path.cwd()
     found = check_experiments([exp], runtime, origin=str(file), images={}, hf_cache=None,
                               model_base=model_base, dataset_base=Path(file).parent)
-    found.errors += gpu_problems([exp], Execution(), str(file))
+    found.errors += gpu_problems([exp], Execution(), str(file), probe_clocks=True)
     found.raise_errors(file, "experiment")
     run_dir = new_study_dir(output_dir or DEFAULT_ROOT, exp.id)
     return SingleRun(exp, run_dir, runtime, why, found.warnings, observer,

@@ -177,12 +177,34 @@ def test_preflight_refuses_when_changes_are_not_permitted(monkeypatch: pytest.Mo
     assert "run the study as root" in problem
 
 
-def test_preflight_refuses_clock_locks_a_gpu_does_not_support() -> None:
+def test_preflight_refuses_clock_locks_a_gpu_does_not_support(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ex = Execution(simulated_gpus=SimulatedGpus(clock_locking=False))
     control = GpuControl(sim_library(None, clock_locking=False))
-    with pytest.raises(RunFailure, match="does not support it"):
+    with pytest.raises(RunFailure, match="does not support it"):  # a run would fail so
         control.apply("r1", GpuSettings(sm_clock_mhz=1410), [0])
-    assert gpu_problems(experiments(power_limit_w=300), ex, "s.yaml") == []
+    assert gpu_problems(experiments(power_limit_w=300), ex, "s.yaml", probe_clocks=True) == []
+    # at a start the lock is probed (and undone), so the study stops before any container
+    problems = gpu_problems(experiments(sm_clock_mhz=1410), ex, "s.yaml", probe_clocks=True)
+    assert len(problems) == 1 and "the sm clock cannot be locked on GPU 0" in problems[0]
+    assert problems[0].endswith("drop gpu.sm_clock_mhz")
+    # a plan touches no GPU: the lock is not probed there
+    assert gpu_problems(experiments(sm_clock_mhz=1410), ex, "s.yaml") == []
+    # where locks work, the probe leaves the clocks unlocked (what every run's restore leaves)
+    from harness.devices.host import HostGpus
+
+    locked: list[tuple[int, str, int]] = []
+    lock = HostGpus.lock_clocks_mhz
+
+    def spy(self: HostGpus, index: int, domain: str, mhz: int) -> None:
+        locked.append((index, domain, mhz))
+        lock(self, index, domain, mhz)
+
+    monkeypatch.setattr(HostGpus, "lock_clocks_mhz", spy)
+    assert gpu_problems(experiments(sm_clock_mhz=1410, memory_clock_mhz=2619), Execution(),
+                        "s.yaml", sim_library(tmp_path), probe_clocks=True) == []
+    assert locked == [(0, "sm", 1410), (0, "memory", 2619)]
+    assert held(tmp_path) == (700_000, 0, 0)
 
 
 # --- recovery -------------------------------------------------------------------------------
