@@ -61,14 +61,14 @@ class StudyAborted(HarnessError):
 
 
 class StoppedBySignal(KeyboardInterrupt):  # noqa: N818 - a KeyboardInterrupt, named as one
-    """The agent's KeyboardInterrupt, raised by its SIGTERM/SIGINT handler.
+    """The KeyboardInterrupt that the agent's and the command line's signal handlers raise.
 
     A subclass on purpose. When a plain KeyboardInterrupt passes through code that ``exec``
     runs from a string (dataclass creation during an engine's imports does that), CPython
-    marks the process as dying of an unhandled Ctrl+C even though the agent catches it,
-    writes error.json and returns 130, and the process can then exit by SIGINT (-2). CPython
-    marks only the exact KeyboardInterrupt type: a subclass is caught the same way everywhere
-    and leaves the exit code alone (seen as -2 in about 1 of 30 SIGTERMs while serving).
+    marks the process as dying of an unhandled Ctrl+C even where the agent or the command line
+    catches it and returns 130, and the process can then exit by SIGINT (-2). CPython marks
+    only the exact KeyboardInterrupt type: a subclass is caught the same way everywhere and
+    leaves the exit code alone (seen as -2 in about 1 of 30 SIGTERMs while serving).
     """
 
 

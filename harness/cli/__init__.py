@@ -16,7 +16,7 @@ from rich.markup import escape
 import harness
 from harness.cli import bundle, doctor, images, report, run, study
 from harness.cli.render import console, err_console
-from harness.errors import HarnessError
+from harness.errors import HarnessError, StoppedBySignal
 from harness.results.reasons import ExitCode
 
 app = typer.Typer(
@@ -60,6 +60,7 @@ def main() -> None:
     KeyboardInterrupt in the error path below; the outer handler catches it, and both paths
     ignore further signals before they print and exit.
     """
+    _interrupt_with_our_own()
     try:
         try:
             app()  # standalone: typer prints usage errors (exit 2) and handles Exit itself
@@ -72,6 +73,21 @@ def main() -> None:
         _ignore_signals()
         err_console.print("[red]interrupted[/]")
         sys.exit(ExitCode.INTERRUPTED)
+
+
+def _interrupt_with_our_own() -> None:
+    """Ctrl+C raises StoppedBySignal (a KeyboardInterrupt) instead of a plain KeyboardInterrupt.
+
+    A plain one that passes through exec'd code (dataclass creation in a lazy import) makes
+    CPython end the process by SIGINT (-2) however it was caught; see StoppedBySignal. A
+    process started with Ctrl+C ignored (a background job) keeps ignoring it.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    raise StoppedBySignal("interrupted by SIGINT")
 
 
 def _ignore_signals() -> None:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from harness.controller.runtimes.base import Runtime
+from harness.errors import StoppedBySignal
 from harness.results.events import Observer, SignalReceived
 
 
@@ -50,7 +51,7 @@ class SignalWatch:
     def _on_signal(self, signum: int, frame: object) -> None:
         self._count += 1
         if self._count > 2:  # a third: give up waiting, unwind at once
-            raise KeyboardInterrupt
+            raise StoppedBySignal(f"{signal.Signals(signum).name} a third time")
         self._queue.put(signum)  # SimpleQueue.put is safe in a signal handler
 
     def _watch(self) -> None:

@@ -452,3 +452,21 @@ def test_one_more_ctrl_c_while_an_interrupted_study_exits_still_exits_130(
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def test_ctrl_c_in_the_command_line_leaves_no_unhandled_ctrl_c_mark() -> None:
+    # see StoppedBySignal: a plain KeyboardInterrupt through exec'd code would make the
+    # process exit -2 however main() caught it
+    code = """
+import ctypes, os, signal
+import harness.cli as cli
+cli._interrupt_with_our_own()
+try:
+    exec("import os, signal\\nos.kill(os.getpid(), signal.SIGINT)\\nwhile True: pass")
+except KeyboardInterrupt as e:
+    print(type(e).__name__)
+print(ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").value)
+"""
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert got.stdout.splitlines() == ["StoppedBySignal", "0"], got
