@@ -139,10 +139,12 @@ def hub_source(folder: Path) -> tuple[str, str] | None:
     return None
 
 
-def hub_snapshot(cache: Path, hub_id: str) -> Path | None:
-    """The snapshot folder a hub id resolves to in a cache (its refs/main), or None."""
+def hub_snapshot(cache: Path, hub_id: str, revision: str | None = None) -> Path | None:
+    """The snapshot folder of a hub id in a cache: ``revision``'s, else its refs/main; or None."""
     hub = cache / "hub" if (cache / "hub").is_dir() else cache
     repo = hub / (_HUB_PREFIX + hub_id.replace("/", "--"))
+    if revision and (repo / "snapshots" / revision).is_dir():
+        return repo / "snapshots" / revision
     try:
         revision = (repo / "refs" / "main").read_text(encoding="utf-8").strip()
     except OSError:

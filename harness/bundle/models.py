@@ -90,8 +90,16 @@ def _folder_candidates(ref: str, model_root: Path | None,
 
 
 def locate_models(refs: list[str], *, mapped: dict[str, Path], model_root: Path | None,
-                  working_dir: Path | None, hf_cache: str | None) -> list[ModelPlace]:
-    """Where each model is on this machine; UserInputError naming every one not found."""
+                  working_dir: Path | None, hf_cache: str | None,
+                  revisions: dict[str, str] | None = None) -> list[ModelPlace]:
+    """Where each model is on this machine; UserInputError naming every one not found.
+
+    A hub id whose runs recorded a revision (``revisions``) is taken at that revision when
+    the cache holds its snapshot, and handed to the runs as that folder, so the engine loads
+    exactly it rather than whatever refs/main names now. Otherwise refs/main's snapshot is
+    used, and the fingerprint check says whether it is the same model.
+    """
+    revisions = revisions or {}
     places: list[ModelPlace] = []
     missing: list[str] = []
     for ref in refs:
@@ -114,13 +122,20 @@ def locate_models(refs: list[str], *, mapped: dict[str, Path], model_root: Path 
         except RunFailure as e:
             missing.append(f"{ref}: {e}")
             continue
-        snapshot = hub_snapshot(cache, ref) if cache else None
+        revision = revisions.get(ref)
+        snapshot = hub_snapshot(cache, ref, revision) if cache else None
         if snapshot is None:
             missing.append(f"{ref}: not a folder ({', '.join(str(p) for p, _ in tried)}) and "
                            f"not in the Hugging Face cache {cache or '(none found)'}")
             continue
-        places.append(ModelPlace(ref, None, f"hub id, snapshot {snapshot.name} in {cache}",
-                                 snapshot=snapshot))
+        if revision and snapshot.name == revision:
+            places.append(ModelPlace(ref, snapshot, f"hub id at the recorded revision "
+                                     f"{revision[:12]}, in {cache}", snapshot=snapshot))
+            continue
+        at = (f"; the recorded revision {revision[:12]} is not in the cache" if revision
+              else "")
+        places.append(ModelPlace(ref, None, f"hub id, snapshot {snapshot.name} (refs/main) in "
+                                 f"{cache}{at}", snapshot=snapshot))
     if missing:
         raise UserInputError(
             "bundle reproduce: models not found on this machine; nothing was started. Map each "

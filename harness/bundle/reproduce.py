@@ -15,7 +15,14 @@ import pandas as pd
 from harness.bundle.archive import DEFAULT_LIMITS, Limits, extract, read_bounded
 from harness.bundle.carry import WORKLOAD
 from harness.bundle.layout import PROVENANCE, carried_file
-from harness.bundle.models import ModelCheck, ModelPlace, check_model, locate_models, recorded_models
+from harness.bundle.models import (
+    ModelCheck,
+    ModelPlace,
+    Recorded,
+    check_model,
+    locate_models,
+    recorded_models,
+)
 from harness.bundle.reimages import ImageChoice, carried_archives, choose_images
 from harness.bundle.verify import verify_root
 from harness.config.datasets import DatasetFile
@@ -124,10 +131,9 @@ def _read_prov(root: Path, limits: Limits) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _model_checks(root: Path, manifest: Manifest, places: list[ModelPlace],
+def _model_checks(recorded: dict[str, list[Recorded]], places: list[ModelPlace],
                   accept: bool) -> tuple[dict[str, ModelCheck], list[str]]:
     """Each reviewer's model checked against the bundle; refused on a mismatch unless accepted."""
-    recorded = recorded_models(root, [r.run_id for r in manifest.runs if r.status == "done"])
     checks = {p.ref: check_model(p, recorded.get(p.ref, [])) for p in places}
     notes = [f"model {p.ref}: {p.folder or p.snapshot} ({p.why}); fingerprint "
              f"{checks[p.ref].summary()}" + (f" ({checks[p.ref].caveat})"
@@ -159,10 +165,13 @@ def _prepare(root: Path, runs: int | None, runner: Runner | None, reviewer: Revi
     sub_plan = _sub_plan(plan, sample_runs(plan, runs, plan.execution.seed))
     runtime, why = select_runtime(runner or study.execution.runner)
     working_dir = Path(manifest.working_dir) if manifest.working_dir else None
+    recorded = recorded_models(root, [r.run_id for r in manifest.runs if r.status == "done"])
     places = locate_models(sorted({e.experiment.model for e in sub_plan.experiments}),
                            mapped=reviewer.mapped, model_root=reviewer.root,
-                           working_dir=working_dir, hf_cache=study.hf_cache)
-    checks, model_notes = _model_checks(root, manifest, places, reviewer.accept_mismatch)
+                           working_dir=working_dir, hf_cache=study.hf_cache,
+                           revisions={ref: copies[0].identity.revision for ref, copies
+                                      in recorded.items() if copies[0].identity.revision})
+    checks, model_notes = _model_checks(recorded, places, reviewer.accept_mismatch)
     choice = choose_images(runtime, manifest, plan, {e.id for e in sub_plan.experiments},
                            dict(study.images), carried_archives(root, _read_prov(root, limits)))
     study = study.model_copy(update={"images": choice.images})

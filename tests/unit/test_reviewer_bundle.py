@@ -377,3 +377,27 @@ def test_reviewers_are_never_told_to_clone_a_path_of_the_authors_machine():
     served = "\n".join(_source_section(
         "s", {"source": {**src, "remote": "https://example.org/harness.git"}}))
     assert "git clone https://example.org/harness.git harness" in served
+
+
+def test_a_hub_id_is_taken_at_the_revision_the_runs_recorded(tiny: Path, tmp_path: Path):
+    # the reviewer's cache has moved on (refs/main names a newer snapshot) but still holds
+    # the snapshot the runs measured: that one is used, as a folder the runs load exactly
+    measured, newer = "a1" * 20, "b2" * 20
+    repo = tmp_path / "hf" / "hub" / "models--acme--tiny"
+    (repo / "snapshots").mkdir(parents=True)
+    (repo / "snapshots" / measured).symlink_to(tiny, target_is_directory=True)
+    write_tiny_model(repo / "snapshots" / newer, seed=7)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(newer)
+    find = dict(mapped={}, model_root=None, working_dir=tmp_path, hf_cache=str(tmp_path / "hf"))
+    (place,) = locate_models(["acme/tiny"], revisions={"acme/tiny": measured}, **find)
+    assert place.folder == place.snapshot == repo / "snapshots" / measured
+    assert "recorded revision" in place.why
+    recorded = [Recorded(identify("acme/tiny", repo / "snapshots" / measured, "fast"), ["r1"])]
+    assert check_model(place, recorded).status == "match"
+    # without it in the cache: refs/main, said so, and the fingerprint check tells them apart
+    (repo / "snapshots" / measured).unlink()
+    (place,) = locate_models(["acme/tiny"], revisions={"acme/tiny": measured}, **find)
+    assert place.folder is None and place.snapshot == repo / "snapshots" / newer
+    assert f"the recorded revision {measured[:12]} is not in the cache" in place.why
+    assert check_model(place, recorded).status == "mismatch"
