@@ -146,11 +146,11 @@ def hub_snapshot(cache: Path, hub_id: str, revision: str | None = None) -> Path 
     if revision and (repo / "snapshots" / revision).is_dir():
         return repo / "snapshots" / revision
     try:
-        revision = (repo / "refs" / "main").read_text(encoding="utf-8").strip()
+        main = (repo / "refs" / "main").read_text(encoding="utf-8").strip()
     except OSError:
         return None
-    snapshot = repo / "snapshots" / revision
-    return snapshot if revision and snapshot.is_dir() else None
+    snapshot = repo / "snapshots" / main
+    return snapshot if main and snapshot.is_dir() else None
 
 
 def identify(ref: str, folder: Path, mode: FingerprintMode,

@@ -45,10 +45,10 @@ def gpu_findings(experiments: Iterable[Experiment], execution: Execution, origin
     """gpu_problems(), split into the study's values and this host's GPUs.
 
     The permission to set power limits is probed with a no-op (each GPU's own limit). Clock
-    locks have no such no-op, nor a getter: with ``probe_clocks`` (at a start, never at a plan)
-    each GPU's requested clock domains are locked at the first requested value and unlocked
-    again, which is what every run's restore leaves them in; a GPU or a driver that refuses
-    locks is then an error before any container starts.
+    locks have no such no-op, and no lock in effect is read: with ``probe_clocks`` (at a
+    start, never at a plan) each GPU's requested clock domains are locked at the first
+    requested value and unlocked again, which is what every run's restore leaves them in; a
+    GPU or a driver that refuses locks is then an error before any container starts.
     """
     found = GpuFindings()
     wanted = [e for e in experiments if e.gpu.any_set]

@@ -26,8 +26,6 @@ from harness.errors import RunFailure, UserInputError
 from harness.model_identity import PATH_PREFIXES
 from harness.results.reasons import FailureReason
 
-#: a model reference that starts like this is a folder, never a hub id
-
 
 @dataclass(frozen=True)
 class ModelLocation:
