@@ -37,7 +37,7 @@ from harness.agent.serving.server import LOOPBACK, Server, free_port, log_tail
 from harness.agent.serving.steady import RULE, ServingWindow, SteadySpan, count_window, steady_span
 from harness.agent.steady import steady_state
 from harness.agent.window import window_target
-from harness.backends.spec import BackendSpec, ServerLaunch, ServingSupport
+from harness.backends.spec import BackendSpec, ServingSupport
 from harness.config.experiment import Experiment
 from harness.errors import RunFailure
 from harness.model_identity import identify_for_agent
@@ -132,18 +132,6 @@ def _serve(spec: RunSpec, out_dir: Path, sensor: Sensor, host: HostProbe,
     preload = measure_baseline(sensor, m.baseline_s, m.sample_interval_ms)
     port = free_port()
     launch = support.launch(exp, spec.model_path, port, out_dir / SERVER_FOLDER)
-    try:
-        return _served(spec, out_dir, sensor, host, file, launch, port, preload)
-    finally:  # the server is gone: no model, no context
-        activity.publish(activity.Activity.NO_CONTEXT)
-
-
-def _served(spec: RunSpec, out_dir: Path, sensor: Sensor, host: HostProbe, file: Any,
-            launch: ServerLaunch, port: int, preload: Baseline | None) -> Served:
-    """The server's start, warmup, the loaded-idle baseline and the load, in ``with Server``."""
-    exp = spec.experiment
-    m = exp.measurement
-    support = support_of(exp.spec)
     with Server(launch, out_dir / SERVER_FOLDER, out_dir / SERVER_LOG, port) as server:
         load_s = server.wait_ready(support.health_path, exp.serving.ready_timeout_s)
         activity.publish(activity.Activity.LOADED_IDLE)  # model resident, no request yet
@@ -185,6 +173,7 @@ def run_serving(spec: RunSpec, out_dir: Path, *, sensor: Sensor | None = None,
     try:
         got = _serve(spec, out_dir, sensor, host, file)
     finally:
+        activity.publish(activity.Activity.NO_CONTEXT)  # the server is gone: no model, no context
         sensor.close()
     return _finish(spec, out_dir, sensor, host, got, t_start)
 
