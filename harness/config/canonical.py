@@ -1,10 +1,15 @@
-"""What an experiment id hashes: the canonical JSON text of a resolved config, and the hash."""
+"""What an experiment id hashes: the canonical JSON text of a resolved config, and the hash.
+
+Canonical JSON: keys sorted, no whitespace, ASCII only. An object's text is built from its
+members' texts (``member_text``, joined by ``object_text``), so a member that many experiments
+share is encoded once and its text reused: the text is the same either way.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Iterable
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
@@ -12,36 +17,25 @@ from typing import Any
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
-def canonical_text(
-    data: Mapping[str, Any],
-    known: Mapping[str, str] | None = None,
-    omit: Collection[str] = (),
-) -> str:
-    """``data`` (a JSON-mode dump) as JSON with sorted keys and no whitespace.
+def value_text(value: Any) -> str:
+    """A JSON-mode value (a dump's part) as canonical JSON."""
+    if value is None:
+        return "null"
+    if type(value) is str:
+        return encode_basestring_ascii(value)
+    if type(value) is int:
+        return int.__repr__(value)
+    return _ENCODER.encode(value)  # floats, booleans, containers
 
-    ``known`` maps some top-level keys to their values' canonical text, made once for a value
-    that many experiments share; the text is the same as without it, only made faster.
-    Top-level keys in ``omit`` are left out (``data`` itself is never changed).
-    """
-    if not known:
-        return _ENCODER.encode({k: v for k, v in data.items() if k not in omit} if omit else data)
-    parts = []
-    for key in sorted(data):
-        if key in omit:
-            continue
-        text = known.get(key)
-        if text is None:
-            value = data[key]
-            if value is None:
-                text = "null"
-            elif type(value) is str:
-                text = encode_basestring_ascii(value)
-            elif type(value) is int:
-                text = int.__repr__(value)
-            else:  # the encoder for anything else (floats, booleans, containers)
-                text = _ENCODER.encode(value)
-        parts.append(f"{encode_basestring_ascii(key)}:{text}")
-    return "{" + ",".join(parts) + "}"
+
+def member_text(key: str, value_json: str) -> str:
+    """One member of an object's canonical JSON: the key and its value's text."""
+    return f"{encode_basestring_ascii(key)}:{value_json}"
+
+
+def object_text(members: Iterable[str]) -> str:
+    """An object's canonical JSON from its members' texts in sorted key order ('' left out)."""
+    return "{" + ",".join(filter(None, members)) + "}"
 
 
 def id_of(text: str) -> str:

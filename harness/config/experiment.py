@@ -18,7 +18,7 @@ from pydantic_core import PydanticCustomError, to_jsonable_python
 
 from harness.backends import registry
 from harness.backends.spec import ID_OMIT_DEFAULT, BackendOptions, BackendSpec, Device, Precision
-from harness.config.canonical import canonical_text, id_of
+from harness.config.canonical import id_of, member_text, object_text, value_text
 from harness.config.gpu import GpuSettings
 from harness.config.problems import model_of
 from harness.config.serving import Mode, Serving, Slo
@@ -146,6 +146,9 @@ class ExperimentBase(_Strict):
     def _mode_problems(self) -> list[str]:
         """Settings that the experiment's mode does not use."""
         if self.mode == "offline":
+            given = self.model_fields_set  # a field not given holds its default: nothing to compare
+            if "serving" not in given and "slo" not in given:
+                return []
             defaults = _neutral_defaults(type(self))
             unused = [n for n in ("serving", "slo") if getattr(self, n) != defaults[n]]
             return [f"the {' and '.join(unused)} settings apply to mode: serving only (set "
@@ -212,28 +215,33 @@ class ExperimentBase(_Strict):
         return copied
 
 
-def id_text(
-    value: BaseModel,
-    dumped: dict[str, Any] | None = None,
-    known: Mapping[str, str] | None = None,
-) -> str:
+def id_text(value: BaseModel, dumped: dict[str, Any] | None = None) -> str:
     """What an id hashes: a resolved experiment's (or one of its parts') canonical JSON.
 
-    The one rule for ids. A caller that has ``value``'s JSON-mode dump passes it as ``dumped``
-    (never changed here), and ``known`` maps fields to the ``id_text`` of their values where
-    it has them (sub-models that many experiments share); the text is the same either way.
+    The one rule for ids: each field's ``field_text``, in sorted order. A caller that has
+    ``value``'s JSON-mode dump passes it as ``dumped`` (never changed here).
     """
     if dumped is None:
         dumped = value.model_dump(mode="json", exclude_none=False)
-    omit = {name for name, default in _neutral_dumps(type(value)).items()
-            if dumped.get(name) == default}
-    nested = {name: id_text(getattr(value, name), dumped[name])
-              for name in _fields_with_neutral_parts(type(value))
-              if name not in omit and (known is None or name not in known)
-              and isinstance(getattr(value, name), BaseModel) and isinstance(dumped.get(name), dict)}
-    if nested:
-        known = {**(known or {}), **nested}
-    return canonical_text(dumped, known, omit)
+    model = type(value)
+    return object_text(field_text(model, name, getattr(value, name, None), dumped[name])
+                       for name in sorted(dumped))
+
+
+def field_text(model: type[BaseModel], name: str, value: Any, dumped: Any) -> str:
+    """One field's member of its model's id text ('' where ids leave the field out).
+
+    ``value`` is the field's value and ``dumped`` its JSON-mode dump. A field marked
+    ``ID_OMIT_DEFAULT`` is left out while at its default; a sub-model holding such fields is
+    written by the same rule.
+    """
+    neutral = _neutral_dumps(model)
+    if name in neutral and dumped == neutral[name]:
+        return ""
+    if (name in _fields_with_neutral_parts(model) and isinstance(value, BaseModel)
+            and isinstance(dumped, dict)):
+        return member_text(name, id_text(value, dumped))
+    return member_text(name, value_text(dumped))
 
 
 @cache

@@ -27,8 +27,7 @@ class GpuSettings(BaseModel):
     @property
     def any_set(self) -> bool:
         """Whether any setting is asked for."""
-        return any(v is not None for v in (self.power_limit_w, self.sm_clock_mhz,
-                                           self.memory_clock_mhz))
+        return (self.power_limit_w, self.sm_clock_mhz, self.memory_clock_mhz) != (None, None, None)
 
     def described(self) -> str:
         """The settings asked for, as text (``power_limit_w=300, sm_clock_mhz=1410``)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 from harness.backends import registry
@@ -15,7 +16,7 @@ def get_path(data: Any, path: str) -> Any:
     return get_parts(data, path.split("."))
 
 
-def get_parts(data: Any, parts: list[str]) -> Any:
+def get_parts(data: Any, parts: Sequence[str]) -> Any:
     """``get_path`` with the path already split at its dots."""
     for part in parts:
         if not isinstance(data, dict) or part not in data:

@@ -82,7 +82,7 @@ def expand(study: Study, *, source: str = "study") -> Plan:
         kept = _Kept(study, source)
         swept = kept.sweep(Grid(study.experiment, {
             k: v for k, v in study.sweep.items() if k not in bad_axes
-        }))
+        }, dumps=bool(study.exclude)))
         kept.include(study.experiment, study.include)
         problems += kept.problems + kept.failures()
         problems += [f"{source}: {why}" for p in kept.chosen.values()
@@ -168,9 +168,9 @@ class _Kept:
         """Keep the grid's experiments; how many distinct ones it gave."""
         self.combinations += len(grid)
         for point in grid.points():
-            exp = grid.build(point)
-            if exp is not None:
-                self.keep(exp, *grid.dumped(exp))
+            built = grid.build(point)
+            if built is not None:
+                self.keep(*built)
             elif (exp := self.validate(grid.data(point), grid.where(point))) is not None:
                 self.keep(exp.resolved())
         return len(self.chosen)
@@ -196,16 +196,18 @@ class _Kept:
         self,
         exp: Experiment,
         dumped: dict[str, Any] | None = None,
-        known: dict[str, str] | None = None,
+        text: str | None = None,
+        params: dict[str, Any] | None = None,
         *,
         where: str = "",
     ) -> None:
         """Keep a resolved experiment unless an exclude rule matches it or it is kept already.
 
-        ``dumped`` is its JSON-mode dump and ``known`` the ``id_text`` of some of its fields'
-        values, where the caller has them; ``where`` names an include (which no rule may exclude).
+        ``dumped`` is its JSON-mode dump, ``text`` its ``id_text`` and ``params`` its value
+        at each axis (its own copies), where the caller has them; ``where`` names an include
+        (which no rule may exclude).
         """
-        if dumped is None:
+        if dumped is None and (self.exclude or text is None or params is None):
             dumped = exp.model_dump(mode="json", exclude_none=False)
         for i, rule in enumerate(self.exclude):
             if all(get_path(dumped, k) == v for k, v in rule.items()):
@@ -216,10 +218,10 @@ class _Kept:
                     )
                 self.exclude_hits[i] += 1
                 return
-        eid = id_of(id_text(exp, dumped, known))  # exp.id, from the dump made already
+        eid = id_of(id_text(exp, dumped) if text is None else text)  # exp.id, from what is made
         if eid not in self.chosen:
-            # copies of containers: dumps share their parts
-            params = {axis: copied(get_parts(dumped, parts)) for axis, parts in self.axes}
+            if params is None:  # copies of containers: dumps share their parts
+                params = {axis: copied(get_parts(dumped, parts)) for axis, parts in self.axes}
             # built from values already validated (validating would run the experiment's
             # model validators a second time)
             self.chosen[eid] = PlannedExperiment.model_construct(

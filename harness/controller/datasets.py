@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.config.datasets import (
+    FIELDS,
     DatasetField,
     DatasetFile,
     content_problem,
@@ -38,13 +39,24 @@ class Resolved:
     notes: list[str] = field(default_factory=list)
 
 
+#: the experiment fields that hold the fields FIELDS read (what a file and its need depend on)
+_HOLDERS = tuple(dict.fromkeys(p.split(".", 1)[0] for f in FIELDS for p in (f.path, f.needed)))
+
+
 def _needs(experiments: Iterable[Experiment]) -> dict[Key, tuple[DatasetField, int, int]]:
     """Per named file: its field, the most records an experiment needs, how many name it."""
     needs: dict[Key, tuple[DatasetField, int, int]] = {}
+    #: what each distinct set of holders names (a plan's experiments share their sub-models;
+    #: the experiments stay alive, so the ids stay theirs)
+    seen: dict[tuple[int, ...], list[tuple[DatasetField, str, object]]] = {}
     for exp in experiments:
-        for spec, value in named_files(exp):
+        holders = tuple([id(getattr(exp, name)) for name in _HOLDERS])
+        named = seen.get(holders)
+        if named is None:
+            named = seen[holders] = [(spec, value, value_at(exp, spec.needed))
+                                     for spec, value in named_files(exp)]
+        for spec, value, needed in named:
             key = (spec.path, value)
-            needed = value_at(exp, spec.needed)
             _, most, count = needs.get(key, (spec, 0, 0))
             needs[key] = (spec, max(most, needed if isinstance(needed, int) else 0), count + 1)
     return needs

@@ -194,19 +194,19 @@ def image_findings(experiments: Iterable[Experiment], runtime: Runtime | None,
         return
     said = found.errors if at_start else found.warnings
     tags: set[str] = set()
-    for exp in experiments:
-        tag = image_for(images, exp.backend, exp.device)
+    for backend, device in dict.fromkeys((exp.backend, exp.device) for exp in experiments):
+        tag = image_for(images, backend, device)
         if tag is None:
             said.append(
-                f"backend {exp.backend} has no image for {exp.device}; its runs will fail in "
+                f"backend {backend} has no image for {device}; its runs will fail in "
                 "containers unless the study names one (images:) or runs with the local runner")
         elif tag not in tags:
             tags.add(tag)
             if runtime.prepare(tag) is None:
                 said.append(
-                    f"image {tag!r} is not present; runs of backend {exp.backend} will fail "
-                    f"unless it is built first ('harness images build --backend {exp.backend} "
-                    f"--device {exp.device}', or 'harness images build --study FILE' for all)")
+                    f"image {tag!r} is not present; runs of backend {backend} will fail "
+                    f"unless it is built first ('harness images build --backend {backend} "
+                    f"--device {device}', or 'harness images build --study FILE' for all)")
 
 
 def check_experiments(

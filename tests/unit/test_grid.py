@@ -14,9 +14,11 @@ from pydantic import (
     model_validator,
 )
 
-from harness.config.canonical import canonical_text, id_of
-from harness.config.experiment import Experiment, id_text
+import harness.config.grid as grid_module
+from harness.config.canonical import id_of, member_text, object_text, value_text
+from harness.config.experiment import Experiment, Measurement, id_text
 from harness.config.grid import Grid, independent_blocks, plain_serialization
+from harness.config.paths import get_path
 from harness.config.study import Study
 from harness.config.sweep import expand
 from harness.errors import UserInputError
@@ -41,6 +43,8 @@ GRIDS = {
     ),
     "explicit-null-block": ({**CPU, "pytorch": None}, {"batch_size": [1, 2]}),
     "strings-coerced": (CPU, {"batch_size": ["8", 9, "x"]}),
+    # "300" validates to a new int each time: the memo's value is not the combination's
+    "new-values-each-time": (CPU, {"batch_size": ["300", 301], "workload.seed": [1, 2]}),
     "block-not-a-mapping": ({**CPU, "decoding": "greedy"}, {"batch_size": [1]}),
     "foreign-block-not-a-mapping": ({**CPU, "vllm": [1]}, {"batch_size": [1]}),
     "invalid-foreign-block": ({**CPU, "vllm": {"max_num_seqs": 0}}, {"batch_size": [1]}),
@@ -50,7 +54,7 @@ GRIDS = {
 }
 
 #: the grids that plan (in the others some combination is invalid)
-VALID = {"block-axes", "whole-block-then-field", "explicit-null-block", "no-axes"}
+VALID = {"block-axes", "new-values-each-time", "whole-block-then-field", "explicit-null-block", "no-axes"}
 
 
 def plain(grid: Grid, point) -> Experiment | None:
@@ -73,10 +77,14 @@ def test_build_is_validation_of_the_plain_dict(name):
             assert built is None, where
             continue
         assert built is not None, f"{where}: the fast build refused a valid experiment"
-        assert built.model_dump() == expected.model_dump(), where
-        dumped, known = grid.dumped(built)
-        assert dumped == expected.model_dump(mode="json", exclude_none=False), where
-        assert id_of(id_text(built, dumped, known)) == expected.id, where
+        assert built.experiment.model_dump() == expected.model_dump(), where
+        assert built.dumped == expected.model_dump(mode="json", exclude_none=False), where
+        assert built.text == id_text(expected), where
+        assert id_of(built.text) == expected.id, where
+        if built.params is not None:
+            expected_dump = expected.model_dump(mode="json", exclude_none=False)
+            assert built.params == {a: get_path(expected_dump, a) for a in sweep}, where
+            assert list(built.params) == list(sweep), where
     assert (base, sweep) == before, "building the grid changed the study"
 
 
@@ -102,12 +110,35 @@ def test_plans_name_the_same_ids_as_the_experiments(name):
         {"z": {"y": [1, 2.0, "3"], "x": {}}, "a": [], "m": 10**30},
     ],
 )
-def test_canonical_text_with_known_parts_is_the_plain_text(data):
+def test_canonical_text_made_of_members_is_the_plain_text(data):
     plain_text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    assert canonical_text(data) == plain_text
-    for key in data:
-        known = {key: json.dumps(data[key], sort_keys=True, separators=(",", ":"))}
-        assert canonical_text(data, known) == plain_text
+    assert object_text(member_text(k, value_text(data[k])) for k in sorted(data)) == plain_text
+
+
+def test_an_id_text_is_the_canonical_dump_less_the_fields_at_their_neutral_defaults():
+    exp = Experiment.model_validate({**CPU, "measurement": {"max_window_s": 60}})
+    dumped = exp.resolved().model_dump(mode="json", exclude_none=False)
+    for name in ("mode", "serving", "slo", "gpu"):  # marked, and at their defaults
+        dumped.pop(name)
+    marked = [k for k, info in Measurement.model_fields.items() if info.json_schema_extra]
+    assert "max_window_s" in marked
+    for name in marked:  # all but max_window_s at their defaults
+        if name != "max_window_s":
+            dumped["measurement"].pop(name)
+    assert exp.canonical_json() == json.dumps(dumped, sort_keys=True, separators=(",", ":"))
+
+
+def test_the_fast_build_encodes_shared_values_once_and_falls_back_where_they_differ(monkeypatch):
+    in_full = []
+    real = grid_module._in_full
+    monkeypatch.setattr(grid_module, "_in_full", lambda exp: in_full.append(exp) or real(exp))
+    grid = Grid(*GRIDS["block-axes"])
+    assert all(grid.build(point) is not None for point in grid.points())
+    assert in_full == []
+    grid = Grid(*GRIDS["new-values-each-time"])
+    built = [grid.build(point) for point in grid.points()]
+    assert all(b is not None for b in built)
+    assert len(in_full) == 1  # ("300", 2): its batch_size is not the object ("300", 1) gave
 
 
 class Inner(BaseModel):
