@@ -9,6 +9,7 @@ import io
 import textwrap
 from collections import Counter
 from collections.abc import Callable, Iterator
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -234,10 +235,9 @@ def _extra_axes(plan: Plan) -> list[str]:
 def _rows(plan: Plan, runs: list[Any]) -> list[dict[str, Any]]:
     """One row per run: its position, id, cycle, the fixed fields and the other swept axes."""
     extra = _extra_axes(plan)
-    by_id = {p.id: p for p in plan.experiments}
     rows = []
     for run in runs:
-        p = by_id[run.experiment_id]
+        p = plan.planned(run.experiment_id)
         e = p.experiment
         rows.append({
             "number": run.position + 1, "position": run.position, "run_id": run.run_id,
@@ -282,10 +282,12 @@ def _show(plan: Plan, *, all_runs: bool) -> None:
 
 def _summary(plan: Plan) -> None:
     """How many runs each swept value and each backend/device gets."""
-    per_experiment = Counter(run.experiment_id for run in plan.runs)
+    per_experiment = Counter(map(attrgetter("experiment_id"), plan.runs))
     weights = [per_experiment[p.id] for p in plan.experiments]
+    exps = list(map(attrgetter("experiment"), plan.experiments))
     placements = _runs_per_value(
-        [f"{p.experiment.backend}/{p.experiment.device}" for p in plan.experiments], weights)
+        [f"{b}/{d}" for b, d in zip(map(attrgetter("backend"), exps),
+                                    map(attrgetter("device"), exps), strict=True)], weights)
     lines = ["runs per value of each swept axis:"]
     for axis in plan.axes:
         counter = _runs_per_value([p.params.get(axis) for p in plan.experiments], weights)
@@ -345,7 +347,8 @@ def placement_lines(plan: Plan) -> list[str]:
     if ex.max_parallel > slots:
         at_once += f" (max_parallel {ex.max_parallel}: the GPUs or CPUs listed do not go round)"
     lines = [f"placement: {at_once}"]
-    if any(n > 0 for n in per_run):
+    gpu_runs = any(n > 0 for n in per_run)
+    if gpu_runs:
         lines.append(f"  GPUs per run: {' or '.join(str(n) for n in per_run)}, from "
                      f"execution.gpus {ex.gpus}" + (", disjoint from the other runs in flight"
                                                     if slots > 1 else ""))
@@ -353,7 +356,7 @@ def placement_lines(plan: Plan) -> list[str]:
         sets = cpu_sets(host_cpus(), slots)
         lines.append("  CPU runs pinned, one CPU set per slot: "
                      + "; ".join(f"slot {i}: cpus {format_cpulist(c)}" for i, c in enumerate(sets)))
-    if slots > 1 and any(ex.gpus_per_run(e) > 0 for e in exps):
+    if slots > 1 and gpu_runs:
         lines.append("  GPU runs pinned to the CPUs local to their GPUs where the host says "
                      "which (NVML or sysfs)")
     return lines

@@ -97,7 +97,10 @@ class _Field(NamedTuple):
 class _Written(NamedTuple):
     """What a field that axes write gives at one combination of their values."""
 
-    field: _Field
+    name: str
+    value: Any
+    dumped: Any
+    text: str
     #: the values at those axes' paths
     params: dict[str, Any]
     #: whether a value in ``params`` is a container (copied for each experiment)
@@ -273,8 +276,8 @@ class Grid:
             choices.append(choice)
         if shape.own_block and not isinstance(data.get(backend), BaseModel):
             return None  # its block written as something else: full validation says what
-        try:
-            exp = Experiment.model_validate(data)
+        try:  # the validator itself, as model_validate calls it (its wrapper adds up over a grid)
+            exp = Experiment.__pydantic_validator__.validate_python(data)
         except ValidationError:
             return None
         if not self._resolves_all:
@@ -298,9 +301,9 @@ class Grid:
             written = choice.written
             if written is None:
                 written = choice.written = self._written(exp, choice.key)
-            elif values[choice.key[0]] is not written.field.value:
+            elif values[written.name] is not written.value:
                 return _in_full(exp)
-            members[layout.place[choice.key[0]]] = written.field.text
+            members[layout.place[written.name]] = written.text
             params.update(written.params)
             containers = containers or written.containers
         if containers:  # the dumps' parts are shared: each experiment gets its own copies
@@ -309,7 +312,7 @@ class Grid:
         if self._dumps:
             dumped = layout.dumped.copy()
             for choice in choices:
-                dumped[choice.key[0]] = choice.written.field.dumped  # type: ignore[union-attr]
+                dumped[choice.key[0]] = choice.written.dumped  # type: ignore[union-attr]
         return Built(exp, dumped, object_text(members), params)
 
     def _written(self, exp: Experiment, key: _Key) -> _Written:
@@ -317,7 +320,8 @@ class Grid:
         made = _field(exp, key[0])
         params = {self.axes[a].path: get_parts({key[0]: made.dumped}, self.axes[a].parts)
                   for a in key[1]}
-        return _Written(made, params, any(isinstance(v, dict | list) for v in params.values()))
+        return _Written(key[0], *made, params,
+                        any(isinstance(v, dict | list) for v in params.values()))
 
     def _layout(self, exp: Experiment, choices: list[_Choice]) -> _Layout:
         """The layout of ``exp``'s backend, from ``exp``: its fixed fields and its places."""

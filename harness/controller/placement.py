@@ -123,7 +123,7 @@ def slots_for(execution: Execution, experiments: Sequence[Experiment],
     gpu_needs = [k for k in needs if k > 0]
     if gpu_needs:
         n = min(n, max(1, len(execution.gpus) // min(gpu_needs)))
-    if any(pins_cpu_slots(execution, e) for e in experiments):
+    if n > 1 and any(pins_cpu_slots(execution, e) for e in experiments):
         n = min(n, len(cpu_sets(host_cpus() if cpus is None else cpus, n)))
     return max(1, n)
 
