@@ -1,14 +1,17 @@
-"""How planning scales: load + expand a generated study, and write its plan.json.
+"""How planning scales: load + expand a generated study, write its plan.json, run the command.
 
 For each size N (default 1 000, 10 000 and 100 000 experiments) it writes a study file whose
 sweep has exactly N combinations (batch_size x workload.num_prompts x measurement.warmup_batches,
 one cycle, execution.max_runs raised to N), then prints the best of --repeat tries of
 
-  plan   read, validate and expand the file (``harness.config.load.plan_study``)
-  write  write the plan as plan.json, as a study run does (``atomic_write_json``)
+  plan     read, validate and expand the file (``harness.config.load.plan_study``)
+  write    write the plan as plan.json, as a study run does (``atomic_write_json``)
+  command  ``harness study plan FILE`` from start to exit, in a new process (Python's start,
+           the imports, the plan, the checks of what it names, the summary it prints)
 
 as wall-clock and CPU seconds, and microseconds per experiment. Figures, not a test: on a
-machine shared with other work, wall time varies with the load; CPU time varies less.
+machine shared with other work, wall time varies with the load; CPU time varies less. The
+command asks the Docker engine, when one answers, whether the images are built.
 
 Usage: python benchmarks/plan_scaling.py [--sizes 1000 10000 100000] [--repeat 3]
 """
@@ -17,6 +20,9 @@ from __future__ import annotations
 
 import argparse
 import gc
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -63,24 +69,46 @@ def best_of(repeat: int, work: Callable[[], Any]) -> tuple[float, float, Any]:
     return min(walls), min(cpus), result
 
 
+def command(path: Path) -> None:
+    """Run ``harness study plan PATH`` to its end, as a user would (output discarded)."""
+    subprocess.run([sys.executable, "-m", "harness.cli", "study", "plan", str(path)],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+
+
+def best_command(repeat: int, path: Path) -> tuple[float, float]:
+    """The least wall and CPU seconds (the child's) of ``repeat`` runs of the command."""
+    walls, cpus = [], []
+    for _ in range(repeat):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wall = time.perf_counter()
+        command(path)
+        walls.append(time.perf_counter() - wall)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return min(walls), min(cpus)
+
+
 def main() -> None:
-    """Print planning and plan.json times for each size."""
+    """Print planning, plan.json and command times for each size."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
     parser.add_argument("--repeat", type=int, default=3, help="tries per figure; the best is shown")
     args = parser.parse_args()
 
-    print(f"{'experiments':>11}  {'step':<6} {'wall s':>8} {'cpu s':>8} {'us/exp (cpu)':>13}")
+    print(f"{'experiments':>11}  {'step':<7} {'wall s':>8} {'cpu s':>8} {'us/exp (cpu)':>13}")
     with tempfile.TemporaryDirectory(prefix="plan-scaling-") as tmp:
         for size in args.sizes:
             path = Path(tmp) / f"scaling-{size}.yaml"
             path.write_text(study_text(size), encoding="utf-8")
             wall, cpu, (_, plan) = best_of(args.repeat, lambda p=path: plan_study(p))
             assert len(plan.experiments) == size, len(plan.experiments)
-            print(f"{size:>11}  {'plan':<6} {wall:>8.3f} {cpu:>8.3f} {cpu / size * 1e6:>13.1f}")
+            print(f"{size:>11}  {'plan':<7} {wall:>8.3f} {cpu:>8.3f} {cpu / size * 1e6:>13.1f}")
             out = Path(tmp) / "plan.json"
             wall, cpu, _ = best_of(args.repeat, lambda o=out, p=plan: atomic_write_json(o, p))
-            print(f"{size:>11}  {'write':<6} {wall:>8.3f} {cpu:>8.3f} {cpu / size * 1e6:>13.1f}")
+            print(f"{size:>11}  {'write':<7} {wall:>8.3f} {cpu:>8.3f} {cpu / size * 1e6:>13.1f}")
+            del plan
+            wall, cpu = best_command(args.repeat, path)
+            print(f"{size:>11}  {'command':<7} {wall:>8.3f} {cpu:>8.3f} {cpu / size * 1e6:>13.1f}")
 
 
 if __name__ == "__main__":

@@ -33,8 +33,6 @@ import copy
 import itertools
 import math
 import operator
-import types
-import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -44,6 +42,7 @@ from pydantic import BaseModel, ValidationError
 from harness.backends import registry
 from harness.config.canonical import object_text
 from harness.config.experiment import Experiment, field_text, id_text
+from harness.config.model_facts import independent_blocks, plain_serialization
 from harness.config.paths import copied, get_parts, scope_of, set_path
 
 _INVALID = object()
@@ -86,25 +85,17 @@ class Built(NamedTuple):
     params: dict[str, Any] | None = None
 
 
-class _Field(NamedTuple):
+class _Made(NamedTuple):
     """A field's validated value, with its JSON-mode dump and its member of the id text."""
-
-    value: Any
-    dumped: Any
-    text: str
-
-
-class _Written(NamedTuple):
-    """What a field that axes write gives at one combination of their values."""
 
     name: str
     value: Any
     dumped: Any
     text: str
-    #: the values at those axes' paths
-    params: dict[str, Any]
+    #: where axes write the field: the values at their paths
+    params: dict[str, Any] = {}  # the one default, never changed
     #: whether a value in ``params`` is a container (copied for each experiment)
-    containers: bool
+    containers: bool = False
 
 
 @dataclass(eq=False)
@@ -115,7 +106,7 @@ class _Choice:
     #: what the experiment's dict gets: the value as given, or the validated block (_INVALID)
     value: Any
     #: what it gives, from the first experiment built with it
-    written: _Written | None = None
+    written: _Made | None = None
 
 
 class _Group(NamedTuple):
@@ -158,45 +149,6 @@ class _Shape:
     own_block: bool
     #: made from the backend's first experiment
     layout: _Layout | None = None
-
-
-def sole_model(annotation: Any) -> type[BaseModel] | None:
-    """The model an annotation is (``X`` or ``X | None``), or None for anything else."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
-        return None
-    others = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if len(others) == 1 and isinstance(others[0], type) and issubclass(others[0], BaseModel):
-        return others[0]
-    return None
-
-
-def independent_blocks(model: type[BaseModel]) -> dict[str, type[BaseModel]]:
-    """Fields of ``model`` whose sub-model validates a dict on its own, as the field does."""
-    decorators = model.__pydantic_decorators__
-    if any(d.info.mode != "after" for d in decorators.model_validators.values()):
-        return {}  # a validator that sees the raw input would see instances instead of dicts
-    checked = {name for d in decorators.field_validators.values() for name in d.info.fields}
-    if "*" in checked:
-        return {}
-    blocks = {}
-    for name, info in model.model_fields.items():
-        sub = sole_model(info.annotation)
-        if sub is not None and name not in checked and not info.metadata and not info.discriminator:
-            blocks[name] = sub
-    return blocks
-
-
-def plain_serialization(schema: Any) -> bool:
-    """Whether no part of a pydantic core schema changes how values are dumped."""
-    if isinstance(schema, dict):
-        if schema.get("computed_fields") or any(k.startswith("serialization") for k in schema):
-            return False
-        return all(plain_serialization(v) for v in schema.values())
-    if isinstance(schema, list | tuple):
-        return all(plain_serialization(v) for v in schema)
-    return True
 
 
 class Grid:
@@ -315,18 +267,18 @@ class Grid:
                 dumped[choice.key[0]] = choice.written.dumped  # type: ignore[union-attr]
         return Built(exp, dumped, object_text(members), params)
 
-    def _written(self, exp: Experiment, key: _Key) -> _Written:
+    def _written(self, exp: Experiment, key: _Key) -> _Made:
         """What a written field of ``exp`` gives, with the values at its axes' paths."""
-        made = _field(exp, key[0])
+        made = _made(exp, key[0])
         params = {self.axes[a].path: get_parts({key[0]: made.dumped}, self.axes[a].parts)
                   for a in key[1]}
-        return _Written(key[0], *made, params,
-                        any(isinstance(v, dict | list) for v in params.values()))
+        return made._replace(params=params, containers=any(
+            isinstance(v, dict | list) for v in params.values()))
 
     def _layout(self, exp: Experiment, choices: list[_Choice]) -> _Layout:
         """The layout of ``exp``'s backend, from ``exp``: its fixed fields and its places."""
         written = {choice.key[0] for choice in choices}
-        made = {name: _field(exp, name) for name in self._sorted}
+        made = {name: _made(exp, name) for name in self._sorted}
         dumped = {name: made[name].dumped for name in Experiment.model_fields}
         fixed = [name for name in made if name not in written]
         return _Layout(
@@ -430,11 +382,11 @@ class Grid:
             return _INVALID
 
 
-def _field(exp: Experiment, name: str) -> _Field:
+def _made(exp: Experiment, name: str) -> _Made:
     """A field of ``exp``: its value, its dump (as the experiment's has it), its id text member."""
     dumped = exp.model_dump(mode="json", exclude_none=False, include={name})[name]
     value = exp.__dict__[name]
-    return _Field(value, dumped, field_text(type(exp), name, value, dumped))
+    return _Made(name, value, dumped, field_text(type(exp), name, value, dumped))
 
 
 def _in_full(exp: Experiment) -> Built:

@@ -17,7 +17,8 @@ from pydantic import (
 import harness.config.grid as grid_module
 from harness.config.canonical import id_of, member_text, object_text, value_text
 from harness.config.experiment import Experiment, Measurement, id_text
-from harness.config.grid import Grid, independent_blocks, plain_serialization
+from harness.config.grid import Grid
+from harness.config.model_facts import independent_blocks, plain_serialization
 from harness.config.paths import get_path
 from harness.config.study import Study
 from harness.config.sweep import expand
