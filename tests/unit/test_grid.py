@@ -136,6 +136,10 @@ def test_the_fast_build_encodes_shared_values_once_and_falls_back_where_they_dif
     grid = Grid(*GRIDS["block-axes"])
     assert all(grid.build(point) is not None for point in grid.points())
     assert in_full == []
+    undumped = Grid(*GRIDS["block-axes"], dumps=False)  # a study without exclude rules
+    for point in grid.points():
+        made, lean = grid.build(point), undumped.build(point)
+        assert lean.dumped is None and (lean.text, lean.params) == (made.text, made.params)
     grid = Grid(*GRIDS["new-values-each-time"])
     built = [grid.build(point) for point in grid.points()]
     assert all(b is not None for b in built)
