@@ -18,7 +18,7 @@ from pydantic_core import PydanticCustomError, to_jsonable_python
 
 from harness.backends import registry
 from harness.backends.spec import ID_OMIT_DEFAULT, BackendOptions, BackendSpec, Device, Precision
-from harness.config.canonical import id_of, member_text, object_text, value_text
+from harness.config.canonical import id_of, member_text, value_text
 from harness.config.gpu import GpuSettings
 from harness.config.problems import model_of
 from harness.config.serving import Mode, Serving, Slo
@@ -218,30 +218,53 @@ class ExperimentBase(_Strict):
 def id_text(value: BaseModel, dumped: dict[str, Any] | None = None) -> str:
     """What an id hashes: a resolved experiment's (or one of its parts') canonical JSON.
 
-    The one rule for ids: each field's ``field_text``, in sorted order. A caller that has
-    ``value``'s JSON-mode dump passes it as ``dumped`` (never changed here).
+    The one rule for ids: the JSON-mode dump less the fields marked ``ID_OMIT_DEFAULT`` that
+    hold their defaults, at every level, as canonical JSON. A caller that has ``value``'s dump
+    passes it as ``dumped`` (never changed here).
     """
     if dumped is None:
         dumped = value.model_dump(mode="json", exclude_none=False)
-    model = type(value)
-    return object_text(field_text(model, name, getattr(value, name, None), dumped[name])
-                       for name in sorted(dumped))
+    return value_text(_id_form(value, dumped))
 
 
 def field_text(model: type[BaseModel], name: str, value: Any, dumped: Any) -> str:
     """One field's member of its model's id text ('' where ids leave the field out).
 
-    ``value`` is the field's value and ``dumped`` its JSON-mode dump. A field marked
-    ``ID_OMIT_DEFAULT`` is left out while at its default; a sub-model holding such fields is
-    written by the same rule.
+    ``value`` is the field's value and ``dumped`` its JSON-mode dump; the id text of a model
+    is its fields' members in sorted order (``canonical.object_text``).
     """
+    form = _field_form(model, name, value, dumped)
+    return "" if form is _LEFT_OUT else member_text(name, value_text(form))
+
+
+_LEFT_OUT = object()
+
+
+def _id_form(value: BaseModel, dumped: dict[str, Any]) -> dict[str, Any]:
+    """``value``'s dump as ids encode it: marked fields at their defaults left out."""
+    model = type(value)
+    form = dumped
+    for name in _marked(model):  # the others are as dumped
+        if name in dumped:
+            if form is dumped:
+                form = dict(dumped)
+            f = _field_form(model, name, getattr(value, name, None), dumped[name])
+            if f is _LEFT_OUT:
+                del form[name]
+            else:
+                form[name] = f
+    return form
+
+
+def _field_form(model: type[BaseModel], name: str, value: Any, dumped: Any) -> Any:
+    """A field's dump as ids encode it, or _LEFT_OUT where they leave it out."""
     neutral = _neutral_dumps(model)
     if name in neutral and dumped == neutral[name]:
-        return ""
+        return _LEFT_OUT
     if (name in _fields_with_neutral_parts(model) and isinstance(value, BaseModel)
             and isinstance(dumped, dict)):
-        return member_text(name, id_text(value, dumped))
-    return member_text(name, value_text(dumped))
+        return _id_form(value, dumped)
+    return dumped
 
 
 @cache
@@ -263,6 +286,12 @@ def _neutral_defaults(model: type[BaseModel]) -> dict[str, Any]:
     return {name: info.get_default(call_default_factory=True)
             for name, info in model.model_fields.items()
             if info.json_schema_extra == ID_OMIT_DEFAULT}
+
+
+@cache
+def _marked(model: type[BaseModel]) -> tuple[str, ...]:
+    """Fields of ``model`` that ids may leave out, or that hold a sub-model with such fields."""
+    return tuple(dict.fromkeys([*_neutral_dumps(model), *_fields_with_neutral_parts(model)]))
 
 
 @cache
