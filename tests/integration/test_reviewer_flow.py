@@ -198,7 +198,16 @@ def test_a_reviewer_reproduces_in_the_exact_image_with_a_verified_model(
         assert json.loads(result.read_text())["model"]["fingerprint"] == recorded.fingerprint
     comparison = pd.read_csv(new / "comparison.csv")
     tps = comparison[comparison["metric"] == "output_tokens_per_s"]
-    assert len(tps) == 2 and tps["within_original_pi95"].all(), tps.to_string()
+    # Whether a new CPU run lands in the original's 95 % prediction interval depends on this
+    # machine's load, not on the code (once in CI a new run 8 % slower than two originals
+    # 0.4 % apart missed it by 4 %): the interval's arithmetic is tests/unit/test_compare.py's. Here,
+    # each row is complete and says what its own bounds say, and the runs did the same work.
+    assert len(tps) == 2, tps.to_string()
+    for _, row in tps.iterrows():
+        low, high, new_mean = row["original_pi95_low"], row["original_pi95_high"], row["new_mean"]
+        assert low < row["original_mean"] < high, tps.to_string()
+        assert bool(row["within_original_pi95"]) == (low <= new_mean <= high), tps.to_string()
+        assert 0.5 < row["ratio_new_to_original"] < 2, tps.to_string()
     assert (tps["image_id"] == image_a).all() and (tps["original_image_id"] == image_a).all()
     assert tps["same_image"].all() and (tps["model_check"] == "match").all()
 
