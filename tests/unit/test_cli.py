@@ -470,3 +470,15 @@ print(ctypes.c_int.in_dll(ctypes.pythonapi, "_Py_UnhandledKeyboardInterrupt").va
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert got.stdout.splitlines() == ["StoppedBySignal", "0"], got
+
+
+def test_the_summary_counts_runs_per_value_by_type_and_as_written() -> None:
+    from harness.cli.plan import _runs_per_value
+
+    # 1, 1.0 and True are equal in Python, but the table writes them apart
+    assert _runs_per_value([1, 1.0, True, None, 1], [2, 2, 2, 2, 2]) == {
+        "1": 4, "1.0": 2, "True": 2, "-": 2}
+    # a whole block swept (unhashable), and experiments with different numbers of runs
+    counted = _runs_per_value([{"seed": 1}, {"seed": 1}, {"seed": 2}], [1, 3, 2])
+    assert counted == {"{'seed': 1}": 4, "{'seed': 2}": 2}
+    assert _runs_per_value(["a", "b", "a"], [1, 3, 2]) == {"a": 3, "b": 3}
