@@ -248,6 +248,7 @@ class Grid:
             return _in_full(exp)
         members = layout.members.copy()
         params = layout.params.copy()
+        dumped = layout.dumped.copy() if self._dumps else None
         containers = False
         for choice in choices:
             written = choice.written
@@ -257,14 +258,11 @@ class Grid:
                 return _in_full(exp)
             members[layout.place[written.name]] = written.text
             params.update(written.params)
+            if dumped is not None:
+                dumped[written.name] = written.dumped
             containers = containers or written.containers
         if containers:  # the dumps' parts are shared: each experiment gets its own copies
             params = {axis: copied(value) for axis, value in params.items()}
-        dumped = None
-        if self._dumps:
-            dumped = layout.dumped.copy()
-            for choice in choices:
-                dumped[choice.key[0]] = choice.written.dumped  # type: ignore[union-attr]
         return Built(exp, dumped, object_text(members), params)
 
     def _written(self, exp: Experiment, key: _Key) -> _Made:
